@@ -1,0 +1,1 @@
+"""Sensitivity report for a hyperparameter study: which hyperparameter matters most, with evidence."""

@@ -1,0 +1,155 @@
+"""Read a run directory through the results contract (study.json + three Parquet tables).
+
+The reader is the only place that touches files; everything downstream works on `RunData`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TRIALS_REQUIRED = ("trial_id", "status", "val_bpc", "chars_seen", "wall_s", "node_id")
+CURVES_REQUIRED = ("trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc")
+SAMPLES_REQUIRED = ("trial_id", "chars_seen", "temperature", "text")
+PARAM_PREFIX = "param."
+
+
+class RunDirError(ValueError):
+    """A run directory that does not satisfy the results contract (a user error, said in one line)."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched hyperparameter: `kind` is "float", "int" or "categorical"."""
+
+    name: str
+    kind: str
+    low: float = math.nan
+    high: float = math.nan
+    log: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind == "categorical"
+
+    @property
+    def column(self) -> str:
+        return PARAM_PREFIX + self.name
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The contract's tables, validated; `trials` always has a `role` column ("search"/"repeat")."""
+
+    run_dir: pathlib.Path
+    study: dict[str, Any]
+    params: tuple[ParamSpec, ...]
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+    samples: pd.DataFrame
+
+    @property
+    def metric(self) -> str:
+        return str(self.study.get("metric", "val_bpc"))
+
+    def param(self, name: str) -> ParamSpec:
+        return next(p for p in self.params if p.name == name)
+
+
+def _read_table(path: pathlib.Path, required: tuple[str, ...]) -> pd.DataFrame:
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a corrupt file
+        raise RunDirError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise RunDirError(f"{path} lacks required column(s): {', '.join(missing)}")
+    df = df.copy()
+    df["trial_id"] = df["trial_id"].astype(str)
+    return df
+
+
+def _param_spec(name: str, raw: Any, column: pd.Series) -> ParamSpec:
+    if not isinstance(raw, dict) or raw.get("type") not in ("float", "int", "categorical"):
+        raise RunDirError(f"study.json: search_space[{name!r}] needs a type of float, int or categorical")
+    if raw["type"] == "categorical":
+        choices = [str(c) for c in raw.get("choices") or []]
+        # Values outside the declared choices still form levels of their own.
+        seen = [str(v) for v in pd.unique(column.dropna().astype(str))]
+        choices += [v for v in seen if v not in choices]
+        return ParamSpec(name, "categorical", choices=tuple(choices))
+    values = pd.to_numeric(column, errors="coerce")
+    log = bool(raw.get("log", False))
+    low = float(raw["low"]) if raw.get("low") is not None else float(values.min())
+    high = float(raw["high"]) if raw.get("high") is not None else float(values.max())
+    if log and (low <= 0 or high <= 0):
+        raise RunDirError(f"study.json: search_space[{name!r}] is log-scaled but not positive")
+    return ParamSpec(name, raw["type"], low=low, high=high, log=log)
+
+
+def load_run(run_dir: str | pathlib.Path) -> RunData:
+    """Read and validate a run directory.
+
+    Args:
+        run_dir: directory holding study.json, trials.parquet, curves.parquet and samples.parquet.
+
+    Returns:
+        `RunData` with numeric param columns coerced to float and categorical ones to str.
+
+    Raises:
+        RunDirError: the directory is missing, is not a run directory, or a table is unreadable.
+    """
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a directory")
+    study_path = run_dir / "study.json"
+    if not study_path.is_file():
+        raise RunDirError(f"{run_dir} is not a run directory (no study.json)")
+    try:
+        study = json.loads(study_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"cannot read {study_path}: {exc}") from exc
+    if not isinstance(study, dict) or not isinstance(study.get("search_space"), dict):
+        raise RunDirError(f"{study_path} has no search_space object")
+    if study.get("schema_version", 1) != 1:
+        raise RunDirError(f"{study_path}: unsupported schema_version {study.get('schema_version')!r}")
+
+    trials = _read_table(run_dir / "trials.parquet", TRIALS_REQUIRED)
+    curves = _read_table(run_dir / "curves.parquet", CURVES_REQUIRED)
+    samples = _read_table(run_dir / "samples.parquet", SAMPLES_REQUIRED)
+
+    params = []
+    for name, raw in study["search_space"].items():
+        column = PARAM_PREFIX + str(name)
+        if column not in trials.columns:
+            raise RunDirError(f"trials.parquet lacks column {column!r} for a searched hyperparameter")
+        spec = _param_spec(str(name), raw, trials[column])
+        if spec.is_categorical:
+            trials[column] = trials[column].astype(object).where(trials[column].notna(), None)
+            trials[column] = [None if v is None else str(v) for v in trials[column]]
+        else:
+            trials[column] = pd.to_numeric(trials[column], errors="coerce").astype(float)
+        params.append(spec)
+
+    trials["status"] = trials["status"].astype(str)
+    if "role" not in trials.columns:
+        trials["role"] = "search"
+    trials["role"] = trials["role"].fillna("search").astype(str)
+    for df, cols in ((trials, ("val_bpc", "wall_s", "chars_seen")),
+                     (curves, ("chars_seen", "wall_s", "train_bpc", "val_bpc")),
+                     (samples, ("chars_seen", "temperature"))):
+        for c in cols:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    samples["text"] = samples["text"].fillna("").astype(str)
+    curves = curves.replace([np.inf, -np.inf], np.nan)
+    return RunData(run_dir, study, tuple(params), trials.reset_index(drop=True),
+                   curves.reset_index(drop=True), samples.reset_index(drop=True))

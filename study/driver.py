@@ -1,0 +1,222 @@
+"""The study itself: start or join Ray, search with Optuna under ASHA, retrain the best with other seeds.
+
+Only `study.run` calls this, after every input has been checked.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from charrnn.metrics import corpus_words, ngram_hashes
+from study.inputs import UsageError
+from study.results import ResultsWriter, TextIndex
+from study.space import make_sampler, optuna_space
+from study.trainable import run_trial
+
+SEARCH_EXPERIMENT = "tune"
+REPEAT_EXPERIMENT = "tune-repeats"
+TRIALS_PER_GPU = 4
+
+
+def start_ray(address: str | None) -> None:
+    # Tune's console tables and per-checkpoint chatter are replaced by ResultsWriter's progress lines;
+    # a trial's errors still reach the user through Tune's error files (see results.error_summary).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        # "local" always starts a fresh instance, never a stale cluster named in /tmp/ray.
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def gpus_per_trial(requested: float | None) -> float:
+    have = ray.cluster_resources().get("GPU", 0)
+    if requested is None:
+        return 1.0 / TRIALS_PER_GPU if have > 0 else 0.0
+    if requested > 0 and have == 0:
+        raise UsageError(f"--gpus-per-trial {requested} but the Ray cluster has no GPUs")
+    return requested
+
+
+def make_text_index(corpus) -> TextIndex:
+    text = corpus.vocab.decode_array(corpus.train)
+    return TextIndex(corpus_words(text), ngram_hashes(corpus.train), corpus.vocab.encode)
+
+
+def run_study(plan) -> str:
+    """Run (or resume) the search and the repeats; returns the closing summary text."""
+    spec, run_dir = plan.spec, plan.run_dir.resolve()
+    start_ray(plan.address)
+    try:
+        gpus = gpus_per_trial(plan.gpus_per_trial)
+        cpus = plan.cpus_per_trial
+        val_chars = spec.val_chars or len(plan.corpus.val)
+        # Into the object store once; every trial reads these arrays without re-reading or re-encoding.
+        data = {"train": plan.corpus.train, "val": plan.corpus.val[:val_chars], "vocab": plan.corpus.vocab.chars}
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus), {"cpu": cpus, "gpu": gpus}
+        )
+        index = make_text_index(plan.corpus)
+        writer = ResultsWriter(run_dir, list(spec.search), index, role="search", total_trials=plan.trials)
+        _search(plan, trainable, writer)
+        if plan.repeats > 0:
+            _repeat_best(plan, trainable, writer)
+    finally:
+        ray.shutdown()
+    return _summary(plan, run_dir, writer)
+
+
+def _storage(plan) -> str:
+    return plan.storage if "://" in plan.storage else str(Path(plan.storage).resolve())
+
+
+def _experiment_path(plan, name: str) -> str:
+    storage = _storage(plan)
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def _search(plan, trainable, writer: ResultsWriter) -> None:
+    spec = plan.spec
+    path = _experiment_path(plan, SEARCH_EXPERIMENT)
+    run_config = tune.RunConfig(
+        name=SEARCH_EXPERIMENT,
+        storage_path=_storage(plan),
+        callbacks=[writer],
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        verbose=0,
+    )
+    if plan.resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        # The restored run config holds the callbacks of the killed driver; use this driver's writer.
+        tuner._local_tuner.get_run_config().callbacks = [writer]
+        writer.echo(f"resuming {path}")
+    else:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
+        searcher = OptunaSearch(
+            optuna_space(spec), metric="val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
+            study_name=spec.name, storage=storage,
+        )
+        if plan.max_concurrent:
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
+        if spec.scheduler["name"] == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="chars_seen", max_t=spec.budget_chars,
+                grace_period=spec.eval_every * spec.scheduler["grace_evals"],
+                reduction_factor=spec.scheduler["reduction_factor"],
+            )
+        else:
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            trainable,
+            param_space={**spec.fixed, **spec.run_settings(), "seed": plan.seed},
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
+                                        metric="val_bpc", mode="min",
+                                        max_concurrent_trials=plan.max_concurrent,
+                                        trial_dirname_creator=_trial_dirname),
+            run_config=run_config,
+        )
+    tuner.fit()
+    writer.write()
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def best_search_trial(trials: pd.DataFrame) -> pd.Series | None:
+    """The search trial with the lowest val_bpc among those that trained their whole budget."""
+    search = trials[(trials.get("role", "search") == "search")]
+    done = search[(search["status"] == "completed") & search["val_bpc"].notna()]
+    if done.empty:
+        done = search[search["val_bpc"].notna() & search["status"].isin(["completed", "stopped"])]
+    if done.empty:
+        return None
+    return done.loc[done["val_bpc"].idxmin()]
+
+
+def _repeat_best(plan, trainable, writer: ResultsWriter) -> None:
+    """Retrain the best configuration with `repeats` other seeds: the seed noise floor for the report."""
+    trials = writer.trials_frame()
+    best = best_search_trial(trials)
+    if best is None:
+        writer.echo("no trial finished; skipping the seed repeats")
+        return
+    done_repeats = trials[(trials.get("role") == "repeat") & (trials["status"] != "running")]
+    seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
+    seeds = [s for s in seeds if s not in set(done_repeats.get("seed", pd.Series(dtype=int)).tolist())]
+    if not seeds:
+        return
+    params = {name: best[f"param.{name}"] for name in plan.spec.search}
+    params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
+    writer.role, writer.total_trials = "repeat", plan.repeats
+    writer.extra = {"repeat_of": str(best["trial_id"])}
+    writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds}")
+    tuner = tune.Tuner(
+        trainable,
+        param_space={**plan.spec.fixed, **plan.spec.run_settings(), **params, "seed": tune.grid_search(seeds)},
+        tune_config=tune.TuneConfig(metric="val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
+                                    trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=REPEAT_EXPERIMENT,
+            storage_path=_storage(plan),
+            callbacks=[writer],
+            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    writer.write()
+
+
+def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:
+    trials = writer.trials_frame()
+    search = trials[trials["role"] == "search"]
+    counts = search["status"].value_counts().to_dict()
+    lines = [f"study {plan.spec.name}: {len(search)} trials "
+             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    best = best_search_trial(trials)
+    if best is None:
+        lines.append("no trial reached an evaluation.")
+    else:
+        params = ", ".join(f"{n}={_fmt(best[f'param.{n}'])}" for n in plan.spec.search)
+        lines.append(f"best trial {best['trial_id']}: val_bpc {best['val_bpc']:.4f} after "
+                     f"{int(best['chars_seen']):,} chars ({best['wall_s']:.0f} s)")
+        lines.append(f"  {params}")
+        repeats = trials[(trials["role"] == "repeat") & trials["val_bpc"].notna()]
+        if len(repeats):
+            lines.append(f"  retrained with {len(repeats)} other seeds: val_bpc "
+                         + ", ".join(f"{v:.4f}" for v in repeats["val_bpc"]))
+        samples = pd.DataFrame(writer.samples)
+        mine = samples[samples["trial_id"] == best["trial_id"]] if len(samples) else samples
+        if len(mine):
+            finals = mine[mine["kind"] == "final"]
+            pick = (finals.iloc[(finals["temperature"] - 0.8).abs().argsort()].iloc[0] if len(finals)
+                    else mine.iloc[-1])
+            lines.append(f"  sample (temperature {pick['temperature']}):")
+            lines.append("    " + str(pick["text"]).strip().replace("\n", "\n    "))
+        if best.get("checkpoint"):
+            lines.append(f"  checkpoint: {best['checkpoint']}/model.pt")
+    lines.append(f"run directory: {run_dir}")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)

@@ -1,0 +1,127 @@
+"""Everything a user passes in, checked before anything expensive starts.
+
+Each mistake a user can make ends here as a `UsageError` with one line; `study.run` prints it and
+exits with status 2 before Ray is started.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from charrnn.corpus import Corpus, CorpusError, load_corpus
+from study.spec import SpecError, StudySpec, load_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+JOBS_DIR = REPO_ROOT / "jobs"
+DEFAULT_SPEC = JOBS_DIR / "sherlock.toml"
+
+
+class UsageError(ValueError):
+    """Bad input from the user: one line, exit status 2."""
+
+
+def data_dirs() -> list[Path]:
+    """Where named corpora are looked up, in order."""
+    dirs = []
+    if os.environ.get("CHARRNN_DATA"):
+        dirs.append(Path(os.environ["CHARRNN_DATA"]))
+    dirs += [Path.cwd() / "data", REPO_ROOT.parent / "shared" / "data"]
+    return dirs
+
+
+def resolve_corpus(name_or_path: str) -> tuple[str, Path]:
+    """A corpus name (found as NAME.txt in the data folders) or a path -> (name, path)."""
+    path = Path(name_or_path).expanduser()
+    looks_like_path = os.sep in name_or_path or path.suffix or path.exists()
+    if looks_like_path:
+        return path.stem, path
+    for d in data_dirs():
+        candidate = d / f"{name_or_path}.txt"
+        if candidate.exists():
+            return name_or_path, candidate
+    where = ", ".join(str(d) for d in data_dirs())
+    raise UsageError(f"corpus {name_or_path!r} not found as {name_or_path}.txt in {where} (set $CHARRNN_DATA or pass a path)")
+
+
+def resolve_spec(value: str | None) -> StudySpec:
+    """--spec PATH, or a name in jobs/ (e.g. 'smoke'), or the default sherlock spec."""
+    if value is None:
+        path = DEFAULT_SPEC
+    else:
+        path = Path(value)
+        if not path.exists() and not path.suffix and (JOBS_DIR / f"{value}.toml").exists():
+            path = JOBS_DIR / f"{value}.toml"
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def load_checked_corpus(spec: StudySpec, corpus_arg: str | None, encoding: str) -> Corpus:
+    name, path = resolve_corpus(corpus_arg or spec.corpus)
+    try:
+        corpus = load_corpus(path, name=name, encoding=encoding)
+    except CorpusError as exc:
+        raise UsageError(str(exc)) from None
+    need = spec.min_train_chars_needed()
+    if len(corpus.val) < 2 or len(corpus.train) < need:
+        raise UsageError(
+            f"corpus {path} is too short: {corpus.chars:,} chars gives {len(corpus.train):,} training chars, "
+            f"but the spec's largest batch needs {need:,} (batch_size x (seq_len+1)) plus a 10% held-out split"
+        )
+    if "train_chars" in spec.search:
+        low = int(spec.search["train_chars"].low)
+        if low < need:
+            raise UsageError(f"search.train_chars low ({low:,}) is below the {need:,} chars one batch needs")
+    return corpus
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.trials is not None and args.trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {args.trials}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.repeats is not None and args.repeats < 0:
+        raise UsageError(f"--repeats must be >= 0, got {args.repeats}")
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if args.gpus_per_trial and args.gpus_per_trial > 0 and not address:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--gpus-per-trial {args.gpus_per_trial} but this machine has no CUDA GPU "
+                             "(use --gpus-per-trial 0, or --address to join a cluster that has GPUs)")
+
+
+def default_out(spec: StudySpec) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("runs") / f"{spec.name}-{stamp}"
+
+
+def is_run_dir(path: Path) -> bool:
+    try:
+        meta = json.loads((path / "study.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("schema_version") == 1
+
+
+def check_out_dir(path: Path) -> None:
+    """A new study needs an empty or absent directory; a finished or running study is never overwritten."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} exists and is not a directory")
+    if is_run_dir(path):
+        raise UsageError(f"--out {path} already holds a study; pass --resume {path} to continue it, "
+                         "or choose another --out")
+    if path.is_dir() and any(path.iterdir()):
+        raise UsageError(f"--out {path} is not empty; choose a new directory")

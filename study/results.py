@@ -1,0 +1,306 @@
+"""The results contract: study.json and the trials/curves/samples Parquet tables of a run directory.
+
+`ResultsWriter` is a Tune callback that runs in the driver: workers report through Tune, the driver
+writes the tables, so a cluster needs no shared file system. Every write is atomic (temporary file
+in the same directory, then rename), so a study stopped at any moment leaves readable tables.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from ray.tune import Callback
+
+from charrnn.metrics import copied_frac, known_word_frac
+
+SCHEMA_VERSION = 1
+STUDY_FILE = "study.json"
+TRIALS_FILE = "trials.parquet"
+CURVES_FILE = "curves.parquet"
+SAMPLES_FILE = "samples.parquet"
+STATUSES = ("completed", "stopped", "diverged", "failed", "running")
+
+CURVE_COLUMNS = ["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "eval_val_bpc", "lr"]
+SAMPLE_COLUMNS = ["trial_id", "chars_seen", "temperature", "text", "kind", "prime", "known_word_frac",
+                  "copy20_frac"]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False, engine="pyarrow")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class TextIndex:
+    """What the sample metrics compare generated text against: the corpus words and 20-gram hashes."""
+
+    words: set[str]
+    ngrams: np.ndarray
+    encode: Callable[[str], np.ndarray]
+
+    def metrics(self, text: str) -> tuple[float, float]:
+        try:
+            ids = self.encode(text)
+        except KeyError:
+            return known_word_frac(text, self.words), math.nan
+        return known_word_frac(text, self.words), copied_frac(ids, self.ngrams)
+
+
+def error_summary(trial) -> str:
+    """One line naming why a trial failed, from Tune's error file (CUDA OOM named as such)."""
+    text = ""
+    try:
+        if trial.error_file and Path(trial.error_file).exists():
+            text = Path(trial.error_file).read_text(errors="replace")
+    except OSError:
+        pass
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # The innermost exception line is the last one that looks like "SomeError: message".
+    candidates = [ln for ln in lines if ":" in ln and ln.split(":")[0].replace(".", "").isidentifier()]
+    line = (candidates or lines or ["unknown error"])[-1]
+    if "CUDA out of memory" in text or "OutOfMemoryError" in text:
+        return f"CUDA out of memory: {line}"
+    return line[:1000]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class ResultsWriter(Callback):
+    """Collects every trial's results from Tune and keeps the run directory's tables up to date.
+
+    Rows already in the run directory (from an interrupted driver) are read back first, so a resumed
+    study appends to them instead of starting over.
+    """
+
+    def __init__(self, run_dir: Path, search_params: list[str], text_index: TextIndex | None = None,
+                 role: str = "search", total_trials: int = 0, echo: Callable[[str], None] = _stderr):
+        self.run_dir = Path(run_dir)
+        self.search_params = list(search_params)
+        self.text_index = text_index
+        self.role = role
+        self.total_trials = total_trials
+        self.echo = echo
+        self.trials: dict[str, dict] = {}
+        self.curves: list[dict] = []
+        self.samples: list[dict] = []
+        self.extra: dict[str, Any] = {}  # columns stamped on every new row (e.g. repeat_of)
+        self._last_write = 0.0
+        self._load_existing()
+
+    # ---- reading back what an earlier (interrupted) driver wrote -----------------------------------
+    def _load_existing(self) -> None:
+        path = self.run_dir / TRIALS_FILE
+        if path.exists():
+            for row in pd.read_parquet(path).to_dict("records"):
+                self.trials[row["trial_id"]] = {k: _plain(v) for k, v in row.items()}
+        for name, rows in ((CURVES_FILE, self.curves), (SAMPLES_FILE, self.samples)):
+            if (self.run_dir / name).exists():
+                rows.extend({k: _plain(v) for k, v in r.items()}
+                            for r in pd.read_parquet(self.run_dir / name).to_dict("records"))
+
+    # ---- Tune callback hooks ------------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        row["status"] = "running"
+        self.write()
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        row["retries"] = int(row.get("retries") or 0) + 1
+        row["error"] = error_summary(trial)
+        self.echo(f"trial {trial.trial_id} crashed ({row['error']}); retrying from its last checkpoint")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = self._row(trial)
+        tid = trial.trial_id
+        chars = int(result["chars_seen"])
+        # A retried trial re-reports from its checkpoint: drop anything past the point it resumed from.
+        self.curves[:] = [c for c in self.curves if not (c["trial_id"] == tid and c["chars_seen"] >= chars)]
+        self.samples[:] = [s for s in self.samples if not (s["trial_id"] == tid and s["chars_seen"] >= chars)]
+        if not result.get("diverged"):
+            self.curves.append({
+                "trial_id": tid, "chars_seen": chars, "wall_s": float(result["wall_s"]),
+                "train_bpc": float(result["train_bpc"]), "val_bpc": float(result["eval_val_bpc"]),
+                "eval_val_bpc": float(result["eval_val_bpc"]), "lr": float(result["lr"]),
+            })
+            self._add_sample(tid, chars, float(result["sample_temperature"]), result["sample"], "eval",
+                             trial.config.get("prime", "\n"))
+        for temp, text in json.loads(result.get("final_samples_json") or "{}").items():
+            self._add_sample(tid, chars, float(temp), text, "final", trial.config.get("prime", "\n"))
+        prev_best = self.best_val_bpc()
+        row.update(
+            chars_seen=chars,
+            wall_s=float(result["wall_s"]),
+            eval_s=float(result.get("eval_s", 0.0)),
+            train_bpc=float(result["train_bpc"]),
+            node_id=str(result.get("node_id", "")),
+            device=str(result.get("device", "")),
+            seed=int(result.get("seed", trial.config.get("seed", 0))),
+            threads=int(result.get("threads", 1)),
+            checkpoint=_checkpoint_path(trial),
+        )
+        if "peak_gpu_mem_bytes" in result:
+            row["peak_gpu_mem_bytes"] = int(result["peak_gpu_mem_bytes"])
+        if not result.get("diverged"):
+            row["val_bpc"] = float(result["val_bpc"])
+            row["best_chars_seen"] = int(self._best_chars(tid))
+        train_s = max(row["wall_s"] - row["eval_s"], 1e-9)
+        row["chars_per_s"] = chars / train_s
+        best = self.best_val_bpc()
+        if self.role == "search" and best < prev_best:
+            self.echo(f"{self._counts()} new best val_bpc {best:.4f} (trial {tid}, {chars:,} chars)")
+        self.write(throttle=2.0)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        last = trial.last_result or {}
+        if last.get("diverged"):
+            row["status"] = "diverged"
+            row["error"] = f"loss diverged (NaN/inf or exploding) at {int(last['chars_seen']):,} chars"
+        elif last.get("finished"):
+            row["status"] = "completed"
+        elif last:
+            row["status"] = "stopped"
+        else:
+            row["status"] = "failed"
+            row["error"] = row.get("error") or "trial ended without reporting a result"
+        row["checkpoint"] = _checkpoint_path(trial)
+        self.write()
+        self.echo(f"{self._counts()} trial {trial.trial_id} {row['status']}"
+                  + (f", val_bpc {row['val_bpc']:.4f}" if _finite(row.get("val_bpc")) else ""))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        row["status"] = "failed"
+        row["error"] = error_summary(trial)
+        self.write()
+        self.echo(f"{self._counts()} trial {trial.trial_id} failed: {row['error']}")
+
+    def on_experiment_end(self, trials, **info):
+        self.write()
+
+    # ---- tables -------------------------------------------------------------------------------------
+    def _row(self, trial) -> dict:
+        tid = trial.trial_id
+        if tid not in self.trials:
+            row = {"trial_id": tid, "trial_index": len(self.trials), "role": self.role, "status": "running"}
+            for name in self.search_params:
+                row[f"param.{name}"] = _plain(trial.config.get(name))
+            row.update(val_bpc=math.nan, chars_seen=0, wall_s=0.0, node_id="", device="", error=None,
+                       seed=int(trial.config.get("seed", 0)), retries=0, **self.extra)
+            self.trials[tid] = row
+        return self.trials[tid]
+
+    def _add_sample(self, tid: str, chars: int, temperature: float, text: str, kind: str, prime: str) -> None:
+        if not text:
+            return
+        known, copied = self.text_index.metrics(text) if self.text_index else (math.nan, math.nan)
+        self.samples.append({"trial_id": tid, "chars_seen": chars, "temperature": temperature, "text": text,
+                             "kind": kind, "prime": prime, "known_word_frac": known, "copy20_frac": copied})
+
+    def _best_chars(self, tid: str) -> int:
+        rows = [c for c in self.curves if c["trial_id"] == tid and _finite(c["val_bpc"])]
+        return min(rows, key=lambda c: c["val_bpc"])["chars_seen"] if rows else 0
+
+    def best_val_bpc(self) -> float:
+        vals = [r["val_bpc"] for r in self.trials.values() if r.get("role") == "search" and _finite(r.get("val_bpc"))]
+        return min(vals) if vals else math.inf
+
+    def _counts(self) -> str:
+        rows = [r for r in self.trials.values() if r.get("role") == self.role]
+        done = sum(r["status"] != "running" for r in rows)
+        running = len(rows) - done
+        total = self.total_trials or len(rows)
+        return f"[{self.role} {done}/{total} done, {running} running]"
+
+    def trials_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(list(self.trials.values()))
+        if df.empty:
+            cols = ["trial_id", "trial_index", "role", "status"] + [f"param.{n}" for n in self.search_params] + [
+                "val_bpc", "chars_seen", "wall_s", "node_id", "device", "error", "seed", "retries"]
+            df = pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
+        for col in ("trial_id", "status", "role", "node_id", "device", "error", "checkpoint", "repeat_of"):
+            if col in df:
+                df[col] = df[col].astype("string")
+        for col in ("val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s"):
+            if col in df:
+                df[col] = df[col].astype("float64")
+        for col in ("chars_seen", "best_chars_seen", "trial_index", "seed", "retries", "threads",
+                    "peak_gpu_mem_bytes"):
+            if col in df:
+                df[col] = df[col].fillna(0).astype("int64")
+        return df
+
+    def write(self, throttle: float = 0.0) -> None:
+        """Rewrite all three tables atomically (at most every `throttle` seconds)."""
+        now = time.monotonic()
+        if throttle and now - self._last_write < throttle:
+            return
+        self._last_write = now
+        atomic_write_parquet(self.run_dir / TRIALS_FILE, self.trials_frame())
+        atomic_write_parquet(self.run_dir / CURVES_FILE, _frame(self.curves, CURVE_COLUMNS))
+        atomic_write_parquet(self.run_dir / SAMPLES_FILE, _frame(self.samples, SAMPLE_COLUMNS))
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    df["trial_id"] = df["trial_id"].astype("string")
+    df["chars_seen"] = df["chars_seen"].astype("int64")
+    for col in columns:
+        if col not in ("trial_id", "chars_seen", "text", "kind", "prime"):
+            df[col] = df[col].astype("float64")
+        elif col in ("text", "kind", "prime"):
+            df[col] = df[col].astype("string")
+    return df
+
+
+def _checkpoint_path(trial) -> str | None:
+    ckpt = getattr(trial, "checkpoint", None)
+    return getattr(ckpt, "path", None) if ckpt is not None else None
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _plain(v):
+    """numpy/pandas scalars -> Python scalars, so rows round-trip through Parquet unchanged."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is pd.NA:
+        return None
+    return v

@@ -1,0 +1,191 @@
+"""Run a hyperparameter study of CharRNNs with Ray Tune + Optuna.
+
+    python -m study.run --trials 50
+    python -m study.run --spec jobs/smoke.toml --trials 4 --out runs/smoke
+    python -m study.run --resume runs/sherlock-20261124T190000Z
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from charrnn.corpus import Corpus
+from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
+                          resolve_spec)
+from study.results import STUDY_FILE, atomic_write_json
+from study.spec import StudySpec, load_spec
+
+SCHEMA_VERSION = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and status 2, instead of usage + message
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m study.run", description="Run a CharRNN hyperparameter study (Ray Tune + Optuna).")
+    p.add_argument("--trials", type=int, help="number of search trials (default: the spec's, 50 for sherlock)")
+    p.add_argument("--spec", help="job spec TOML, or a name in jobs/ (default: jobs/sherlock.toml)")
+    p.add_argument("--corpus", help="corpus name (sherlock, shakespeare) or path to a UTF-8 text file")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default utf-8)")
+    p.add_argument("--out", help="run directory (default: runs/<spec name>-<UTC timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted study in RUN_DIR")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial; torch threads = this (default 1)")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="GPUs per trial, fractions share a GPU (default: 0.25 when the cluster has GPUs, else 0)")
+    p.add_argument("--seed", type=int, help="seed of the sampler and of the trials (default: the spec's)")
+    p.add_argument("--repeats", type=int, help="retrain the best config with this many other seeds (default: spec's, 3)")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial from its checkpoint")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local one (or set RAY_ADDRESS)")
+    p.add_argument("--storage", help="where Tune keeps checkpoints: a path or a pyarrow URI (default RUN/)")
+    p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    return p
+
+
+@dataclass
+class Plan:
+    """A fully checked study, ready to run."""
+
+    spec: StudySpec
+    corpus: Corpus
+    run_dir: Path
+    trials: int
+    seed: int
+    repeats: int
+    cpus_per_trial: float
+    gpus_per_trial: float | None
+    max_concurrent: int | None
+    max_failures: int
+    address: str | None
+    storage: str
+    encoding: str
+    resume: bool
+    report: bool
+
+
+def prepare(args: argparse.Namespace) -> Plan:
+    """Check every input and load the corpus; raises UsageError. Starts nothing."""
+    check_args(args)
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not is_run_dir(run_dir):
+            raise UsageError(f"--resume {run_dir} is not a run directory (no study.json of a study)")
+        saved = json.loads((run_dir / STUDY_FILE).read_text(encoding="utf-8"))
+        inv = saved["invocation"]
+        spec = load_spec(run_dir / "spec.toml")
+        corpus = load_checked_corpus(spec, inv["corpus_path"], inv["encoding"])
+        if corpus.sha256 != saved["corpus"]["sha256"]:
+            raise UsageError(f"the corpus {inv['corpus_path']} changed since the study started (sha256 differs)")
+        return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"], inv["cpus_per_trial"],
+                    inv["gpus_per_trial"], inv["max_concurrent"], args.max_failures,
+                    args.address or os.environ.get("RAY_ADDRESS") or inv.get("address"), inv["storage"],
+                    inv["encoding"], True, not args.no_report)
+    spec = resolve_spec(args.spec)
+    corpus = load_checked_corpus(spec, args.corpus, args.encoding)
+    run_dir = Path(args.out) if args.out else default_out(spec)
+    check_out_dir(run_dir)
+    storage = args.storage or str(run_dir.resolve())
+    return Plan(
+        spec=spec,
+        corpus=corpus,
+        run_dir=run_dir,
+        trials=args.trials or spec.trials,
+        seed=spec.seed if args.seed is None else args.seed,
+        repeats=spec.repeats if args.repeats is None else args.repeats,
+        cpus_per_trial=args.cpus_per_trial or 1.0,
+        gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures,
+        address=args.address or os.environ.get("RAY_ADDRESS"),
+        storage=storage,
+        encoding=args.encoding,
+        resume=False,
+        report=not args.no_report,
+    )
+
+
+def study_metadata(plan: Plan) -> dict:
+    """study.json: the results contract's description of the study."""
+    from study.space import describe_space
+
+    spec = plan.spec
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "ray", "optuna", "charrnn-study", "pandas", "pyarrow"):
+        try:
+            versions[dist.replace("-", "_")] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist.replace("-", "_")] = None
+    grace = spec.eval_every * spec.scheduler["grace_evals"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": spec.name,
+        "metric": "val_bpc",
+        "mode": "min",
+        "budget_chars": spec.budget_chars,
+        "search_space": describe_space(spec),
+        "fixed": spec.fixed,
+        "corpus": plan.corpus.describe(),
+        "eval": {"val_chars": min(spec.val_chars or len(plan.corpus.val), len(plan.corpus.val)),
+                 "evals_per_trial": spec.evals_per_trial, "eval_every_chars": spec.eval_every},
+        "sampler": {"name": "TPESampler" if spec.sampler["name"] == "tpe" else "RandomSampler", "seed": plan.seed,
+                    **{k: v for k, v in spec.sampler.items() if k != "name"}},
+        "scheduler": ({"name": "ASHA", "time_attr": "chars_seen", "grace_period": grace,
+                       "reduction_factor": spec.scheduler["reduction_factor"], "max_t": spec.budget_chars}
+                      if spec.scheduler["name"] == "asha" else {"name": "FIFO"}),
+        "seed": plan.seed,
+        "num_trials": plan.trials,
+        "repeats": plan.repeats,
+        "versions": versions,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "invocation": {
+            "trials": plan.trials, "seed": plan.seed, "repeats": plan.repeats,
+            "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
+            "max_concurrent": plan.max_concurrent, "storage": plan.storage, "encoding": plan.encoding,
+            "corpus_path": plan.corpus.path, "spec_path": spec.path, "address": plan.address,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        plan = prepare(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not plan.resume:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plan.spec.path, plan.run_dir / "spec.toml")
+        atomic_write_json(plan.run_dir / STUDY_FILE, study_metadata(plan))
+
+    from study.driver import run_study  # imports Ray: only after every input is known to be good
+
+    try:
+        summary = run_study(plan)
+    except UsageError as exc:  # found only once connected to the cluster (e.g. no GPUs there)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished trials are in {plan.run_dir}. Continue with:\n"
+              f"  python -m study.run --resume {plan.run_dir}", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Job specs: TOML files in jobs/ that say what a study searches, how long trials train, and how.
+
+A spec is data: it is parsed with tomllib and validated field by field; nothing in it is evaluated.
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charrnn.config import HYPERPARAMETERS, TrainConfig
+
+
+class SpecError(ValueError):
+    """A job spec is malformed; the message is one line for the CLI."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched hyperparameter: a float or int range (optionally log-scaled) or a list of choices."""
+
+    name: str
+    type: str  # "float" | "int" | "categorical"
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: int | None = None
+    choices: tuple = ()
+
+    def describe(self) -> dict:
+        if self.type == "categorical":
+            return {"type": "categorical", "choices": list(self.choices)}
+        return {"type": self.type, "low": self.low, "high": self.high, "log": self.log}
+
+    def extremes(self) -> list:
+        """The values at the edges of the range (or every choice), for checking feasibility."""
+        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    corpus: str = "sherlock"
+    trials: int = 50
+    budget_chars: int = 1_000_000
+    evals_per_trial: int = 8
+    val_chars: int = 40_000
+    repeats: int = 3
+    seed: int = 0
+    search: dict[str, Param] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "n_startup_trials": 10})
+    scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "asha", "grace_evals": 1, "reduction_factor": 3})
+    sampling: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def eval_every(self) -> int:
+        return max(1, self.budget_chars // self.evals_per_trial)
+
+    def run_settings(self) -> dict[str, Any]:
+        """The TrainConfig fields every trial of this study shares (budget, evaluation, sampling)."""
+        settings = {
+            "budget_chars": self.budget_chars,
+            "evals_per_trial": self.evals_per_trial,
+            "val_chars": self.val_chars,
+            "seed": self.seed,
+        }
+        keys = {"prime": "prime", "temperature": "sample_temperature", "chars": "sample_chars",
+                "final_temperatures": "final_temperatures", "final_chars": "final_sample_chars"}
+        for key, value in self.sampling.items():
+            settings[keys[key]] = value
+        return settings
+
+    def min_train_chars_needed(self) -> int:
+        """The most training text any trial of this spec can need for one batch (batch_size x (seq_len+1))."""
+        def biggest(name: str) -> int:
+            if name in self.search:
+                return int(max(self.search[name].extremes()))
+            return int(self.fixed.get(name, getattr(TrainConfig, name)))
+        return biggest("batch_size") * (biggest("seq_len") + 1)
+
+
+_TOP = {"name", "corpus", "trials", "budget_chars", "evals_per_trial", "val_chars", "repeats", "seed",
+        "search", "fixed", "sampler", "scheduler", "sampling"}
+_PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
+_SAMPLER_KEYS = {"name", "n_startup_trials"}
+_SAMPLERS = {"tpe", "random"}
+_SCHEDULER_KEYS = {"name", "grace_evals", "reduction_factor"}
+_SCHEDULERS = {"asha", "fifo"}
+_SAMPLING_KEYS = {"prime", "temperature", "chars", "final_temperatures", "final_chars"}
+
+
+def _check_keys(where: str, got: dict, allowed: set) -> None:
+    unknown = sorted(set(got) - allowed)
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _int(where: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where} must be an integer, got {value!r}")
+    if value < minimum:
+        raise SpecError(f"{where} must be >= {minimum}, got {value}")
+    return value
+
+
+def _param(name: str, raw: Any) -> Param:
+    where = f"search.{name}"
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where} must be a table with a type")
+    _check_keys(where, raw, _PARAM_KEYS)
+    kind = raw.get("type")
+    if kind == "categorical":
+        extra = sorted(set(raw) - {"type", "choices"})
+        if extra:
+            raise SpecError(f"{where}: a categorical takes only choices, not {', '.join(extra)}")
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise SpecError(f"{where}: choices must be a non-empty list")
+        if len(set(map(repr, choices))) != len(choices):
+            raise SpecError(f"{where}: choices repeat a value")
+        return Param(name, "categorical", choices=tuple(choices))
+    if kind not in ("float", "int"):
+        raise SpecError(f"{where}: type must be float, int or categorical, got {kind!r}")
+    if "choices" in raw:
+        raise SpecError(f"{where}: choices belong to a categorical, not a {kind}")
+    if "low" not in raw or "high" not in raw:
+        raise SpecError(f"{where}: a {kind} needs low and high")
+    low, high, log = raw["low"], raw["high"], raw.get("log", False)
+    numeric = (int,) if kind == "int" else (int, float)
+    for label, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, numeric) or (isinstance(v, float) and not math.isfinite(v)):
+            raise SpecError(f"{where}: {label} must be a finite {'integer' if kind == 'int' else 'number'}, got {v!r}")
+    if not isinstance(log, bool):
+        raise SpecError(f"{where}: log must be true or false")
+    if low > high:
+        raise SpecError(f"{where}: low ({low}) is greater than high ({high})")
+    if log and low <= 0:
+        raise SpecError(f"{where}: a log scale needs low > 0, got {low}")
+    step = raw.get("step")
+    if step is not None:
+        if kind != "int" or log:
+            raise SpecError(f"{where}: step is allowed only on a linear int range")
+        _int(f"{where}.step", step, 1)
+    return Param(name, kind, low=low if kind == "int" else float(low), high=high if kind == "int" else float(high),
+                 log=log, step=step)
+
+
+def _check_values(name: str, values: list) -> None:
+    """Every value a hyperparameter can take must make a valid TrainConfig."""
+    for value in values:
+        try:
+            TrainConfig.from_flat({name: value})
+        except (ValueError, TypeError) as exc:
+            raise SpecError(f"{name}={value!r} is not a valid value: {exc}") from None
+
+
+def parse_spec(raw: dict, path: str = "") -> StudySpec:
+    """Validate a spec dict (as read from TOML) and return a StudySpec; raises SpecError."""
+    _check_keys("spec", raw, _TOP)
+    if "name" not in raw or not isinstance(raw["name"], str) or not raw["name"].strip():
+        raise SpecError("spec: name must be a non-empty string")
+    name = raw["name"].strip()
+    if any(c in name for c in "/\\\0") or name.startswith("."):
+        raise SpecError(f"spec: name {name!r} must not contain path separators")
+    corpus = raw.get("corpus", "sherlock")
+    if not isinstance(corpus, str) or not corpus:
+        raise SpecError("spec: corpus must be a corpus name or path")
+
+    search_raw = raw.get("search", {})
+    fixed_raw = raw.get("fixed", {})
+    if not isinstance(search_raw, dict) or not isinstance(fixed_raw, dict):
+        raise SpecError("spec: search and fixed must be tables")
+    for section, names in (("search", search_raw), ("fixed", fixed_raw)):
+        unknown = sorted(set(names) - set(HYPERPARAMETERS))
+        if unknown:
+            raise SpecError(f"{section}: unknown hyperparameter(s) {', '.join(unknown)} "
+                            f"(known: {', '.join(HYPERPARAMETERS)})")
+    both = sorted(set(search_raw) & set(fixed_raw))
+    if both:
+        raise SpecError(f"spec: {', '.join(both)} is both searched and fixed")
+    if not search_raw:
+        raise SpecError("spec: search must name at least one hyperparameter")
+    search = {n: _param(n, r) for n, r in search_raw.items()}
+    for n, p in search.items():
+        _check_values(n, p.extremes())
+    for n, v in fixed_raw.items():
+        _check_values(n, [v])
+
+    sampler = {"name": "tpe", "n_startup_trials": 10, **raw.get("sampler", {})}
+    _check_keys("sampler", sampler, _SAMPLER_KEYS)
+    if sampler["name"] not in _SAMPLERS:
+        raise SpecError(f"sampler.name must be one of {', '.join(sorted(_SAMPLERS))}, got {sampler['name']!r}")
+    _int("sampler.n_startup_trials", sampler["n_startup_trials"], 0)
+    scheduler = {"name": "asha", "grace_evals": 1, "reduction_factor": 3, **raw.get("scheduler", {})}
+    _check_keys("scheduler", scheduler, _SCHEDULER_KEYS)
+    if scheduler["name"] not in _SCHEDULERS:
+        raise SpecError(f"scheduler.name must be one of {', '.join(sorted(_SCHEDULERS))}, got {scheduler['name']!r}")
+    _int("scheduler.grace_evals", scheduler["grace_evals"], 1)
+    _int("scheduler.reduction_factor", scheduler["reduction_factor"], 2)
+    sampling = dict(raw.get("sampling", {}))
+    _check_keys("sampling", sampling, _SAMPLING_KEYS)
+    try:
+        TrainConfig.from_flat({{"temperature": "sample_temperature", "chars": "sample_chars",
+                                "final_chars": "final_sample_chars"}.get(k, k): v for k, v in sampling.items()})
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"sampling: {exc}") from None
+
+    spec = StudySpec(
+        name=name,
+        corpus=corpus,
+        trials=_int("spec: trials", raw.get("trials", 50), 1),
+        budget_chars=_int("spec: budget_chars", raw.get("budget_chars", 1_000_000), 1),
+        evals_per_trial=_int("spec: evals_per_trial", raw.get("evals_per_trial", 8), 1),
+        val_chars=_int("spec: val_chars", raw.get("val_chars", 40_000), 0),
+        repeats=_int("spec: repeats", raw.get("repeats", 3), 0),
+        seed=_int("spec: seed", raw.get("seed", 0), 0),
+        search=search,
+        fixed=dict(fixed_raw),
+        sampler=sampler,
+        scheduler=scheduler,
+        sampling=sampling,
+        path=path,
+    )
+    if spec.scheduler["grace_evals"] > spec.evals_per_trial:
+        raise SpecError("scheduler.grace_evals must not exceed evals_per_trial")
+    return spec
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a TOML job spec; raises SpecError with a one-line message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"spec not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec {path}: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_spec(raw, str(path))
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None

@@ -1,0 +1,82 @@
+"""The Tune trainable: runs charrnn.train for one trial and reports through Tune.
+
+This is the only module that calls `tune.report`. It builds the trial's TrainConfig once from the flat
+Tune config, picks the device Ray gave it, resumes from Tune's checkpoint after a retry, and turns
+each EvalRecord into a Tune result with a checkpoint (the best weights plus the resume state).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import ray
+import torch
+from ray import tune
+
+from charrnn.config import TrainConfig
+from charrnn.corpus import Vocab
+from charrnn.train import EvalRecord, train
+
+# Test-only hook: when set to N, a trial raises after its Nth report (before the retry budget is used
+# up this fails once per attempt). Used to prove that a crashing trial does not take the study down.
+RAISE_AFTER_ENV = "CHARRNN_TEST_RAISE_AFTER_REPORTS"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by the test-only hook."""
+
+
+def _trial_device(gpus: float) -> str:
+    if gpus > 0 and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> None:
+    """Train one trial; `data` holds the encoded corpus from Ray's object store."""
+    device = _trial_device(gpus)
+    threads = max(1, int(math.floor(cpus)))
+    trial_config = TrainConfig.from_flat({**config, "device": device, "threads": threads})
+    vocab = Vocab(data["vocab"])
+    node_id = ray.get_runtime_context().get_node_id()
+    raise_after = int(os.environ.get(RAISE_AFTER_ENV, "0") or 0)
+    reports = 0
+
+    def report(record: EvalRecord) -> None:
+        nonlocal reports
+        metrics = {
+            "chars_seen": record.chars_seen,
+            "wall_s": record.wall_s,
+            "eval_s": record.eval_s,
+            "train_bpc": record.train_bpc,
+            # ASHA and Optuna read val_bpc: the best so far, NaN once diverged so that Optuna records a failure.
+            "val_bpc": math.nan if record.diverged else record.best_val_bpc,
+            "eval_val_bpc": record.val_bpc,
+            "lr": record.lr,
+            "sample": record.sample,
+            "sample_temperature": record.sample_temperature,
+            "final_samples_json": json.dumps({str(t): s for t, s in record.final_samples.items()}),
+            "finished": record.done and not record.diverged,
+            "diverged": record.diverged,
+            "device": device,
+            "node_id": node_id,
+            "seed": trial_config.seed,
+            "threads": threads,
+        }
+        if device == "cuda":
+            metrics["peak_gpu_mem_bytes"] = torch.cuda.max_memory_allocated()
+        with tempfile.TemporaryDirectory(prefix="charrnn-ckpt-") as tmp:
+            record.save(tmp)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        reports += 1
+        if raise_after and reports >= raise_after and not record.done:
+            raise InjectedFailure(f"injected failure after report {reports} ({RAISE_AFTER_ENV})")
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as resume_dir:
+            train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir)
+    else:
+        train(trial_config, data["train"], data["val"], vocab, report=report)
