@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import torch
+
+from charrnn.checkpoint import MODEL_FILE, load_model
+from charrnn.config import TrainConfig
+from charrnn.corpus import from_text
+from charrnn.sample import main, sample
+from charrnn.train import train
+
+
+def _trained_checkpoint(text, directory):
+    corpus = from_text(text)
+    cfg = TrainConfig(budget_chars=30_000, embedding_dim=16, hidden_size=48, num_layers=1, cell="lstm", seq_len=32,
+                      batch_size=8, lr=1e-2, evals_per_trial=4, val_chars=0, sample_chars=30, prime="The ")
+    records = []
+    train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
+    records[-1].save(directory)
+    return corpus
+
+
+def test_checkpoint_loads_with_weights_only_and_samples(tiny_text, tmp_path):
+    corpus = _trained_checkpoint(tiny_text, tmp_path)
+    payload = torch.load(tmp_path / MODEL_FILE, weights_only=True)
+    assert payload["vocab"] == corpus.vocab.chars and payload["model_config"]["cell"] == "lstm"
+    model, vocab, _ = load_model(tmp_path)
+    text = sample(model, vocab, "Holmes", 200, temperature=0.8, seed=1)
+    assert len(text) == 200 and set(text) <= set(vocab.chars)
+    assert text == sample(model, vocab, "Holmes", 200, temperature=0.8, seed=1)  # seeded
+    assert sample(model, vocab, "Holmes", 50, temperature=0) == sample(model, vocab, "Holmes", 50, temperature=0)
+
+
+def test_sample_cli(tiny_text, tmp_path, capsys):
+    _trained_checkpoint(tiny_text, tmp_path)
+    assert main(["--checkpoint", str(tmp_path / MODEL_FILE), "--length", "120", "--temperature", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("The ") and len(out) >= 120
+    assert main(["--checkpoint", str(tmp_path), "--prime", "\u2603", "--length", "5"]) == 2
+    assert "outside the model's vocabulary" in capsys.readouterr().err
+    assert main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+PROSE = (
+    "To Sherlock Holmes she is always the woman. I have seldom heard him mention her under any other name. "
+    "In his eyes she eclipses and predominates the whole of her sex. It was not that he felt any emotion akin "
+    "to love for Irene Adler. All emotions, and that one particularly, were abhorrent to his cold, precise but "
+    "admirably balanced mind. He was, I take it, the most perfect reasoning and observing machine that the "
+    "world has seen, but as a lover he would have placed himself in a false position.\n"
+)
+
+
+@pytest.fixture
+def tiny_text() -> str:
+    """About 20k characters of repetitive English: learnable in a second by a tiny model."""
+    return PROSE * 40
+
+
+@pytest.fixture
+def sherlock_path() -> Path:
+    path = SHARED_DATA / "sherlock.txt"
+    if not path.exists():
+        pytest.fail(f"test data missing: {path} (the repository expects ../shared/data beside it)")
+    return path

@@ -1,0 +1,96 @@
+"""The smoke study end to end through real Ray Tune + Optuna, checking the results contract."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.run", "--spec", "jobs/smoke.toml", "--trials", "4", "--out", str(out),
+         "--no-report"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_contract_files(smoke_run):
+    out, proc = smoke_run
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["schema_version"] == 1 and meta["name"] == "smoke"
+    assert meta["metric"] == "val_bpc" and meta["mode"] == "min" and meta["budget_chars"] == 48_000
+    assert meta["search_space"]["lr"] == {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}
+    assert meta["search_space"]["cell"]["choices"] == ["rnn_tanh", "rnn_relu", "gru", "lstm"]
+    assert set(meta["corpus"]) >= {"name", "sha256", "chars", "vocab_size"}
+    assert meta["corpus"]["vocab_size"] == 99
+    assert {"ray", "optuna", "torch"} <= set(meta["versions"])
+
+    trials = pd.read_parquet(out / "trials.parquet")
+    search = trials[trials["role"] == "search"]
+    assert len(search) == 4 and len(trials[trials["role"] == "repeat"]) == 1
+    assert set(trials["status"]) <= {"completed", "stopped", "diverged", "failed"}
+    assert "running" not in set(trials["status"])
+    for name in meta["search_space"]:
+        assert f"param.{name}" in trials.columns
+    assert trials["trial_id"].dtype == "string"
+    assert trials["chars_seen"].dtype == "int64" and trials["val_bpc"].dtype == "float64"
+    assert trials["node_id"].str.len().gt(0).all() and (trials["device"] == "cpu").all()
+    done = trials[trials["status"] == "completed"]
+    assert len(done) >= 1 and (done["chars_seen"] >= 48_000).all()
+    assert (trials.loc[trials["status"] == "stopped", "chars_seen"] < 48_000).all()
+
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert list(curves.columns[:5]) == ["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc"]
+    assert set(curves["trial_id"]) <= set(trials["trial_id"])
+    for tid, rows in curves.groupby("trial_id"):
+        assert rows["chars_seen"].is_monotonic_increasing
+        row = trials.set_index("trial_id").loc[tid]
+        if row["status"] == "completed":
+            assert len(rows) == 8
+            assert row["val_bpc"] == pytest.approx(rows["val_bpc"].min())
+
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert list(samples.columns[:4]) == ["trial_id", "chars_seen", "temperature", "text"]
+    finished = trials[trials["status"].isin(["completed", "stopped"])]
+    for tid in finished["trial_id"]:
+        assert samples.loc[samples["trial_id"] == tid, "text"].str.len().max() >= 300
+    assert samples["known_word_frac"].between(0, 1).all()
+
+
+def test_optuna_study_in_sqlite(smoke_run):
+    out, _ = smoke_run
+    with sqlite3.connect(out / "optuna.db") as db:
+        states = [s for (s,) in db.execute("select state from trials")]
+    assert len(states) == 4
+
+
+def test_progress_and_summary(smoke_run):
+    out, proc = smoke_run
+    assert "done" in proc.stderr and "running]" in proc.stderr
+    assert "best trial" in proc.stdout and str(out) in proc.stdout
+
+
+def test_best_checkpoint_samples(smoke_run):
+    out, _ = smoke_run
+    trials = pd.read_parquet(out / "trials.parquet")
+    best = trials[trials["role"] == "search"].sort_values("val_bpc").iloc[0]
+    payload = torch.load(os.path.join(best["checkpoint"], "model.pt"), weights_only=True)
+    assert payload["val_bpc"] == pytest.approx(best["val_bpc"])
+    proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--checkpoint", best["checkpoint"],
+                           "--length", "300", "--prime", "Holmes"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and len(proc.stdout) >= 300
