@@ -210,6 +210,34 @@ def train(
     status = "completed"
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16)
 
+    def report_eval(done: bool) -> None:
+        nonlocal best_val, best_chars, best_state, eval_s, loss_sum, loss_steps
+        t_eval = time.perf_counter()
+        val_bpc = evaluate_bpc(model, val, config.bf16)
+        is_best = val_bpc < best_val
+        if is_best:
+            best_val, best_chars = val_bpc, chars_seen
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        seed = config.seed * 1_000_003 + chars_seen
+        text = sample(model, vocab, config.prime, config.sample_chars, config.sample_temperature, seed)
+        finals = {}
+        if done and best_state is not None:
+            best_model = CharRNN(model.config).to(device)
+            best_model.load_state_dict(best_state)
+            finals = {
+                t: sample(best_model, vocab, config.prime, config.final_sample_chars, t, config.seed)
+                for t in config.final_temperatures
+            }
+        model.train()
+        eval_s += time.perf_counter() - t_eval
+        train_bpc = loss_sum / loss_steps / LN2 if loss_steps else math.nan
+        loss_sum, loss_steps = 0.0, 0
+        record = EvalRecord(chars_seen, elapsed(), train_bpc, val_bpc, best_val, lr, text,
+                            config.sample_temperature, is_best, done=done, final_samples=finals,
+                            eval_s=eval_s, save=save)
+        records.append(record)
+        report(record)
+
     while chars_seen < config.budget_chars:
         if pos + config.seq_len + 1 > streams.shape[1]:
             # A new pass over the text: start at a random offset, as the lab does, with a fresh state.
@@ -252,33 +280,13 @@ def train(
             loss_steps += len(losses)
 
         if at_eval:
-            t_eval = time.perf_counter()
-            val_bpc = evaluate_bpc(model, val, config.bf16)
-            is_best = val_bpc < best_val
-            if is_best:
-                best_val, best_chars = val_bpc, chars_seen
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            seed = config.seed * 1_000_003 + chars_seen
-            text = sample(model, vocab, config.prime, config.sample_chars, config.sample_temperature, seed)
-            done = chars_seen >= config.budget_chars
-            finals = {}
-            if done and best_state is not None:
-                best_model = CharRNN(model.config).to(device)
-                best_model.load_state_dict(best_state)
-                finals = {
-                    t: sample(best_model, vocab, config.prime, config.final_sample_chars, t, config.seed)
-                    for t in config.final_temperatures
-                }
-            model.train()
-            eval_s += time.perf_counter() - t_eval
-            train_bpc = loss_sum / max(loss_steps, 1) / LN2
-            loss_sum, loss_steps = 0.0, 0
-            record = EvalRecord(chars_seen, elapsed(), train_bpc, val_bpc, best_val, lr, text,
-                                config.sample_temperature, is_best, done=done, final_samples=finals,
-                                eval_s=eval_s, save=save)
-            records.append(record)
-            report(record)
+            report_eval(done=chars_seen >= config.budget_chars)
             next_eval += config.eval_every
+
+    if status == "completed" and not records:
+        # Resumed from a checkpoint taken at the very end (the driver died before it heard of it):
+        # report the final evaluation again so that the trial still ends with its results.
+        report_eval(done=True)
 
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return TrainResult(status, best_val, best_chars, chars_seen, elapsed(), eval_s, model.num_params(),

@@ -4,10 +4,11 @@ Only `study.run` calls this, after every input has been checked.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -16,11 +17,11 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
 from charrnn.metrics import corpus_words, ngram_hashes
 from study.inputs import UsageError
 from study.results import ResultsWriter, TextIndex
+from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.trainable import run_trial
 
@@ -29,12 +30,48 @@ REPEAT_EXPERIMENT = "tune-repeats"
 TRIALS_PER_GPU = 4
 
 
+class Interrupted(Exception):
+    """The study was stopped by SIGINT/SIGTERM; finished trials are saved and it can be resumed."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+_TERMINATED = threading.Event()
+
+
+@contextmanager
+def _sigterm_as_sigint():
+    """SIGTERM stops the study the way Ctrl-C does: Tune saves its state and in-flight trials stay resumable."""
+    def on_term(signum, frame):
+        _TERMINATED.set()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _fit(tuner, expected_trials: int) -> None:
+    """Run a Tuner to the end; raise Interrupted if a signal cut it short."""
+    with _sigterm_as_sigint():
+        results = tuner.fit()
+    if _TERMINATED.is_set():
+        raise Interrupted("SIGTERM")
+    # After Ctrl-C Tune returns normally, leaving trials unfinished or never started.
+    if results.num_terminated + results.num_errors < expected_trials:
+        raise Interrupted("SIGINT")
+
+
 def start_ray(address: str | None) -> None:
     # Tune's console tables and per-checkpoint chatter are replaced by ResultsWriter's progress lines;
     # a trial's errors still reach the user through Tune's error files (see results.error_summary).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
@@ -71,9 +108,12 @@ def run_study(plan) -> str:
         )
         index = make_text_index(plan.corpus)
         writer = ResultsWriter(run_dir, list(spec.search), index, role="search", total_trials=plan.trials)
-        _search(plan, trainable, writer)
-        if plan.repeats > 0:
-            _repeat_best(plan, trainable, writer)
+        try:
+            _search(plan, trainable, writer)
+            if plan.repeats > 0:
+                _repeat_best(plan, trainable, writer)
+        finally:
+            writer.write()
     finally:
         ray.shutdown()
     return _summary(plan, run_dir, writer)
@@ -107,7 +147,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
         writer.echo(f"resuming {path}")
     else:
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
-        searcher = OptunaSearch(
+        searcher = StudySearch(
             optuna_space(spec), metric="val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
             study_name=spec.name, storage=storage,
         )
@@ -130,8 +170,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
                                         trial_dirname_creator=_trial_dirname),
             run_config=run_config,
         )
-    tuner.fit()
-    writer.write()
+    _fit(tuner, plan.trials)
 
 
 def _trial_dirname(trial) -> str:
@@ -156,15 +195,17 @@ def _repeat_best(plan, trainable, writer: ResultsWriter) -> None:
     if best is None:
         writer.echo("no trial finished; skipping the seed repeats")
         return
-    done_repeats = trials[(trials.get("role") == "repeat") & (trials["status"] != "running")]
     seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
-    seeds = [s for s in seeds if s not in set(done_repeats.get("seed", pd.Series(dtype=int)).tolist())]
-    if not seeds:
-        return
     params = {name: best[f"param.{name}"] for name in plan.spec.search}
     params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
     writer.role, writer.total_trials = "repeat", plan.repeats
     writer.extra = {"repeat_of": str(best["trial_id"])}
+    path = _experiment_path(plan, REPEAT_EXPERIMENT)
+    if plan.resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
+        tuner._local_tuner.get_run_config().callbacks = [writer]
+        _fit(tuner, plan.repeats)
+        return
     writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds}")
     tuner = tune.Tuner(
         trainable,
@@ -180,8 +221,7 @@ def _repeat_best(plan, trainable, writer: ResultsWriter) -> None:
             verbose=0,
         ),
     )
-    tuner.fit()
-    writer.write()
+    _fit(tuner, len(seeds))
 
 
 def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:

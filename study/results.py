@@ -141,8 +141,8 @@ class ResultsWriter(Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         row = self._row(trial)
         row["retries"] = int(row.get("retries") or 0) + 1
-        row["error"] = error_summary(trial)
-        self.echo(f"trial {trial.trial_id} crashed ({row['error']}); retrying from its last checkpoint")
+        row["retry_error"] = error_summary(trial)
+        self.echo(f"trial {trial.trial_id} crashed ({row['retry_error']}); retrying from its last checkpoint")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self._row(trial)
@@ -253,7 +253,8 @@ class ResultsWriter(Callback):
             cols = ["trial_id", "trial_index", "role", "status"] + [f"param.{n}" for n in self.search_params] + [
                 "val_bpc", "chars_seen", "wall_s", "node_id", "device", "error", "seed", "retries"]
             df = pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
-        for col in ("trial_id", "status", "role", "node_id", "device", "error", "checkpoint", "repeat_of"):
+        for col in ("trial_id", "status", "role", "node_id", "device", "error", "retry_error", "checkpoint",
+                    "repeat_of"):
             if col in df:
                 df[col] = df[col].astype("string")
         for col in ("val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s"):

@@ -23,7 +23,7 @@ from charrnn.corpus import Corpus
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec)
 from study.results import STUDY_FILE, atomic_write_json
-from study.spec import StudySpec, load_spec
+from study.spec import SpecError, StudySpec, load_spec
 
 SCHEMA_VERSION = 1
 
@@ -85,7 +85,10 @@ def prepare(args: argparse.Namespace) -> Plan:
             raise UsageError(f"--resume {run_dir} is not a run directory (no study.json of a study)")
         saved = json.loads((run_dir / STUDY_FILE).read_text(encoding="utf-8"))
         inv = saved["invocation"]
-        spec = load_spec(run_dir / "spec.toml")
+        try:
+            spec = load_spec(run_dir / "spec.toml")
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
         corpus = load_checked_corpus(spec, inv["corpus_path"], inv["encoding"])
         if corpus.sha256 != saved["corpus"]["sha256"]:
             raise UsageError(f"the corpus {inv['corpus_path']} changed since the study started (sha256 differs)")
@@ -171,17 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(plan.spec.path, plan.run_dir / "spec.toml")
         atomic_write_json(plan.run_dir / STUDY_FILE, study_metadata(plan))
 
-    from study.driver import run_study  # imports Ray: only after every input is known to be good
+    from study.driver import Interrupted, run_study  # imports Ray: only after every input is known to be good
 
     try:
         summary = run_study(plan)
     except UsageError as exc:  # found only once connected to the cluster (e.g. no GPUs there)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; finished trials are in {plan.run_dir}. Continue with:\n"
+    except (Interrupted, KeyboardInterrupt) as exc:
+        name = getattr(exc, "signal_name", "SIGINT")
+        print(f"stopped by {name}; finished trials are in {plan.run_dir}. Continue with:\n"
               f"  python -m study.run --resume {plan.run_dir}", file=sys.stderr)
-        return 130
+        return 143 if name == "SIGTERM" else 130
     print(summary)
     return 0
 

@@ -19,9 +19,10 @@ from charrnn.config import TrainConfig
 from charrnn.corpus import Vocab
 from charrnn.train import EvalRecord, train
 
-# Test-only hook: when set to N, a trial raises after its Nth report (before the retry budget is used
-# up this fails once per attempt). Used to prove that a crashing trial does not take the study down.
-RAISE_AFTER_ENV = "CHARRNN_TEST_RAISE_AFTER_REPORTS"
+# Test-only hook, to prove that a crashing trial neither takes the study down nor loses its work:
+# "once:N" makes a trial raise after its Nth report on its first attempt only (the retry succeeds),
+# "always:N" on every attempt (the trial ends failed once --max-failures retries are spent).
+FAIL_ENV = "CHARRNN_TEST_FAIL"
 
 
 class InjectedFailure(RuntimeError):
@@ -41,7 +42,9 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
     trial_config = TrainConfig.from_flat({**config, "device": device, "threads": threads})
     vocab = Vocab(data["vocab"])
     node_id = ray.get_runtime_context().get_node_id()
-    raise_after = int(os.environ.get(RAISE_AFTER_ENV, "0") or 0)
+    checkpoint = tune.get_checkpoint()
+    mode, _, after = os.environ.get(FAIL_ENV, "").partition(":")
+    raise_after = int(after) if mode == "always" or (mode == "once" and checkpoint is None) else 0
     reports = 0
 
     def report(record: EvalRecord) -> None:
@@ -72,9 +75,8 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         reports += 1
         if raise_after and reports >= raise_after and not record.done:
-            raise InjectedFailure(f"injected failure after report {reports} ({RAISE_AFTER_ENV})")
+            raise InjectedFailure(f"injected failure after report {reports} ({FAIL_ENV}={mode}:{after})")
 
-    checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as resume_dir:
             train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir)
