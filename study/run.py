@@ -186,7 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped by {name}; finished trials are in {plan.run_dir}. Continue with:\n"
               f"  python -m study.run --resume {plan.run_dir}", file=sys.stderr)
         return 143 if name == "SIGTERM" else 130
-    print(summary)
+    print(summary, flush=True)
+    if plan.report:
+        return _build_report(plan.run_dir)
+    return 0
+
+
+def _build_report(run_dir: Path) -> int:
+    from reports.build import build_report
+
+    try:
+        out = build_report(run_dir)
+    except Exception as exc:  # the study's results are safe on disk; say how to retry
+        print(f"error: building the report failed ({type(exc).__name__}: {exc}); the results are intact in "
+              f"{run_dir}; retry with: python -m reports.build {run_dir}", file=sys.stderr)
+        return 1
+    print(f"report: {Path(out) / 'index.html'}")
     return 0
 
 
