@@ -17,6 +17,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from charrnn.metrics import corpus_words, ngram_hashes
 from study.inputs import UsageError
@@ -79,6 +80,31 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
 
 
+def check_storage_reachable(storage: str) -> None:
+    """A local --storage must be one directory that every node sees, or trials elsewhere cannot checkpoint."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if "://" in storage or len(nodes) < 2:
+        return
+    marker = Path(storage) / f".storage-check-{os.getpid()}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    try:
+        seen = ray.get([_path_exists.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
+            for n in nodes])
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise UsageError(f"--storage {storage} is not shared with the nodes at {', '.join(blind)}; on a "
+                         "multi-node cluster give a shared file system path or a URI such as s3://bucket/prefix")
+
+
+@ray.remote(num_cpus=0)
+def _path_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
 def gpus_per_trial(requested: float | None) -> float:
     have = ray.cluster_resources().get("GPU", 0)
     if requested is None:
@@ -98,6 +124,7 @@ def run_study(plan) -> str:
     spec, run_dir = plan.spec, plan.run_dir.resolve()
     start_ray(plan.address)
     try:
+        check_storage_reachable(_storage(plan))
         gpus = gpus_per_trial(plan.gpus_per_trial)
         cpus = plan.cpus_per_trial
         val_chars = spec.val_chars or len(plan.corpus.val)
