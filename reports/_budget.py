@@ -45,6 +45,7 @@ class Budget:
     is_full: bool
     values: pd.DataFrame
     milestones: pd.DataFrame
+    min_trials: int = 0  # trials the budget had to have
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def choose_budget(run: RunData, min_trials: int | None = None) -> Budget:
     counts = np.array([(reached >= m).sum() for m in milestones], dtype=int)
     table = pd.DataFrame({"chars_seen": milestones, "n_trials": counts})
     if len(milestones) == 0:
-        return Budget(math.nan, 0, None, False, pd.DataFrame({"trial_id": [], "y": []}), table)
+        return Budget(math.nan, 0, None, False, pd.DataFrame({"trial_id": pd.Series([], dtype=str),
+                                                              "y": pd.Series([], dtype=float)}), table)
     need = min_trials if min_trials is not None else max(20, math.ceil(len(ids) / 2))
     need = min(need, int(counts.max()))
     chars = float(milestones[counts >= need].max())
@@ -134,7 +136,7 @@ def choose_budget(run: RunData, min_trials: int | None = None) -> Budget:
     full = run.study.get("budget_chars")
     is_full = full is not None and chars >= float(full) * (1 - 1e-9)
     values = best_up_to(run.curves, ids, chars)
-    return Budget(chars, len(values), rung, bool(is_full), values, table)
+    return Budget(chars, len(values), rung, bool(is_full), values, table, need)
 
 
 def noise_floor(run: RunData, chars: float) -> NoiseFloor:

@@ -1,12 +1,12 @@
 """Hyperparameter importance with bootstrap confidence intervals, by two independent methods.
 
-- "fanova": functional ANOVA main effects (Hutter et al. 2014) of a Gaussian-process surrogate with one
-  length scale per encoded column (ARD). On ~50 noisy trials a fully grown random forest (Optuna's
-  default fANOVA) splits on noise and gives irrelevant hyperparameters a few percent each; the ARD
-  length scales of a GP switch irrelevant inputs off instead. A hyperparameter's importance is the
-  variance of its main effect over the search space (log scale where the spec says so) divided by
-  the total variance of val_bpc there, seed noise included (the GP's white-noise term).
-- "permutation": a random forest fitted on each bootstrap resample, scored on the trials left out of it
+- "fanova": functional ANOVA main effects (Hutter et al. 2014) of a Gaussian-process surrogate with an
+  additive-plus-interaction kernel (`_gp.AdditiveGP`). On ~50 noisy trials a fully grown random forest
+  (Optuna's default fANOVA) splits on noise and gives irrelevant hyperparameters several percent each; the
+  GP's per-hyperparameter amplitudes switch irrelevant inputs off instead. A hyperparameter's importance is
+  the variance of its main effect over the search space (log scale where the spec says so) divided by the
+  total variance of val_bpc there, seed noise included (the GP's noise term).
+- "permutation": boosted trees (depth 2) fitted on each bootstrap resample, scored on the trials left out of it
   (out-of-bag); importance is the rise in squared error when one hyperparameter is replaced by random
   draws of it, over 2 * Var(y) (equal to the variance share for an additive response).
 
@@ -22,18 +22,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import cho_solve
 from scipy.stats import spearmanr
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from sklearn.ensemble import GradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 from reports import _encode
+from reports._gp import AdditiveGP
 from reports._load import ParamSpec
 
 METHODS = ("fanova", "permutation")
 NULL_QUANTILE = 0.95
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """The GP fitted on all trials, with what is needed to evaluate it in hyperparameter units."""
+
+    gp: AdditiveGP
+    specs: list[ParamSpec]
+    base: np.ndarray  # uniform search-space points the other hyperparameters are averaged over
+    y_mean: float
+    y_sd: float
 
 
 @dataclass(frozen=True)
@@ -43,9 +52,10 @@ class ImportanceResult:
     table: one row per hyperparameter, sorted by rank: param, importance, ci_low, ci_high, rank,
         within_noise, and per method `M`, `M_ci_low`, `M_ci_high` (plus Optuna reference columns).
     marginals: main effect of each hyperparameter on the target (GP): param, value, pos, mean, low, high.
-    floors: null-probe floor per method, the seed floor (share of variance) and the floor applied.
-    fit: surrogate quality (leave-one-out R^2 of the GP, median out-of-bag R^2 of the forest) and the
-        share of variance left to interactions and noise.
+    floors: null-probe floor per method ("null_M") and the floor applied to mark `within_noise`.
+    fit: total variance of y over the search space ("total_var", y's units squared), surrogate quality
+        (leave-one-out R^2 of the GP, median out-of-bag R^2 of the boosted trees) and the shares of
+        variance left to interactions and noise.
     """
 
     target: str
@@ -56,44 +66,36 @@ class ImportanceResult:
     floors: dict[str, float]
     fit: dict[str, float]
     agreement: pd.DataFrame
-    gp_state: object | None = None  # (fitted GP, specs, groups, mc, y mean, y sd) for the interaction grid
+    surrogate: Surrogate | None = None  # the full-data GP, for the interaction grid
 
 
-def _gp(X: np.ndarray, y: np.ndarray, seed: int, kernel=None, restarts: int = 2) -> GaussianProcessRegressor:
-    if kernel is None:
-        d = X.shape[1]
-        kernel = (ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.full(d, 0.5), (0.03, 100.0), nu=2.5)
-                  + WhiteKernel(0.1, (1e-4, 2.0)))
-    gp = GaussianProcessRegressor(kernel, normalize_y=False, n_restarts_optimizer=restarts, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gp.fit(X, y)
-    return gp
+def _main_effects(gp: AdditiveGP, grids: list[np.ndarray], mc: np.ndarray,
+                  mc_total: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], float]:
+    """Shares of variance of each group's main effect, the main-effect curves and the total variance
+    (noise included), all in standardized units."""
+    curves = [gp.partial_dependence(mc, [j], g) for j, g in enumerate(grids)]
+    main = [float(np.var(f)) for f in curves]
+    # Main effects cannot explain more than the whole; the guard absorbs Monte Carlo error in the total.
+    total = max(float(np.var(gp.predict(mc_total))), sum(main)) + gp.noise
+    return np.array(main) / total, curves, total
 
 
-def _main_effects(gp: GaussianProcessRegressor, grids: list[np.ndarray], groups: list[np.ndarray],
-                  mc: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Shares of variance of each group's main effect, and the main-effect curves (standardized units)."""
-    blocks = []
-    for g, cols in zip(grids, groups):
-        Xg = np.repeat(mc[None], len(g), axis=0)
-        Xg[:, :, cols] = g[:, None, :]
-        blocks.append(Xg.reshape(-1, mc.shape[1]))
-    pred = gp.predict(np.vstack(blocks + [mc]))
-    total = float(np.var(pred[-len(mc):])) + float(gp.kernel_.k2.noise_level)
-    curves, shares, start = [], [], 0
-    for g in grids:
-        f = pred[start:start + len(g) * len(mc)].reshape(len(g), len(mc)).mean(axis=1)
-        start += len(g) * len(mc)
-        curves.append(f)
-        shares.append(float(np.var(f)) / total)
-    return np.array(shares), curves
+def _reopened(theta: np.ndarray, k: int, amp: float = 0.05, length: float = 0.5) -> np.ndarray:
+    """Warm start for a resample: the full fit's hyperparameters, except that inputs the full fit switched off
+    (and the probe, a fresh column every time) start switched on again. A start at the amplitude bound has
+    no gradient to leave it, so without this every resample would agree with the full fit that an input
+    is irrelevant, and the intervals and the null floor would come out too narrow."""
+    t = theta.copy()
+    off = t[:k] < math.log(amp)
+    off[k - 1] = True
+    t[:k][off] = math.log(amp)
+    t[k:2 * k][off] = math.log(length)
+    t[2 * k] = max(t[2 * k], math.log(amp))
+    return t
 
 
-def _loo_r2(gp: GaussianProcessRegressor, y: np.ndarray) -> float:
-    k_inv = cho_solve((gp.L_, True), np.eye(len(y)))
-    resid = gp.alpha_ / np.diag(k_inv)
-    return float(1.0 - np.mean(resid ** 2) / np.var(y))
+def _loo_r2(gp: AdditiveGP, y: np.ndarray) -> float:
+    return float(1.0 - np.mean(gp.loo_residuals() ** 2) / np.var(y))
 
 
 def _permutation_oob(X: np.ndarray, y: np.ndarray, idx: np.ndarray, groups: list[np.ndarray],
@@ -101,8 +103,8 @@ def _permutation_oob(X: np.ndarray, y: np.ndarray, idx: np.ndarray, groups: list
     oob = np.setdiff1d(np.arange(len(y)), idx)
     if len(oob) < 3:
         return np.full(len(groups), np.nan), math.nan
-    forest = RandomForestRegressor(n_estimators=60, min_samples_leaf=2, max_features=0.5,
-                                   random_state=int(rng.integers(2 ** 31)))
+    forest = GradientBoostingRegressor(n_estimators=150, max_depth=2, learning_rate=0.05, subsample=0.8,
+                                       random_state=int(rng.integers(2 ** 31)))
     forest.fit(X[idx], y[idx])
     Xo, yo = X[oob], y[oob]
     batches = [Xo]
@@ -118,9 +120,8 @@ def _permutation_oob(X: np.ndarray, y: np.ndarray, idx: np.ndarray, groups: list
 
 
 def compute_importance(specs: tuple[ParamSpec, ...] | list[ParamSpec], params: pd.DataFrame, y: np.ndarray,
-                       *, target: str = "val_bpc", n_bootstrap: int = 60, random_state: int = 0,
-                       methods: tuple[str, ...] = METHODS, seed_sd: float = math.nan,
-                       n_grid: int = 21, n_mc: int = 192) -> ImportanceResult:
+                       *, target: str = "val_bpc", n_bootstrap: int = 100, random_state: int = 0,
+                       methods: tuple[str, ...] = METHODS, n_grid: int = 21, n_mc: int = 1024) -> ImportanceResult:
     """Importance of each hyperparameter for `y`, with percentile bootstrap intervals over trials.
 
     Args:
@@ -131,15 +132,22 @@ def compute_importance(specs: tuple[ParamSpec, ...] | list[ParamSpec], params: p
         n_bootstrap: bootstrap resamples of the trials (0 gives point estimates only).
         random_state: seed of every random choice (resamples, probes, surrogates).
         methods: subset of ("fanova", "permutation"); the first one gives the `importance` column.
-        seed_sd: standard deviation of y over training seeds alone (NaN if unknown), in y's units.
         n_grid: grid points per numeric hyperparameter for main effects.
         n_mc: uniform search-space points over which the other hyperparameters are averaged.
 
     Returns:
         An `ImportanceResult`.
     """
-    specs = list(specs)
-    y = np.asarray(y, dtype=float)
+    # Hundreds of small (n x n) factorizations: threaded BLAS only adds contention here (6x slower
+    # on a busy 2-core machine).
+    with threadpool_limits(1, user_api="blas"):
+        return _compute_importance(list(specs), params, np.asarray(y, dtype=float), target, n_bootstrap,
+                                   random_state, tuple(methods), n_grid, n_mc)
+
+
+def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndarray, target: str,
+                        n_bootstrap: int, random_state: int, methods: tuple[str, ...], n_grid: int,
+                        n_mc: int) -> ImportanceResult:
     n, names = len(y), [s.name for s in specs]
     rng = np.random.default_rng(random_state)
     y_mean, y_sd = float(np.mean(y)) if n else math.nan, float(np.std(y)) if n else math.nan
@@ -153,6 +161,7 @@ def compute_importance(specs: tuple[ParamSpec, ...] | list[ParamSpec], params: p
     grids = [_encode.grid(s, n_grid)[0] for s in specs] + [np.linspace(0, 1, n_grid)[:, None]]
     mc_params = _encode.uniform_sample(specs, n_mc, rng)
     mc = np.hstack([mc_params, rng.random((n_mc, 1))])
+    mc_total = np.hstack([_encode.uniform_sample(specs, 2 * n_mc, rng), rng.random((2 * n_mc, 1))])
     k = len(specs)
 
     point: dict[str, np.ndarray] = {}
@@ -160,53 +169,51 @@ def compute_importance(specs: tuple[ParamSpec, ...] | list[ParamSpec], params: p
     fit: dict[str, float] = {}
     full_probe = rng.random(n)
     Xf = np.hstack([X, full_probe[:, None]])
-    gp = _gp(Xf, ys, random_state, restarts=2) if "fanova" in methods else None
+    gp = AdditiveGP(all_groups, random_state=random_state).fit(Xf, ys) if "fanova" in methods else None
     if gp is not None:
-        point["fanova"], curves = _main_effects(gp, grids, all_groups, mc)
+        point["fanova"], curves, total = _main_effects(gp, grids, mc, mc_total)
+        fit["total_var"] = total * y_sd ** 2
         fit["gp_loo_r2"] = _loo_r2(gp, ys)
-        fit["gp_noise_share"] = float(gp.kernel_.k2.noise_level) / (
-            float(np.var(gp.predict(mc))) + float(gp.kernel_.k2.noise_level))
+        fit["gp_noise_share"] = gp.noise / total
         fit["interaction_share"] = max(0.0, 1.0 - fit["gp_noise_share"] - float(point["fanova"][:k].sum()))
-    if gp is not None:
-        # Duplicated trials in a resample look noise-free to a GP and make it interpolate; holding the
-        # noise at its full-data value keeps the likelihood equal to a weighted one.
-        boot_kernel = gp.kernel_.k1 + WhiteKernel(gp.kernel_.k2.noise_level, "fixed")
+        boot_start = _reopened(gp.theta, len(all_groups))
     boot_curves = [np.full((n_bootstrap, len(g)), np.nan) for g in grids[:k]]
     oob_r2 = []
     for b in range(n_bootstrap):
         idx = rng.integers(0, n, n)
         Xb = np.hstack([X, rng.random((n, 1))])
         if "fanova" in methods:
-            gpb = _gp(Xb[idx], ys[idx], random_state, kernel=boot_kernel, restarts=0)
-            boot["fanova"][b], cb = _main_effects(gpb, grids, all_groups, mc)
+            # Duplicated trials in a resample look noise-free to a GP and make it interpolate; holding the
+            # noise at its full-data value keeps the likelihood equal to a weighted one.
+            gpb = AdditiveGP(all_groups).fit(Xb[idx], ys[idx], theta0=boot_start, fixed_noise=gp.noise)
+            boot["fanova"][b], cb, _ = _main_effects(gpb, grids, mc, mc_total)
             for j in range(k):
                 boot_curves[j][b] = cb[j]
         if "permutation" in methods:
             boot["permutation"][b], r2 = _permutation_oob(Xb, ys, idx, all_groups, rng)
             oob_r2.append(r2)
-    if "permutation" in methods:
-        point["permutation"] = np.nanmean(boot["permutation"], axis=0) if n_bootstrap else np.zeros(k + 1)
-        fit["forest_oob_r2"] = float(np.nanmedian(oob_r2)) if oob_r2 else math.nan
+    # With very few trials some resamples leave too few trials out to score: all-NaN columns are expected.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if "permutation" in methods:
+            point["permutation"] = np.nanmean(boot["permutation"], axis=0) if n_bootstrap else np.zeros(k + 1)
+            fit["trees_oob_r2"] = float(np.nanmedian(oob_r2)) if oob_r2 else math.nan
 
-    floors: dict[str, float] = {}
-    for m in methods:
-        probe = boot[m][:, k] if n_bootstrap else point[m][k:]
-        floors[f"null_{m}"] = max(0.0, float(np.nanquantile(probe, NULL_QUANTILE)))
-    seed_share = math.nan
-    if math.isfinite(seed_sd) and gp is not None:
-        total = float(np.var(gp.predict(mc))) + float(gp.kernel_.k2.noise_level)
-        seed_share = (seed_sd / y_sd) ** 2 / total
-    floors["seed"] = seed_share
-    primary = methods[0]
-    floors["applied"] = max(floors[f"null_{primary}"], seed_share if math.isfinite(seed_share) else 0.0)
+        floors: dict[str, float] = {}
+        for m in methods:
+            probe = boot[m][:, k] if n_bootstrap else point[m][k:]
+            floors[f"null_{m}"] = max(0.0, float(np.nanquantile(probe, NULL_QUANTILE)))
+        primary = methods[0]
+        floors["applied"] = floors[f"null_{primary}"]
 
-    table = pd.DataFrame({"param": names})
-    for m in methods:
-        lo, hi = ((np.nanquantile(boot[m][:, :k], q, axis=0) for q in (0.025, 0.975)) if n_bootstrap
-                  else (point[m][:k], point[m][:k]))
-        table[m] = np.clip(point[m][:k], 0, None)
-        table[f"{m}_ci_low"] = np.clip(lo, 0, None)
-        table[f"{m}_ci_high"] = np.clip(hi, 0, None)
+        table = pd.DataFrame({"param": names})
+        for m in methods:
+            lo, hi = ((np.nanquantile(boot[m][:, :k], q, axis=0) for q in (0.025, 0.975)) if n_bootstrap
+                      else (point[m][:k], point[m][:k]))
+            # A percentile interval of a biased estimator can miss its own point estimate; widen it to hold it.
+            table[m] = np.clip(point[m][:k], 0, None)
+            table[f"{m}_ci_low"] = np.clip(np.minimum(lo, point[m][:k]), 0, None)
+            table[f"{m}_ci_high"] = np.clip(np.maximum(hi, point[m][:k]), 0, None)
     table.insert(1, "importance", table[primary])
     table.insert(2, "ci_low", table[f"{primary}_ci_low"])
     table.insert(3, "ci_high", table[f"{primary}_ci_high"])
@@ -215,7 +222,7 @@ def compute_importance(specs: tuple[ParamSpec, ...] | list[ParamSpec], params: p
     table = table.sort_values("rank").reset_index(drop=True)
 
     marginals = _marginal_table(specs, n_grid, curves, boot_curves, y_mean, y_sd) if gp is not None else None
-    state = (gp, specs, groups, mc, y_mean, y_sd) if gp is not None else None
+    state = Surrogate(gp, specs, mc, y_mean, y_sd) if gp is not None else None
     return ImportanceResult(target, n, n_bootstrap, table, marginals, floors, fit,
                             agreement(table, list(methods)), state)
 
@@ -241,7 +248,8 @@ def agreement(table: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
         for b in methods[i + 1:]:
             va, vb = table[a].to_numpy(float), table[b].to_numpy(float)
             ok = np.isfinite(va) & np.isfinite(vb)
-            rho = float(spearmanr(va[ok], vb[ok]).statistic) if ok.sum() >= 3 else math.nan
+            varied = ok.sum() >= 3 and np.ptp(va[ok]) > 0 and np.ptp(vb[ok]) > 0
+            rho = float(spearmanr(va[ok], vb[ok]).statistic) if varied else math.nan
             same = bool(ok.any() and table["param"][ok].iloc[np.argmax(va[ok])]
                         == table["param"][ok].iloc[np.argmax(vb[ok])])
             rows.append({"method_a": a, "method_b": b, "spearman": rho, "same_top": same})
@@ -254,24 +262,20 @@ def _empty(specs, target, n, methods) -> ImportanceResult:
     for m in methods:
         table[m] = table[f"{m}_ci_low"] = table[f"{m}_ci_high"] = math.nan
     return ImportanceResult(target, n, 0, table, pd.DataFrame(columns=["param", "value", "pos", "mean", "low",
-                            "high"]), {"applied": math.nan, "seed": math.nan}, {}, agreement(table, []), None)
+                            "high"]), {"applied": math.nan}, {}, agreement(table, []), None)
 
 
 def interaction_grid(result: ImportanceResult, a: str, b: str, n_grid: int = 15) -> pd.DataFrame:
     """Joint main effect of hyperparameters `a` and `b` (GP, others averaged): a, b, a_pos, b_pos, mean."""
-    gp, specs, groups, mc, y_mean, y_sd = result.gp_state
+    sur = result.surrogate
+    specs = sur.specs
     ia, ib = (next(i for i, s in enumerate(specs) if s.name == p) for p in (a, b))
     ga, va = _encode.grid(specs[ia], n_grid)
     gb, vb = _encode.grid(specs[ib], n_grid)
-    rows, blocks = [], []
-    for i in range(len(ga)):
-        for j in range(len(gb)):
-            Xg = mc.copy()
-            Xg[:, groups[ia]] = ga[i]
-            Xg[:, groups[ib]] = gb[j]
-            blocks.append(Xg)
-            rows.append({"a": va[i], "b": vb[j], "a_pos": i, "b_pos": j})
-    pred = gp.predict(np.vstack(blocks)).reshape(len(blocks), len(mc)).mean(axis=1)
+    rows = [{"a": va[i], "b": vb[j], "a_pos": i, "b_pos": j} for i in range(len(ga)) for j in range(len(gb))]
+    grid_rows = np.array([np.concatenate([ga[i], gb[j]]) for i in range(len(ga)) for j in range(len(gb))])
+    with threadpool_limits(1, user_api="blas"):
+        pred = sur.gp.partial_dependence(sur.base, [ia, ib], grid_rows)
     out = pd.DataFrame(rows)
-    out["mean"] = pred * y_sd + y_mean
+    out["mean"] = pred * sur.y_sd + sur.y_mean
     return out

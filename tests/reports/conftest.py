@@ -1,8 +1,8 @@
 """Synthetic run directories that satisfy the results contract, with a known answer.
 
 val_bpc at the end of training = 1.6 + lr effect + cell effect + hidden_size effect + seed noise, where over a
-uniform draw of the search space the shares of variance are about: lr 55%, cell 20%, hidden_size 10%, seed noise
-15%; dropout, seq_len and optimizer have no effect. copy20_frac grows with hidden_size and falls with dropout.
+uniform draw of the search space the shares of variance are about: lr 62%, cell 21%, hidden_size 10%, seed noise
+6.5%; dropout, seq_len and optimizer have no effect. copy20_frac grows with hidden_size and falls with dropout.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ SEARCH_SPACE = {
     "cell": {"type": "categorical", "choices": ["rnn_tanh", "rnn_relu", "gru", "lstm"]},
     "optimizer": {"type": "categorical", "choices": ["adam", "adamw", "rmsprop", "sgd"]},
 }
-TRUE_SHARES = {"lr": 0.55, "cell": 0.20, "hidden_size": 0.10, "dropout": 0.0, "seq_len": 0.0, "optimizer": 0.0}
+TRUE_SHARES = {"lr": 0.62, "cell": 0.21, "hidden_size": 0.10, "dropout": 0.0, "seq_len": 0.0, "optimizer": 0.0}
 IRRELEVANT = ("dropout", "seq_len", "optimizer")
 BUDGET, EVALS, GRACE, RF = 800_000, 8, 100_000, 3
-SEED_SD = math.sqrt(0.006)
+SEED_SD = 0.05
 WORDS = ("the of and to a in that it his was he I you is Holmes Watson said upon my which had not as be with "
          "for at this have but there Baker Street Lestrade Moriarty inspector matter door").split()
 HOSTILE = "<script>alert('x')</script> ``` ```````` </pre><img src=x onerror=alert(1)> | # [a](javascript:x)"
@@ -41,7 +41,7 @@ def final_quality(p: dict) -> float:
     u_lr = _unit(p["lr"], 1e-4, 1e-1, True)
     u_h = _unit(p["hidden_size"], 64, 1024, True)
     cell = {"rnn_tanh": 1, "rnn_relu": 1, "gru": -1, "lstm": -1}[p["cell"]]
-    return 1.6 + 1.573 * (u_lr - 0.6) ** 2 + 0.0894 * cell - 0.219 * (u_h - 0.5)
+    return 1.6 + 1.643 * (u_lr - 0.6) ** 2 + 0.0894 * cell - 0.219 * (u_h - 0.5)
 
 
 def _text(rng, quality, n_chars=360):
@@ -77,7 +77,8 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
         stop_at[order[n_trials // 3:]] = GRACE
         stop_at[order[n_trials // 9: n_trials // 3]] = GRACE * RF
     status = np.where(stop_at < BUDGET, "stopped", "completed").astype(object)
-    status[3], status[7] = "diverged", "failed"
+    if n_trials > 7:
+        status[3], status[7] = "diverged", "failed"
     best = int(np.argmin(np.where(status == "completed", finals, np.inf)))
     roles = ["search"] * n_trials + ["repeat"] * repeats
     configs += [configs[best]] * repeats
@@ -103,7 +104,7 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
             seen = m
             for temp in (0.5, 1.0):
                 text, p_word = _text(rng, vb + 0.3 * temp)
-                if hostile and i < 3:
+                if hostile:
                     text = HOSTILE + text
                 copy = float(np.clip(0.02 + 0.1 * _unit(cfg["hidden_size"], 64, 1024, True)
                                      - 0.12 * cfg["dropout"] + rng.normal(0, 0.01), 0, 1))
@@ -150,12 +151,11 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
     return path
 
 
-@pytest.fixture
-def make_run(tmp_path):
-    """Factory fixture: make_run(**kwargs) writes a synthetic run directory under tmp_path."""
-    counter = iter(range(1000))
+@pytest.fixture(scope="session")
+def make_run(tmp_path_factory):
+    """Factory fixture: make_run(**kwargs) writes a fresh synthetic run directory and returns its path."""
 
     def make(**kwargs) -> pathlib.Path:
-        return write_run_dir(tmp_path / f"run{next(counter)}", **kwargs)
+        return write_run_dir(tmp_path_factory.mktemp("run"), **kwargs)
 
     return make

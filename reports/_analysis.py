@@ -1,0 +1,209 @@
+"""Everything the report says, computed once from `RunData`: plots and both renderers read `Analysis`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from reports import _budget
+from reports._budget import Budget, NoiseFloor, TrialCounts
+from reports._importance import ImportanceResult, agreement, compute_importance, interaction_grid
+from reports._load import RunData
+from reports._reference import optuna_importances
+
+SAMPLE_METRICS = ("known_word_frac", "copy20_frac")
+
+
+@dataclass(frozen=True)
+class SeedNoise:
+    """Seed noise at the compared budget, in bpc and as a share of val_bpc's variance (with 95% CIs)."""
+
+    floor: NoiseFloor
+    sd_low: float = math.nan
+    sd_high: float = math.nan
+    share: float = math.nan
+    share_low: float = math.nan
+
+
+@dataclass(frozen=True)
+class SampleTarget:
+    """Importance of the hyperparameters for one sample metric, and which samples it was computed from."""
+
+    metric: str
+    result: ImportanceResult
+    temperature: float
+    at_budget: bool  # False: each trial's latest samples, at mixed budgets
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The report's content as data. `summary` is the answer sentence."""
+
+    run: RunData
+    counts: TrialCounts
+    budget: Budget
+    seed: SeedNoise
+    importance: ImportanceResult
+    interaction: pd.DataFrame | None
+    samples: list[SampleTarget]
+    showcase: pd.DataFrame
+    pareto: pd.DataFrame
+    summary: str
+    notes: list[str] = field(default_factory=list)
+
+
+def pct(x: float) -> str:
+    """A share as a whole percentage ('<1%' for small non-zero shares)."""
+    if not math.isfinite(x):
+        return "n/a"
+    return "<1%" if 0 < x < 0.005 else f"{100 * x:.0f}%"
+
+
+def chars(x: float) -> str:
+    """A character count for prose: 1.2M, 300k."""
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.3g}k" if x >= 1e3 else f"{x:.0f}"
+
+
+def _seed_noise(floor: NoiseFloor, total_var: float) -> SeedNoise:
+    if not floor.known:
+        return SeedNoise(floor)
+    df = floor.n_repeats - 1
+    var = floor.sd ** 2
+    lo, hi = var * df / chi2.ppf(0.975, df), var * df / chi2.ppf(0.025, df)
+    share = var / total_var if total_var > 0 else math.nan
+    return SeedNoise(floor, math.sqrt(lo), math.sqrt(hi), share, lo / total_var if total_var > 0 else math.nan)
+
+
+def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
+    t = imp.table
+    if imp.n_trials < 5 or not np.isfinite(t["importance"]).any():
+        return (f"Too few comparable trials ({imp.n_trials}) to rank the hyperparameters; "
+                f"at least 5 finished trials with a finite {metric} are needed.")
+    where = f"across {imp.n_trials} trials compared at {chars(budget.chars)} training characters"
+    real = t[~t["within_noise"]]
+    noise = t[t["within_noise"]]["param"].tolist()
+    if real.empty:
+        return (f"No hyperparameter stands out from noise in {metric} {where}: every interval reaches the noise "
+                f"floor of {pct(imp.floors['applied'])}.")
+    top = real.iloc[0]
+    s = (f"{top['param']} matters most: it explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}"
+         f"–{pct(top['ci_high'])}) of the variance in {metric} {where}")
+    if len(real) > 1:
+        sec = real.iloc[1]
+        s += f"; {sec['param']} is second ({pct(sec['importance'])}, {pct(sec['ci_low'])}–{pct(sec['ci_high'])})"
+    if noise:
+        s += f"; {_join(noise)} {'is' if len(noise) == 1 else 'are'} within noise"
+    return s + "."
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _sample_targets(run: RunData, budget: Budget, n_bootstrap: int, random_state: int) -> list[SampleTarget]:
+    s = run.samples
+    ids = budget.values["trial_id"].tolist()
+    out = []
+    for metric in SAMPLE_METRICS:
+        if metric not in s.columns or not np.isfinite(pd.to_numeric(s[metric], errors="coerce")).any():
+            continue
+        m = s[s["trial_id"].isin(ids)].assign(v=pd.to_numeric(s[metric], errors="coerce"))
+        m = m[np.isfinite(m["v"])]
+        at = m[np.isclose(m["chars_seen"], budget.chars)]
+        at_budget = at["trial_id"].nunique() >= max(5, len(ids) // 2)
+        if not at_budget:  # each trial's latest samples
+            at = m[m["chars_seen"] == m.groupby("trial_id")["chars_seen"].transform("max")]
+        if at.empty:
+            continue
+        counts = at.groupby("temperature")["trial_id"].nunique()
+        temp = float(counts[counts == counts.max()].index.min())
+        per = at[at["temperature"] == temp].groupby("trial_id")["v"].mean()
+        params = run.trials.set_index("trial_id").loc[per.index]
+        res = compute_importance(run.params, params, per.to_numpy(float), target=metric,
+                                 n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
+        out.append(SampleTarget(metric, res, temp, bool(at_budget)))
+    return out
+
+
+def _showcase(run: RunData) -> pd.DataFrame:
+    t = run.trials[(run.trials["role"] != "repeat") & _budget.valid_mask(run.trials)].sort_values("val_bpc")
+    t = t[t["trial_id"].isin(run.samples["trial_id"])]
+    if t.empty:
+        return pd.DataFrame(columns=["which", "trial_id", "val_bpc", "chars_seen", "temperature", "text"])
+    picks = {"best": t.iloc[0], "median": t.iloc[(len(t) - 1) // 2], "worst": t.iloc[-1]}
+    rows, seen = [], set()
+    for which, tr in picks.items():
+        if tr["trial_id"] in seen:
+            continue
+        seen.add(tr["trial_id"])
+        s = run.samples[run.samples["trial_id"] == tr["trial_id"]]
+        if "kind" in s.columns and (s["kind"] == "final").any():
+            s = s[s["kind"] == "final"]
+        s = s[s["chars_seen"] == s["chars_seen"].max()]
+        temps = sorted(s["temperature"].dropna().unique())
+        for temp in sorted({temps[0], temps[-1]}) if temps else []:
+            st = s[s["temperature"] == temp]
+            if "known_word_frac" in st.columns and np.isfinite(st["known_word_frac"].astype(float)).any():
+                st = st.sort_values("known_word_frac", ascending=False)  # the most Conan Doyle-like
+            row = st.iloc[0]
+            rows.append({"which": which, "trial_id": tr["trial_id"], "val_bpc": tr["val_bpc"],
+                         "chars_seen": row["chars_seen"], "temperature": temp, "text": row["text"],
+                         **{m: row[m] for m in SAMPLE_METRICS if m in st.columns}})
+    return pd.DataFrame(rows)
+
+
+def _pareto(run: RunData) -> pd.DataFrame:
+    t = run.trials[(run.trials["role"] != "repeat") & _budget.valid_mask(run.trials)]
+    t = t[np.isfinite(t["wall_s"])].sort_values(["wall_s", "val_bpc"])
+    best, front = math.inf, []
+    for v in t["val_bpc"]:
+        front.append(v < best)
+        best = min(best, v)
+    return t[["trial_id", "wall_s", "val_bpc", "chars_seen", "status"]].assign(on_front=front).reset_index(drop=True)
+
+
+def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
+            min_trials: int | None = None) -> Analysis:
+    """Compute the whole report from a loaded run.
+
+    Args:
+        run: the run, from `load_run`.
+        n_bootstrap: bootstrap resamples for every interval (sample metrics use half).
+        random_state: seed of every randomized step.
+        min_trials: trials needed at the compared budget (see `choose_budget`).
+
+    Returns:
+        An `Analysis`.
+    """
+    notes: list[str] = []
+    counts = _budget.count_trials(run.trials)
+    budget = _budget.choose_budget(run, min_trials)
+    floor = _budget.noise_floor(run, budget.chars)
+    params = run.trials.set_index("trial_id").loc[budget.values["trial_id"]]
+    y = budget.values["y"].to_numpy(float)
+    imp = compute_importance(run.params, params, y, target=run.metric, n_bootstrap=n_bootstrap,
+                             random_state=random_state)
+    seed = _seed_noise(floor, imp.fit.get("total_var", math.nan))
+    if math.isfinite(seed.share_low) and seed.share_low > imp.floors["applied"]:
+        # The seed alone surely explains this much: an interval reaching it is no better than noise.
+        imp = replace(imp, floors={**imp.floors, "applied": seed.share_low},
+                      table=imp.table.assign(within_noise=imp.table["ci_low"] <= seed.share_low))
+    ref = optuna_importances(list(run.params), params, y, random_state)
+    table = imp.table.merge(ref, on="param", how="left")
+    methods = [c for c in ("fanova", "permutation", "optuna_fanova", "optuna_ped_anova") if c in table]
+    imp = replace(imp, table=table, agreement=agreement(table, methods))
+    interaction = None
+    if imp.surrogate is not None and len(table) >= 2:
+        interaction = interaction_grid(imp, table["param"].iloc[0], table["param"].iloc[1])
+    samples = _sample_targets(run, budget, max(n_bootstrap // 2, 0), random_state)
+    if not floor.known:
+        notes.append("Seed noise floor unknown: fewer than two repeat trials (role == repeat) reached the "
+                     "compared budget; hyperparameters are judged against the null-probe floor only.")
+    return Analysis(run, counts, budget, seed, imp, interaction, samples, _showcase(run), _pareto(run),
+                    _summary(imp, budget, run.metric), notes)

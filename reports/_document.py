@@ -1,0 +1,187 @@
+"""The report's text: turns an `Analysis` into blocks that both renderers print the same way."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from reports._analysis import Analysis, chars, pct
+from reports._render import Block, Code, Figure, Heading, Para, Table
+
+SAMPLE_DISPLAY_CHARS = 1500
+
+
+def _ci(lo: float, hi: float) -> str:
+    return f"{pct(lo)}–{pct(hi)}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
+
+
+def importance_table(a: Analysis) -> pd.DataFrame:
+    """The table shown in the report (the CSV keeps the raw numbers)."""
+    t = a.importance.table
+    out = pd.DataFrame({"rank": t["rank"], "hyperparameter": t["param"],
+                        "fANOVA (GP)": [pct(v) for v in t["importance"]],
+                        "95% CI": [_ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
+                        "within noise": t["within_noise"].astype(bool)})
+    if "permutation" in t:
+        out["permutation"] = [pct(v) for v in t["permutation"]]
+        out["permutation 95% CI"] = [_ci(lo, hi) for lo, hi in zip(t["permutation_ci_low"],
+                                                                     t["permutation_ci_high"])]
+    for col, name in (("optuna_fanova", "Optuna fANOVA"), ("optuna_ped_anova", "Optuna PED-ANOVA")):
+        if col in t:
+            out[name] = [pct(v) for v in t[col]]
+    return out
+
+
+def _budget_blocks(a: Analysis) -> list[Block]:
+    b, c = a.budget, a.counts
+    rung = f" (ASHA rung {b.rung})" if b.rung else ""
+    full = " This is the full training budget." if b.is_full else (
+        " Trials that trained longer are judged by the best val_bpc they had reached at this point, so "
+        "every compared value comes from the same number of training characters.")
+    if not b.n_trials:
+        return [Heading(2, "Equal budgets"), Para(f"No valid search trial has a finite {a.run.metric} in "
+                                                  f"curves.parquet; there is nothing to compare.")]
+    text = (f"Trials are compared at {b.chars:,.0f} training characters{rung}, the highest evaluation milestone "
+            f"that at least {b.min_trials} valid search trials reached: {b.n_trials} of {c.valid} valid search "
+            f"trials are compared by their best {a.run.metric} up to that budget.{full}")
+    excl = (f"Of {c.search} search trials, {c.diverged} diverged, {c.failed} failed and {c.no_value} never "
+            f"produced a finite {a.run.metric}; they are left out of every fit. {c.repeats} repeat trials "
+            f"(role repeat) measure the seed noise and are kept out of the importance fit as well.")
+    m = b.milestones.rename(columns={"chars_seen": "characters seen", "n_trials": "valid trials that reached it"})
+    m["characters seen"] = m["characters seen"].map(lambda x: f"{x:,.0f}")
+    return [Heading(2, "Equal budgets"), Para(text), Para(excl), Table(m)]
+
+
+def _noise_blocks(a: Analysis) -> list[Block]:
+    s, imp = a.seed, a.importance
+    null = imp.floors.get("null_fanova", math.nan)
+    out = [Heading(2, "Noise floor")]
+    if s.floor.known:
+        out.append(Para(
+            f"Retraining the best configuration with {s.floor.n_repeats} other seeds moves {a.run.metric} by a "
+            f"standard deviation of {s.floor.sd:.4f} bits/char (95% CI {s.sd_low:.4f}–{s.sd_high:.4f}) at the "
+            f"compared budget: the seed alone accounts for about {pct(s.share)} of the variance of "
+            f"{a.run.metric} over the search space, and at least {pct(s.share_low)}."))
+    else:
+        out.append(Para(f"The seed noise floor is unknown: the run has fewer than two repeat trials that reached "
+                        f"the compared budget (study.run --repeats K retrains the best configuration with K seeds)."))
+    out.append(Para(
+        f"A column of random numbers, fitted alongside the hyperparameters on every resample, gets up to "
+        f"{pct(null)} importance (95th percentile) from the same estimator. A hyperparameter whose interval "
+        f"reaches {pct(imp.floors['applied'])}, the larger of this null floor and the lower bound of the seed's "
+        f"share, is marked as indistinguishable from no effect."))
+    return out
+
+
+def _method_paras(a: Analysis) -> list[Block]:
+    imp = a.importance
+    fit = imp.fit
+    text = (f"fANOVA: the variance of each hyperparameter's main effect over the search space (log scale where "
+            f"the search space says so), as a share of the total variance of {a.run.metric} there, seed noise "
+            f"included; computed on a Gaussian process with an additive plus interaction kernel, which on a few "
+            f"dozen trials switches irrelevant hyperparameters off instead of fitting noise with them. Permutation: "
+            f"boosted trees fitted on each bootstrap resample, scored on the trials left out of it; the rise in "
+            f"squared error when one hyperparameter is scrambled, over twice the variance. Intervals: percentile "
+            f"bootstrap over trials, {imp.n_bootstrap} resamples.")
+    quality = (f"Surrogate fit: leave-one-out R² {fit.get('gp_loo_r2', math.nan):.2f} (GP), out-of-bag R² "
+               f"{fit.get('trees_oob_r2', math.nan):.2f} (boosted trees). Main effects together explain "
+               f"{pct(float(np.nansum(imp.table['importance'])))}; interactions about "
+               f"{pct(fit.get('interaction_share', math.nan))}; the rest is noise.")
+    out = [Para(text), Para(quality)]
+    if fit.get("trees_oob_r2", 1.0) < 0.1:
+        out.append(Para("The boosted trees predict held-out trials hardly better than their mean (or worse): with "
+                        "this few trials the permutation importances carry little information."))
+    return out
+
+
+def _agreement_blocks(a: Analysis) -> list[Block]:
+    ag = a.importance.agreement
+    if ag.empty:
+        return []
+    names = {"fanova": "fANOVA (GP)", "permutation": "permutation", "optuna_fanova": "Optuna fANOVA",
+             "optuna_ped_anova": "Optuna PED-ANOVA"}
+    t = pd.DataFrame({"method": ag["method_a"].map(names), "compared with": ag["method_b"].map(names),
+                      "Spearman rank correlation": ag["spearman"].round(2), "same top hyperparameter": ag["same_top"]})
+    return [Para("Agreement between methods. Optuna's evaluators are shown for reference, as point estimates "
+                 "normalized to sum to 100%; PED-ANOVA measures what it takes to reach the top 10% of trials, not "
+                 "a share of variance."), Table(t)]
+
+
+def _sample_blocks(a: Analysis) -> list[Block]:
+    out: list[Block] = [Heading(2, "The text itself")]
+    if a.showcase.empty:
+        return out + [Para("The run has no generated samples for valid trials.")]
+    out.append(Para("The best, median and worst valid trials by final val_bpc (each at its own budget, shown "
+                    "in the heading), each at the lowest and highest "
+                    "sampling temperature it has; where several samples exist, the one with the most real words "
+                    "is shown. Generated text is shown verbatim and is untrusted."))
+    for _, r in a.showcase.iterrows():
+        metrics = "; ".join(f"{m} {r[m]:.2f}" for m in ("known_word_frac", "copy20_frac")
+                            if m in r and isinstance(r[m], float) and math.isfinite(r[m]))
+        out.append(Heading(3, f"{r['which']}: trial {r['trial_id']}, {a.run.metric} {r['val_bpc']:.3f}, "
+                              f"{chars(r['chars_seen'])} chars, temperature {r['temperature']:g}"))
+        if metrics:
+            out.append(Para(metrics))
+        text = str(r["text"])
+        out.append(Code(text if len(text) <= SAMPLE_DISPLAY_CHARS else text[:SAMPLE_DISPLAY_CHARS] + " …"))
+    out.append(Heading(2, "What drives sample quality"))
+    if not a.samples:
+        return out + [Para("samples.parquet has no sample metrics (known_word_frac, copy20_frac); sample "
+                           "quality is not ranked.")]
+    for st in a.samples:
+        t = st.result.table
+        where = (f"at the compared budget ({chars(a.budget.chars)} chars)" if st.at_budget else
+                 "from each trial's latest samples, at mixed budgets (too few trials have samples at the compared "
+                 "budget)")
+        top = t[~t["within_noise"]]
+        lead = (f"{top['param'].iloc[0]} matters most ({pct(top['importance'].iloc[0])}, "
+                f"{_ci(top['ci_low'].iloc[0], top['ci_high'].iloc[0])})" if len(top) else
+                "no hyperparameter stands out from noise")
+        out.append(Para(f"{st.metric}, temperature {st.temperature:g}, {st.result.n_trials} trials {where}: {lead}."))
+        out.append(Table(pd.DataFrame({"hyperparameter": t["param"], "importance": [pct(v) for v in t["importance"]],
+                                       "95% CI": [_ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
+                                       "within noise": t["within_noise"].astype(bool)})))
+    return out + [Figure("sample_importance.png", "Importance of the hyperparameters for sample metrics")]
+
+
+def document(a: Analysis) -> list[Block]:
+    """All blocks of the report, answer first."""
+    st = a.run.study
+    top2 = a.importance.table["param"].head(2).tolist()
+    front = a.pareto[a.pareto["on_front"]]
+    blocks: list[Block] = [
+        Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
+        Para(a.summary, lead=True),
+        Heading(2, "Importance"),
+        Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
+        Table(importance_table(a)),
+        *_method_paras(a),
+        *_agreement_blocks(a),
+        *_budget_blocks(a),
+        *_noise_blocks(a),
+        Heading(2, "Effects"),
+        Figure("marginals.png", "Main effect of the top hyperparameters on val_bpc with 95% bootstrap bands; "
+                                "dots: trials"),
+        Figure("interaction.png", f"Joint effect of {' and '.join(top2)}"),
+        Heading(2, "Training"),
+        Figure("curves.png", "Validation curves against characters seen, coloured by final quality"),
+        Figure("best_trial.png", "Best trial: train and validation bits/char with a rolling average"),
+        Heading(2, "Quality against cost"),
+        Para(f"{len(front)} trials are on the Pareto front of wall time and final {a.run.metric}: "
+             + ", ".join(f"{r.trial_id} ({r.wall_s:.0f} s, {r.val_bpc:.3f})" for r in front.tail(8).itertuples())
+             + (" (the 8 best shown)" if len(front) > 8 else "")
+             + ". Final values mix budgets here on purpose: this plot is about what a result costs."),
+        Figure("cost.png", "Final val_bpc against wall time; red: Pareto front"),
+        *_sample_blocks(a),
+        Heading(2, "Run"),
+        Para(f"Study {st.get('name', '?')}, created {st.get('created_utc', '?')}, {st.get('num_trials', '?')} "
+             f"trials requested, sampler {(st.get('sampler') or {}).get('name', '?')} "
+             f"(seed {(st.get('sampler') or {}).get('seed', '?')}), scheduler "
+             f"{(st.get('scheduler') or {}).get('name', '?')}, full budget "
+             f"{st.get('budget_chars', '?')} characters. Versions: "
+             + ", ".join(f"{k} {v}" for k, v in (st.get("versions") or {}).items()) + "."),
+        *[Para(n) for n in a.notes],
+    ]
+    return blocks

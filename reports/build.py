@@ -1,0 +1,87 @@
+"""Build the sensitivity report of a run directory: `python -m reports.build RUN_DIR [--out DIR]`.
+
+Reads only the results contract (study.json, trials/curves/samples.parquet) and writes index.html (self-contained),
+report.md with the PNG figures beside it, and importance.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from reports import _plots
+from reports._analysis import Analysis, analyze
+from reports._document import document
+from reports._load import RunDirError, load_run
+from reports._render import Figure, to_html, to_markdown
+
+CSV_COLUMNS = ("param", "importance", "ci_low", "ci_high", "rank", "within_noise")
+
+
+def write_report(analysis: Analysis, out_dir: pathlib.Path) -> pathlib.Path:
+    """Render an analysis into `out_dir` (created if needed); returns `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = _plots.draw_all(analysis)
+    blocks = [b for b in document(analysis) if not isinstance(b, Figure) or b.name in figures]
+    for name, png in figures.items():
+        (out_dir / name).write_bytes(png)
+    title = f"Sensitivity report: {analysis.run.study.get('name', '')}"
+    (out_dir / "index.html").write_text(to_html(blocks, figures, title), encoding="utf-8")
+    (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+    t = analysis.importance.table
+    extra = [c for c in t.columns if c not in CSV_COLUMNS]
+    t[list(CSV_COLUMNS) + extra].to_csv(out_dir / "importance.csv", index=False)
+    return out_dir
+
+
+def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None, *, seed: int = 0,
+                 n_bootstrap: int = 100, min_trials: int | None = None) -> pathlib.Path:
+    """Build the report of one run directory.
+
+    Args:
+        run_dir: a run directory written by study.run (the results contract).
+        out_dir: where to write; default RUN_DIR/report.
+        seed: seed of every randomized step (bootstrap, surrogates); same seed, same report.
+        n_bootstrap: bootstrap resamples per interval.
+        min_trials: trials required at the compared budget (default: max(20, half the valid trials)).
+
+    Returns:
+        The output directory.
+
+    Raises:
+        RunDirError: `run_dir` is not a readable run directory.
+    """
+    run = load_run(run_dir)
+    out = pathlib.Path(out_dir) if out_dir is not None else pathlib.Path(run_dir) / "report"
+    analysis = analyze(run, n_bootstrap=n_bootstrap, random_state=seed, min_trials=min_trials)
+    return write_report(analysis, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 for bad input)."""
+    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=pathlib.Path, help="run directory (study.json + Parquet tables)")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="output directory (default RUN_DIR/report)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and surrogates (default 0)")
+    parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (default 100)")
+    parser.add_argument("--min-trials", type=int, default=None,
+                        help="trials needed at the compared budget (default max(20, half the valid trials))")
+    args = parser.parse_args(argv)
+    if args.bootstrap < 0:
+        parser.error("--bootstrap must be >= 0")
+    try:
+        out = build_report(args.run_dir, args.out, seed=args.seed, n_bootstrap=args.bootstrap,
+                           min_trials=args.min_trials)
+    except RunDirError as exc:
+        print(f"reports.build: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. --out not writable
+        print(f"reports.build: cannot write the report: {exc}", file=sys.stderr)
+        return 2
+    print(out / "index.html")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

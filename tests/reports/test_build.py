@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from reports import build_report
+from reports.build import main
+
+FILES = ("index.html", "report.md", "importance.csv", "importance.png", "marginals.png", "interaction.png",
+         "curves.png", "best_trial.png", "cost.png", "sample_importance.png")
+
+
+@pytest.fixture(scope="module")
+def hostile_report(make_run):
+    return build_report(make_run(seed=1, hostile=True), n_bootstrap=6)
+
+
+def test_writes_every_file_into_run_dir_report(hostile_report):
+    assert hostile_report.name == "report"
+    for name in FILES:
+        assert (hostile_report / name).stat().st_size > 0, name
+    assert (hostile_report / "importance.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_importance_csv_contract(hostile_report):
+    t = pd.read_csv(hostile_report / "importance.csv")
+    assert list(t.columns[:6]) == ["param", "importance", "ci_low", "ci_high", "rank", "within_noise"]
+    assert sorted(t["param"]) == sorted(["lr", "hidden_size", "dropout", "seq_len", "cell", "optimizer"])
+    assert sorted(t["rank"]) == list(range(1, 7))
+    assert t["importance"].between(0, 1).all() and (t["ci_low"] <= t["ci_high"]).all()
+    assert {"fanova", "permutation", "permutation_ci_low", "optuna_fanova", "optuna_ped_anova"} <= set(t.columns)
+    assert t.sort_values("rank")["param"].iloc[0] == "lr"
+
+
+def test_answer_comes_first_with_numbers(hostile_report):
+    md = (hostile_report / "report.md").read_text()
+    first = next(line for line in md.splitlines()[1:] if line.strip())
+    assert re.match(r"\*\*lr matters most: it explains \d+% \\\(95% CI \d+%–\d+%\\\)", first) or \
+        re.match(r"\*\*lr matters most: it explains \d+% \(95% CI \d+%–\d+%\)", first), first
+    assert "trials compared at 100k training characters" in first
+    assert "within noise" in first
+
+
+def test_html_is_self_contained_and_escaped(hostile_report):
+    page = (hostile_report / "index.html").read_text()
+    assert "<script" not in page.lower()
+    assert "<img src=x" not in page and "<i>lstm</i>" not in page and "<b>t000</b>" not in page
+    assert "&lt;script&gt;alert" in page  # the hostile sample is shown, escaped
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
+    assert page.count("data:image/png;base64,") == len([f for f in FILES if f.endswith(".png")])
+
+
+def test_markdown_fences_hostile_text(hostile_report):
+    md = (hostile_report / "report.md").read_text()
+    assert "\n`````````text\n<script>alert('x')</script> ``` ````````" in md  # 9 > longest run of 8
+    outside = re.sub(r"\n(`{3,})text\n.*?\n\1(?=\n)", "", md, flags=re.S)
+    assert "<script>" not in outside and "<i>lstm" not in outside and "<b>" not in outside
+    for png in ("importance.png", "curves.png"):
+        assert f"]({png})" in md
+
+
+def test_only_required_columns(make_run, tmp_path):
+    out = build_report(make_run(seed=2, required_only=True), tmp_path / "out", n_bootstrap=4)
+    md = (out / "report.md").read_text()
+    assert "seed noise floor is unknown" in md
+    assert "no sample metrics" in md
+    assert not (out / "sample_importance.png").exists()
+    t = pd.read_csv(out / "importance.csv")
+    assert t.sort_values("rank")["param"].iloc[0] == "lr"
+
+
+def test_degenerate_runs_still_build(make_run, tmp_path):
+    bad = make_run(seed=3, n_trials=8, repeats=0)
+    t = pd.read_parquet(bad / "trials.parquet").assign(status="diverged", val_bpc=float("nan"))
+    t.to_parquet(bad / "trials.parquet")
+    out = build_report(bad, tmp_path / "bad", n_bootstrap=2)
+    assert "Too few comparable trials (0)" in (out / "report.md").read_text()
+    assert len(pd.read_csv(out / "importance.csv")) == 6
+    few = build_report(make_run(seed=3, n_trials=6, repeats=0, asha=False), tmp_path / "few", n_bootstrap=2)
+    assert (few / "index.html").exists()
+
+
+def test_same_seed_same_report_numbers(make_run, tmp_path):
+    run_dir = make_run(seed=4, n_trials=24, repeats=2)
+    a = build_report(run_dir, tmp_path / "a", seed=3, n_bootstrap=4)
+    b = build_report(run_dir, tmp_path / "b", seed=3, n_bootstrap=4)
+    assert (a / "importance.csv").read_bytes() == (b / "importance.csv").read_bytes()
+    assert (a / "report.md").read_text() == (b / "report.md").read_text()
+
+
+def test_cli_writes_to_out(make_run, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main([str(make_run(seed=5, n_trials=20)), "--out", str(out), "--bootstrap", "2"]) == 0
+    assert (out / "index.html").exists() and str(out / "index.html") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "bad_json", "bad_table"])
+def test_cli_bad_input_exits_2_with_one_line(make_run, tmp_path, capsys, case):
+    target = tmp_path / case
+    if case == "empty":
+        target.mkdir()
+    elif case == "bad_json":
+        target = make_run(n_trials=12, asha=False)
+        (target / "study.json").write_text("{not json")
+    elif case == "bad_table":
+        target = make_run(n_trials=12, asha=False)
+        (target / "trials.parquet").write_bytes(b"PAR1 garbage")
+    assert main([str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reports.build: ") and err.count("\n") == 1, err

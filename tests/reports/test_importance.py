@@ -1,0 +1,76 @@
+"""Known-answer tests: lr ~62% of the variance, cell (categorical) ~21%, hidden_size ~10%, the rest nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports import choose_budget, compute_importance, load_run
+from reports._importance import agreement
+
+IRRELEVANT = ["dropout", "seq_len", "optimizer"]  # no effect in conftest.final_quality
+
+
+def _fit(run_dir, n_bootstrap=0, random_state=0, methods=("fanova", "permutation")):
+    run = load_run(run_dir)
+    b = choose_budget(run)
+    params = run.trials.set_index("trial_id").loc[b.values["trial_id"]]
+    return compute_importance(run.params, params, b.values["y"].to_numpy(), n_bootstrap=n_bootstrap,
+                              random_state=random_state, methods=methods)
+
+
+def _check_ranking(table: pd.DataFrame, col: str = "importance") -> None:
+    t = table.set_index("param")[col]
+    assert t["lr"] > t["cell"] > t["hidden_size"] > t[list(IRRELEVANT)].max(), t.to_dict()
+    assert t[list(IRRELEVANT)].max() < 0.03, t.to_dict()
+    assert t["hidden_size"] > 0.03 and t["lr"] > 0.4
+
+
+def test_known_answer_ranking(make_run):
+    res = _fit(make_run(seed=0), n_bootstrap=8)
+    _check_ranking(res.table)
+    assert list(res.table["rank"]) == list(range(1, 7))
+    irrelevant = res.table.set_index("param").loc[list(IRRELEVANT)]
+    assert irrelevant["within_noise"].all()
+    assert not res.table.set_index("param").loc["lr", "within_noise"]
+    assert (res.table["ci_low"] <= res.table["importance"] + 1e-9).all()
+    assert 0 <= res.floors["null_fanova"] < 0.05
+    assert res.fit["gp_loo_r2"] > 0.7
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_known_answer_ranking_other_studies(make_run, seed):
+    # Independent studies of the same generating function: the ranking must hold in each (point estimates).
+    res = _fit(make_run(seed=seed), n_bootstrap=0)
+    _check_ranking(res.table)
+
+
+def test_same_seed_same_importance(make_run):
+    run_dir = make_run(seed=3, n_trials=30)
+    a = _fit(run_dir, n_bootstrap=4, random_state=7)
+    b = _fit(run_dir, n_bootstrap=4, random_state=7)
+    pd.testing.assert_frame_equal(a.table, b.table)
+    pd.testing.assert_frame_equal(a.marginals, b.marginals)
+
+
+def test_marginals_cover_every_param_and_bands_hold_the_curve(make_run):
+    res = _fit(make_run(seed=0, n_trials=30), n_bootstrap=6, methods=("fanova",))
+    m = res.marginals
+    assert set(m["param"]) == {"lr", "hidden_size", "dropout", "seq_len", "cell", "optimizer"}
+    assert len(m[m["param"] == "cell"]) == 4
+    assert np.isfinite(m[["mean", "low", "high"]].to_numpy()).all()
+    assert (m["low"] <= m["high"]).all()
+
+
+def test_too_few_trials_gives_nan_not_an_error(make_run):
+    run = load_run(make_run(n_trials=12, asha=False))
+    params = run.trials.iloc[:3]
+    res = compute_importance(run.params, params, np.array([1.0, 1.2, 1.1]), n_bootstrap=5)
+    assert res.table["importance"].isna().all() and res.n_trials == 3
+
+
+def test_agreement_of_identical_columns():
+    t = pd.DataFrame({"param": list("abcd"), "x": [0.5, 0.3, 0.1, 0.0], "y": [0.6, 0.2, 0.15, 0.01]})
+    ag = agreement(t, ["x", "y"])
+    assert ag["spearman"].iloc[0] == pytest.approx(1.0) and ag["same_top"].iloc[0]
