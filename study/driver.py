@@ -155,24 +155,35 @@ def _experiment_path(plan, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}"
 
 
-def _search(plan, trainable, writer: ResultsWriter) -> None:
-    spec = plan.spec
-    path = _experiment_path(plan, SEARCH_EXPERIMENT)
-    run_config = tune.RunConfig(
-        name=SEARCH_EXPERIMENT,
+def _run_config(plan, name: str, writer: ResultsWriter) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
         storage_path=_storage(plan),
         callbacks=[writer],
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        # The latest checkpoint is enough: its model.pt holds the trial's best weights so far.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         verbose=0,
     )
-    if plan.resume and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
-        # The restored run config holds the callbacks of the killed driver; use this driver's writer.
-        tuner._local_tuner.get_run_config().callbacks = [writer]
-        writer.echo(f"resuming {path}")
-    else:
+
+
+def _restored(plan, name: str, trainable, writer: ResultsWriter) -> tune.Tuner | None:
+    """The Tuner of an interrupted experiment, when resuming one; None otherwise."""
+    path = _experiment_path(plan, name)
+    if not (plan.resume and tune.Tuner.can_restore(path)):
+        return None
+    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                               restart_errored=False)
+    # The restored run config holds the callbacks of the killed driver; use this driver's writer.
+    tuner._local_tuner.get_run_config().callbacks = [writer]
+    writer.echo(f"resuming {path}")
+    return tuner
+
+
+def _search(plan, trainable, writer: ResultsWriter) -> None:
+    spec = plan.spec
+    tuner = _restored(plan, SEARCH_EXPERIMENT, trainable, writer)
+    if tuner is None:
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
         searcher = StudySearch(
             optuna_space(spec), metric="val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
@@ -194,8 +205,9 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
                                         metric="val_bpc", mode="min",
                                         max_concurrent_trials=plan.max_concurrent,
+                                        reuse_actors=True,  # no new worker process (and torch import) per trial
                                         trial_dirname_creator=_trial_dirname),
-            run_config=run_config,
+            run_config=_run_config(plan, SEARCH_EXPERIMENT, writer),
         )
     _fit(tuner, plan.trials)
 
@@ -227,10 +239,8 @@ def _repeat_best(plan, trainable, writer: ResultsWriter) -> None:
     params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
     writer.role, writer.total_trials = "repeat", plan.repeats
     writer.extra = {"repeat_of": str(best["trial_id"])}
-    path = _experiment_path(plan, REPEAT_EXPERIMENT)
-    if plan.resume and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
-        tuner._local_tuner.get_run_config().callbacks = [writer]
+    tuner = _restored(plan, REPEAT_EXPERIMENT, trainable, writer)
+    if tuner is not None:
         _fit(tuner, plan.repeats)
         return
     writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds}")
@@ -238,15 +248,8 @@ def _repeat_best(plan, trainable, writer: ResultsWriter) -> None:
         trainable,
         param_space={**plan.spec.fixed, **plan.spec.run_settings(), **params, "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(metric="val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
-                                    trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(
-            name=REPEAT_EXPERIMENT,
-            storage_path=_storage(plan),
-            callbacks=[writer],
-            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=0,
-        ),
+                                    reuse_actors=True, trial_dirname_creator=_trial_dirname),
+        run_config=_run_config(plan, REPEAT_EXPERIMENT, writer),
     )
     _fit(tuner, len(seeds))
 
