@@ -365,7 +365,7 @@ def _checked_inputs(args: argparse.Namespace) -> tuple[TrainConfig, Corpus]:
     config = TrainConfig(
         cell=args.cell, embedding_dim=args.embedding_dim, hidden_size=args.hidden_size, num_layers=args.num_layers,
         seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, threads=args.threads,
-        bf16=args.dtype == "bf16", seed=args.seed,
+        precision=args.dtype, seed=args.seed,
         # Evaluation is excluded from the figure; keep it small so the run is mostly training.
         val_chars=2 * EVAL_STREAMS + 1, sample_chars=1, final_temperatures=(),
     )

@@ -7,6 +7,7 @@ from charrnn.model import CELLS, ModelConfig
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 autocast where the hardware runs bf16 natively
 
 # Names a spec may search over or fix: the lab's hyperparameters plus a few standard ones.
 HYPERPARAMETERS = (
@@ -23,6 +24,7 @@ HYPERPARAMETERS = (
     "grad_clip",
     "weight_decay",
     "lr_schedule",
+    "precision",
 )
 
 
@@ -49,7 +51,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
-    bf16: bool = False  # bf16 autocast on the forward pass
+    precision: str = "fp32"  # "bf16" = bf16 autocast on the forward pass; "auto" = bf16 where native
     sample_chars: int = 320
     sample_temperature: float = 0.8
     final_temperatures: tuple[float, ...] = (0.5, 0.8)
@@ -61,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         positive = ("embedding_dim", "hidden_size", "num_layers", "seq_len", "batch_size", "budget_chars",
@@ -116,6 +120,31 @@ class TrainConfig:
         return d
 
     @property
+    def bf16(self) -> bool:
+        """Whether this trial trains under bf16 autocast ("auto" resolved for its device)."""
+        if self.precision == "auto":
+            return bf16_is_native(self.device)
+        return self.precision == "bf16"
+
+    @property
     def eval_every(self) -> int:
         """Training characters between evaluations; the last evaluation lands on the budget."""
         return max(1, self.budget_chars // self.evals_per_trial)
+
+
+def bf16_is_native(device: str) -> bool:
+    """Whether `device` multiplies bf16 matrices natively, so that bf16 autocast is faster than fp32.
+
+    On CUDA that is what torch reports; on x86 CPUs the AVX512-BF16 or AMX-BF16 instructions, on ARM
+    the BF16 extension (read from /proc/cpuinfo; elsewhere, e.g. macOS, the answer is no).
+    """
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})

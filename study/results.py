@@ -171,6 +171,7 @@ class ResultsWriter(Callback):
             device=str(result.get("device", "")),
             seed=int(result.get("seed", trial.config.get("seed", 0))),
             threads=int(result.get("threads", 1)),
+            precision=str(result.get("precision", "")),
             checkpoint=_checkpoint_path(trial),
         )
         if "peak_gpu_mem_bytes" in result:
@@ -253,8 +254,8 @@ class ResultsWriter(Callback):
             cols = ["trial_id", "trial_index", "role", "status"] + [f"param.{n}" for n in self.search_params] + [
                 "val_bpc", "chars_seen", "wall_s", "node_id", "device", "error", "seed", "retries"]
             df = pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
-        for col in ("trial_id", "status", "role", "node_id", "device", "error", "retry_error", "checkpoint",
-                    "repeat_of"):
+        for col in ("trial_id", "status", "role", "node_id", "device", "precision", "error", "retry_error",
+                    "checkpoint", "repeat_of"):
             if col in df:
                 df[col] = df[col].astype("string")
         for col in ("val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s"):

@@ -67,6 +67,7 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
             "node_id": node_id,
             "seed": trial_config.seed,
             "threads": threads,
+            "precision": "bf16" if trial_config.bf16 else "fp32",
         }
         if device == "cuda":
             metrics["peak_gpu_mem_bytes"] = torch.cuda.max_memory_allocated()

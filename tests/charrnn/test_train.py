@@ -85,3 +85,23 @@ def test_config_from_flat_rejects_unknown_keys_and_normalises_types():
         TrainConfig.from_flat({"hiden_size": 64})
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig.from_flat({"optimizer": "adagrad"})
+
+
+def test_bf16_autocast_trains_as_well(tiny_text):
+    corpus = from_text(tiny_text)
+    cfg = TrainConfig(budget_chars=30_000, precision="bf16", **TINY)
+    assert cfg.bf16
+    result = train(cfg, corpus.train, corpus.val, corpus.vocab)
+    assert result.best_val_bpc < unigram_entropy_bits(corpus.val, len(corpus.vocab)) - 0.5
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    import charrnn.config as config_module
+
+    monkeypatch.setattr(config_module, "bf16_is_native", lambda device: True)
+    assert TrainConfig(precision="auto").bf16
+    monkeypatch.setattr(config_module, "bf16_is_native", lambda device: False)
+    assert not TrainConfig(precision="auto").bf16
+    assert not TrainConfig(precision="fp32").bf16
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
