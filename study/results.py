@@ -79,19 +79,23 @@ class TextIndex:
 
 
 def error_summary(trial) -> str:
-    """One line naming why a trial failed, from Tune's error file (CUDA OOM named as such)."""
+    """One line naming why a trial failed, from Tune's error file."""
     text = ""
     try:
         if trial.error_file and Path(trial.error_file).exists():
             text = Path(trial.error_file).read_text(errors="replace")
     except OSError:
         pass
+    return summarize_error(text)
+
+
+def summarize_error(text: str) -> str:
+    """The innermost "SomeError: message" line of a traceback; a CUDA out-of-memory is named as such."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # The innermost exception line is the last one that looks like "SomeError: message".
     candidates = [ln for ln in lines if ":" in ln and ln.split(":")[0].replace(".", "").isidentifier()]
     line = (candidates or lines or ["unknown error"])[-1]
     if "CUDA out of memory" in text or "OutOfMemoryError" in text:
-        return f"CUDA out of memory: {line}"
+        return f"CUDA out of memory: {line}"[:1000]
     return line[:1000]
 
 

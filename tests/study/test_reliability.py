@@ -109,18 +109,19 @@ def test_sigkilled_driver_resumes_without_losing_or_redoing_finished_trials(tmp_
     assert len(states) == 6 and "RUNNING" not in states.values()
 
 
-def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_cleanly_and_the_study_resumes(tmp_path, sig, code):
     out = tmp_path / "run"
     driver = subprocess.Popen(_cmd(out, "--trials", "5"), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: len(_finished(out)) >= 1, 300, "a finished trial")
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(sig)
         _, err = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert driver.returncode == 130, err[-2000:]
+    assert driver.returncode == code, err[-2000:]
     assert f"--resume {out}" in err
     stopped = pd.read_parquet(out / "trials.parquet")
     assert len(stopped[stopped["status"] != "running"]) >= 1
