@@ -7,7 +7,7 @@ Compute first, draw second: `load_run` reads the results contract, `analyze` ret
 from __future__ import annotations
 
 from reports._analysis import Analysis, analyze
-from reports._budget import Budget, NoiseFloor, choose_budget, noise_floor
+from reports._budget import Budget, NoiseFloor, choose_budget, noise_floor, survivor_budget
 from reports._importance import ImportanceResult, compute_importance
 from reports._load import ParamSpec, RunData, RunDirError, load_run
 
@@ -23,5 +23,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "Analysis", "Budget", "ImportanceResult", "NoiseFloor", "ParamSpec", "RunData", "RunDirError", "analyze",
-    "build_report", "choose_budget", "compute_importance", "load_run", "main", "noise_floor", "write_report",
+    "build_report", "choose_budget", "compute_importance", "load_run", "main", "noise_floor", "survivor_budget",
+    "write_report",
 ]

@@ -11,7 +11,7 @@ from scipy.stats import chi2
 
 from reports import _budget
 from reports._budget import Budget, NoiseFloor, TrialCounts
-from reports._importance import ImportanceResult, agreement, compute_importance, interaction_grid
+from reports._importance import METHODS, ImportanceResult, agreement, compute_importance, interaction_grid
 from reports._load import RunData
 from reports._reference import optuna_importances
 
@@ -20,13 +20,25 @@ SAMPLE_METRICS = ("known_word_frac", "copy20_frac")
 
 @dataclass(frozen=True)
 class SeedNoise:
-    """Seed noise at the compared budget, in bpc and as a share of val_bpc's variance (with 95% CIs)."""
+    """Seed noise at the compared budget: its sd in the metric's units (with a 95% CI), and its share of the
+    fitted target's variance over the search space (point and 95% lower bound)."""
 
     floor: NoiseFloor
     sd_low: float = math.nan
     sd_high: float = math.nan
     share: float = math.nan
     share_low: float = math.nan
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Importance at one budget: what was fitted (`target`, e.g. "log val_bpc") and the seed noise there."""
+
+    budget: Budget
+    target: str
+    log: bool  # the target is the log of the metric; marginals are shown back in the metric's units
+    importance: ImportanceResult
+    seed: SeedNoise
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,9 @@ class Analysis:
     pareto: pd.DataFrame
     summary: str
     notes: list[str] = field(default_factory=list)
+    target: str = "val_bpc"  # what the importance fit explains the variance of
+    log_target: bool = False
+    survivors: Fit | None = None  # secondary check at a later milestone, survivors of the scheduler only
 
 
 def pct(x: float) -> str:
@@ -70,14 +85,43 @@ def chars(x: float) -> str:
     return f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.3g}k" if x >= 1e3 else f"{x:.0f}"
 
 
-def _seed_noise(floor: NoiseFloor, total_var: float) -> SeedNoise:
+def _seed_noise(floor: NoiseFloor, total_var: float, log: bool) -> SeedNoise:
     if not floor.known:
         return SeedNoise(floor)
     df = floor.n_repeats - 1
     var = floor.sd ** 2
     lo, hi = var * df / chi2.ppf(0.975, df), var * df / chi2.ppf(0.025, df)
-    share = var / total_var if total_var > 0 else math.nan
-    return SeedNoise(floor, math.sqrt(lo), math.sqrt(hi), share, lo / total_var if total_var > 0 else math.nan)
+    fitted = np.log(floor.values) if log else np.asarray(floor.values)  # on the scale the importance is on
+    var_fit = float(np.var(fitted, ddof=1))
+    if not total_var > 0:
+        return SeedNoise(floor, math.sqrt(lo), math.sqrt(hi))
+    return SeedNoise(floor, math.sqrt(lo), math.sqrt(hi), var_fit / total_var,
+                     var_fit * df / chi2.ppf(0.975, df) / total_var)
+
+
+def _fit(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: int,
+         methods: tuple[str, ...] = METHODS) -> Fit:
+    """Importance of the hyperparameters for the metric at `budget`, judged against the seed noise there.
+
+    The fit is on log(metric) when the metric is positive: val_bpc is skewed (a few trials that learned nothing
+    sit near uniform guessing, ~6.6 bits/char, while most sit within 1 bit/char of the best) and its spread
+    grows with its level, so on the raw scale a handful of failed trials would carry most of the variance.
+    """
+    y = budget.values["y"].to_numpy(float)
+    log = bool(len(y)) and bool((y > 0).all())
+    target = f"log {run.metric}" if log else run.metric
+    params = run.trials.set_index("trial_id").loc[budget.values["trial_id"]]
+    imp = compute_importance(run.params, params, np.log(y) if log else y, target=target,
+                             n_bootstrap=n_bootstrap, random_state=random_state, methods=methods)
+    seed = _seed_noise(_budget.noise_floor(run, budget.chars), imp.fit.get("total_var", math.nan), log)
+    if math.isfinite(seed.share_low) and seed.share_low > imp.floors["applied"]:
+        # The seed alone surely explains this much: an interval reaching it is no better than noise.
+        imp = replace(imp, floors={**imp.floors, "applied": seed.share_low},
+                      table=imp.table.assign(within_noise=imp.table["ci_low"] <= seed.share_low))
+    if log and not imp.marginals.empty:
+        imp = replace(imp, marginals=imp.marginals.assign(**{c: np.exp(imp.marginals[c].astype(float))
+                                                             for c in ("mean", "low", "high")}))
+    return Fit(budget, target, log, imp, seed)
 
 
 def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
@@ -89,11 +133,11 @@ def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
     real = t[~t["within_noise"]]
     noise = t[t["within_noise"]]["param"].tolist()
     if real.empty:
-        return (f"No hyperparameter stands out from noise in {metric} {where}: every interval reaches the noise "
-                f"floor of {pct(imp.floors['applied'])}.")
+        return (f"No hyperparameter stands out from noise in {imp.target} {where}: every interval reaches the "
+                f"noise floor of {pct(imp.floors['applied'])}.")
     top = real.iloc[0]
     s = (f"{top['param']} matters most: it explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}"
-         f"–{pct(top['ci_high'])}) of the variance in {metric} {where}")
+         f"–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
     if len(real) > 1:
         sec = real.iloc[1]
         s += f"; {sec['param']} is second ({pct(sec['importance'])}, {pct(sec['ci_low'])}–{pct(sec['ci_high'])})"
@@ -115,7 +159,8 @@ def _sample_targets(run: RunData, budget: Budget, n_bootstrap: int, random_state
             continue
         m = s[s["trial_id"].isin(ids)].assign(v=pd.to_numeric(s[metric], errors="coerce"))
         m = m[np.isfinite(m["v"])]
-        at = m[np.isclose(m["chars_seen"], budget.chars)]
+        nominal = _budget.milestone_of(m["chars_seen"], run.study)
+        at = m[np.isclose(m["chars_seen"] if nominal is None else nominal, budget.chars)]
         at_budget = at["trial_id"].nunique() >= max(5, len(ids) // 2)
         if not at_budget:  # each trial's latest samples
             at = m[m["chars_seen"] == m.groupby("trial_id")["chars_seen"].transform("max")]
@@ -184,26 +229,26 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     notes: list[str] = []
     counts = _budget.count_trials(run.trials)
     budget = _budget.choose_budget(run, min_trials)
-    floor = _budget.noise_floor(run, budget.chars)
+    fit = _fit(run, budget, n_bootstrap=n_bootstrap, random_state=random_state)
+    imp, seed = fit.importance, fit.seed
     params = run.trials.set_index("trial_id").loc[budget.values["trial_id"]]
     y = budget.values["y"].to_numpy(float)
-    imp = compute_importance(run.params, params, y, target=run.metric, n_bootstrap=n_bootstrap,
-                             random_state=random_state)
-    seed = _seed_noise(floor, imp.fit.get("total_var", math.nan))
-    if math.isfinite(seed.share_low) and seed.share_low > imp.floors["applied"]:
-        # The seed alone surely explains this much: an interval reaching it is no better than noise.
-        imp = replace(imp, floors={**imp.floors, "applied": seed.share_low},
-                      table=imp.table.assign(within_noise=imp.table["ci_low"] <= seed.share_low))
-    ref = optuna_importances(list(run.params), params, y, random_state)
+    ref = optuna_importances(list(run.params), params, np.log(y) if fit.log else y, random_state)
     table = imp.table.merge(ref, on="param", how="left")
     methods = [c for c in ("fanova", "permutation", "optuna_fanova", "optuna_ped_anova") if c in table]
     imp = replace(imp, table=table, agreement=agreement(table, methods))
     interaction = None
     if imp.surrogate is not None and len(table) >= 2:
         interaction = interaction_grid(imp, table["param"].iloc[0], table["param"].iloc[1])
+        if fit.log:
+            interaction = interaction.assign(mean=np.exp(interaction["mean"]))
+    later = _budget.survivor_budget(run, budget)
+    survivors = None
+    if later is not None and later.n_trials >= 5:
+        survivors = _fit(run, later, n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
     samples = _sample_targets(run, budget, max(n_bootstrap // 2, 0), random_state)
-    if not floor.known:
+    if not seed.floor.known:
         notes.append("Seed noise floor unknown: fewer than two repeat trials (role == repeat) reached the "
                      "compared budget; hyperparameters are judged against the null-probe floor only.")
     return Analysis(run, counts, budget, seed, imp, interaction, samples, _showcase(run), _pareto(run),
-                    _summary(imp, budget, run.metric), notes)
+                    _summary(imp, budget, run.metric), notes, fit.target, fit.log, survivors)

@@ -1,8 +1,15 @@
 """Equal-budget comparison and the seed noise floor.
 
 Early-stopped trials have seen fewer characters, so their final val_bpc is not comparable with that of
-full trials. We pick one budget (a chars_seen milestone from curves.parquet) that enough trials reached
-and compare every trial by its best val_bpc up to that budget.
+full trials. We compare every trial by its best val_bpc up to one evaluation milestone. The primary budget is
+the highest milestone that (nearly) all valid search trials reached, normally ASHA's first rung: later
+milestones hold only the trials the scheduler promoted, which were selected for being good (and, under TPE,
+sit in one corner of the search space), so the spread among them is range-restricted and says little about
+the search space. The highest milestone with enough survivors is kept as a secondary check.
+
+A milestone is nominal: evaluations sit at the first step past each multiple of `eval_every_chars`, so their
+chars_seen differ a little from trial to trial (125,200 vs 128,000 for a 125k milestone) and are mapped back
+to the multiple they belong to.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import pandas as pd
 from reports._load import RunData
 
 EXCLUDED_STATUSES = ("diverged", "failed")
+NEARLY_ALL = 0.9  # share of the valid search trials the primary budget must hold
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Budget:
     values: pd.DataFrame
     milestones: pd.DataFrame
     min_trials: int = 0  # trials the budget had to have
+    survivors: bool = False  # a later milestone holding only the trials the scheduler promoted
 
 
 @dataclass(frozen=True)
@@ -96,47 +105,115 @@ def _rungs(study: dict) -> list[float]:
     return rungs
 
 
+def _every(study: dict) -> float | None:
+    ev = study.get("eval") or {}
+    try:
+        every = ev.get("eval_every_chars") or float(study["budget_chars"]) / float(ev["evals_per_trial"])
+        every = float(every)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return every if math.isfinite(every) and every > 0 else None
+
+
+def milestone_of(chars_seen: pd.Series, study: dict) -> pd.Series | None:
+    """The nominal milestone of each chars_seen (None when study.json does not say how often trials evaluate)."""
+    every = _every(study)
+    return None if every is None else np.floor(chars_seen / every + 1e-9) * every
+
+
+def with_milestones(curves: pd.DataFrame, study: dict) -> pd.DataFrame:
+    """`curves` with a `milestone` column: the nominal budget (characters) each evaluation belongs to.
+
+    With `eval_every_chars` (or budget_chars / evals_per_trial) in study.json, an evaluation at the first step
+    past k * every gets milestone k * every; without, the k-th evaluation of every trial is milestone k, named
+    by the median chars_seen of those evaluations.
+    """
+    c = curves.copy()
+    nominal = milestone_of(c["chars_seen"], study)
+    if nominal is not None:
+        c["milestone"] = nominal
+    else:
+        k = c.sort_values("chars_seen").groupby("trial_id").cumcount()
+        c["milestone"] = k.groupby(k).transform(lambda g: c.loc[g.index, "chars_seen"].median())
+    return c
+
+
 def best_up_to(curves: pd.DataFrame, trial_ids: list[str], chars: float) -> pd.DataFrame:
-    """Best (lowest) val_bpc each trial reached up to `chars`, for trials whose curve reached `chars`."""
+    """Best (lowest) val_bpc each trial reached up to `chars`, for trials whose curve reached `chars`.
+
+    Budgets are read from the `milestone` column where `curves` has one (see `with_milestones`), else from
+    chars_seen.
+    """
+    at = "milestone" if "milestone" in curves.columns else "chars_seen"
     c = curves[curves["trial_id"].isin(trial_ids)]
-    reached = c.groupby("trial_id")["chars_seen"].max()
-    reached = reached[reached >= chars].index
-    c = c[c["trial_id"].isin(reached) & (c["chars_seen"] <= chars)]
+    reached = c.groupby("trial_id")[at].max()
+    reached = reached[reached >= chars * (1 - 1e-9)].index
+    c = c[c["trial_id"].isin(reached) & (c[at] <= chars * (1 + 1e-9))]
     y = c.groupby("trial_id")["val_bpc"].min()
     y = y[np.isfinite(y)]
     return pd.DataFrame({"trial_id": y.index.astype(str), "y": y.to_numpy(float)})
 
 
-def choose_budget(run: RunData, min_trials: int | None = None) -> Budget:
-    """Pick the highest evaluation milestone that at least `min_trials` valid search trials reached.
-
-    Args:
-        run: the loaded run.
-        min_trials: trials required at the budget; default max(20, half the valid search trials),
-            capped at the largest count any milestone has.
-
-    Returns:
-        The chosen `Budget` (n_trials may be 0 when no curves exist).
-    """
+def _search_ids(run: RunData) -> list[str]:
     trials = run.trials
-    ids = trials.loc[(trials["role"] != "repeat") & valid_mask(trials), "trial_id"].tolist()
-    c = run.curves[run.curves["trial_id"].isin(ids) & np.isfinite(run.curves["val_bpc"])]
-    reached = c.groupby("trial_id")["chars_seen"].max()
-    milestones = np.sort(c["chars_seen"].unique())
+    return trials.loc[(trials["role"] != "repeat") & valid_mask(trials), "trial_id"].tolist()
+
+
+def _milestone_table(run: RunData, curves: pd.DataFrame) -> pd.DataFrame:
+    c = curves[curves["trial_id"].isin(_search_ids(run)) & np.isfinite(curves["val_bpc"])]
+    reached = c.groupby("trial_id")["milestone"].max()
+    milestones = np.sort(c["milestone"].unique())
     counts = np.array([(reached >= m).sum() for m in milestones], dtype=int)
-    table = pd.DataFrame({"chars_seen": milestones, "n_trials": counts})
-    if len(milestones) == 0:
-        return Budget(math.nan, 0, None, False, pd.DataFrame({"trial_id": pd.Series([], dtype=str),
-                                                              "y": pd.Series([], dtype=float)}), table)
-    need = min_trials if min_trials is not None else max(20, math.ceil(len(ids) / 2))
-    need = min(need, int(counts.max()))
-    chars = float(milestones[counts >= need].max())
+    return pd.DataFrame({"chars_seen": milestones, "n_trials": counts})
+
+
+def _budget_at(run: RunData, curves: pd.DataFrame, table: pd.DataFrame, chars: float, need: int,
+               survivors: bool) -> Budget:
     rungs = _rungs(run.study)
     rung = next((i + 1 for i, r in enumerate(rungs) if math.isclose(r, chars, rel_tol=1e-6)), None)
     full = run.study.get("budget_chars")
     is_full = full is not None and chars >= float(full) * (1 - 1e-9)
-    values = best_up_to(run.curves, ids, chars)
-    return Budget(chars, len(values), rung, bool(is_full), values, table, need)
+    values = best_up_to(curves, _search_ids(run), chars)
+    return Budget(chars, len(values), rung, bool(is_full), values, table, need, survivors)
+
+
+def choose_budget(run: RunData, min_trials: int | None = None) -> Budget:
+    """Pick the primary budget: the highest evaluation milestone that at least `min_trials` valid search
+    trials reached.
+
+    Args:
+        run: the loaded run.
+        min_trials: trials required at the budget; default 90% of the valid search trials (so, under ASHA,
+            normally the first rung: the only milestone where the compared trials are not selected by the
+            scheduler), capped at the largest count any milestone has.
+
+    Returns:
+        The chosen `Budget` (n_trials may be 0 when no curves exist).
+    """
+    curves = with_milestones(run.curves, run.study)
+    table = _milestone_table(run, curves)
+    if table.empty:
+        return Budget(math.nan, 0, None, False, pd.DataFrame({"trial_id": pd.Series([], dtype=str),
+                                                              "y": pd.Series([], dtype=float)}), table)
+    n_valid = len(_search_ids(run))
+    need = min_trials if min_trials is not None else math.ceil(NEARLY_ALL * n_valid)
+    need = min(need, int(table["n_trials"].max()))
+    chars = float(table.loc[table["n_trials"] >= need, "chars_seen"].max())
+    return _budget_at(run, curves, table, chars, need, survivors=False)
+
+
+def survivor_budget(run: RunData, primary: Budget, min_trials: int | None = None) -> Budget | None:
+    """The secondary check: the highest milestone past `primary` that at least `min_trials` valid search
+    trials reached (default max(10, a third of them)), or None. Its trials are the scheduler's survivors."""
+    if not math.isfinite(primary.chars):
+        return None
+    curves = with_milestones(run.curves, run.study)
+    table = _milestone_table(run, curves)
+    need = min_trials if min_trials is not None else max(10, math.ceil(len(_search_ids(run)) / 3))
+    later = table[(table["chars_seen"] > primary.chars * (1 + 1e-9)) & (table["n_trials"] >= need)]
+    if later.empty:
+        return None
+    return _budget_at(run, curves, table, float(later["chars_seen"].max()), need, survivors=True)
 
 
 def noise_floor(run: RunData, chars: float) -> NoiseFloor:
@@ -145,6 +222,6 @@ def noise_floor(run: RunData, chars: float) -> NoiseFloor:
     ids = trials.loc[(trials["role"] == "repeat") & valid_mask(trials), "trial_id"].tolist()
     if not ids or not math.isfinite(chars):
         return NoiseFloor(0, math.nan, ())
-    vals = best_up_to(run.curves, ids, chars)["y"].to_numpy(float)
+    vals = best_up_to(with_milestones(run.curves, run.study), ids, chars)["y"].to_numpy(float)
     sd = float(np.std(vals, ddof=1)) if len(vals) >= 2 else math.nan
     return NoiseFloor(len(vals), sd, tuple(float(v) for v in vals))

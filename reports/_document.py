@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from reports._analysis import Analysis, chars, pct
+from reports._importance import agreement
 from reports._render import Block, Code, Figure, Heading, Para, Table
 
 SAMPLE_DISPLAY_CHARS = 1500
@@ -44,14 +45,46 @@ def _budget_blocks(a: Analysis) -> list[Block]:
         return [Heading(2, "Equal budgets"), Para(f"No valid search trial has a finite {a.run.metric} in "
                                                   f"curves.parquet; there is nothing to compare.")]
     text = (f"Trials are compared at {b.chars:,.0f} training characters{rung}, the highest evaluation milestone "
-            f"that at least {b.min_trials} valid search trials reached: {b.n_trials} of {c.valid} valid search "
-            f"trials are compared by their best {a.run.metric} up to that budget.{full}")
+            f"that at least {b.min_trials} valid search trials reached (nearly all of them, unless --min-trials "
+            f"says otherwise): {b.n_trials} of {c.valid} valid search trials are compared by their best "
+            f"{a.run.metric} up to that budget.{full}")
+    why = ("Later milestones hold only the trials the scheduler promoted. Those were selected for being good "
+           "(and a model-based sampler such as TPE puts them in one region of the search space), so the spread "
+           "among them is range-restricted and would understate, or misattribute, what the hyperparameters do. "
+           "The milestone (nearly) every trial reached is the only unbiased sample of the search space; a later "
+           "one serves only as the check below.")
     excl = (f"Of {c.search} search trials, {c.diverged} diverged, {c.failed} failed and {c.no_value} never "
             f"produced a finite {a.run.metric}; they are left out of every fit. {c.repeats} repeat trials "
             f"(role repeat) measure the seed noise and are kept out of the importance fit as well.")
     m = b.milestones.rename(columns={"chars_seen": "characters seen", "n_trials": "valid trials that reached it"})
     m["characters seen"] = m["characters seen"].map(lambda x: f"{x:,.0f}")
-    return [Heading(2, "Equal budgets"), Para(text), Para(excl), Table(m)]
+    return [Heading(2, "Equal budgets"), Para(text), Para(why), Para(excl), Table(m), *_survivor_blocks(a)]
+
+
+def _survivor_blocks(a: Analysis) -> list[Block]:
+    s = a.survivors
+    if s is None:
+        return []
+    b, t = s.budget, s.importance.table
+    where = "the full budget" if b.is_full else f"ASHA rung {b.rung}" if b.rung else "a later milestone"
+    main = a.importance.table.set_index("param")["importance"]
+    both = t.set_index("param")["importance"].to_frame("later").join(main.rename("primary"))
+    rho = agreement(both.reset_index(), ["primary", "later"])["spearman"].iloc[0]
+    top = t["param"].iloc[0]
+    same = top == a.importance.table["param"].iloc[0]
+    return [
+        Heading(3, f"Check: survivors only, at {b.chars:,.0f} characters"),
+        Para(f"The {b.n_trials} valid search trials that reached {b.chars:,.0f} characters ({where}), compared by "
+             f"their best {a.run.metric} up to it. This sample is selected (survivors only), so it answers a "
+             f"narrower question: what still matters among configurations that were already good. Here {top} "
+             f"ranks first ({pct(t['importance'].iloc[0])}, {_ci(t['ci_low'].iloc[0], t['ci_high'].iloc[0])}), "
+             f"{'as' if same else 'unlike'} at the compared budget; Spearman rank correlation with the ranking "
+             f"above {rho:.2f}."),
+        Table(pd.DataFrame({"rank": t["rank"], "hyperparameter": t["param"],
+                            "fANOVA (GP), survivors": [pct(v) for v in t["importance"]],
+                            "95% CI": [_ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
+                            "within noise": t["within_noise"].astype(bool)})),
+    ]
 
 
 def _noise_blocks(a: Analysis) -> list[Block]:
@@ -63,32 +96,45 @@ def _noise_blocks(a: Analysis) -> list[Block]:
             f"Retraining the best configuration with {s.floor.n_repeats} other seeds moves {a.run.metric} by a "
             f"standard deviation of {s.floor.sd:.4f} bits/char (95% CI {s.sd_low:.4f}–{s.sd_high:.4f}) at the "
             f"compared budget: the seed alone accounts for about {pct(s.share)} of the variance of "
-            f"{a.run.metric} over the search space, and at least {pct(s.share_low)}."))
+            f"{a.target} over the search space, and at least {pct(s.share_low)}."))
     else:
         out.append(Para(f"The seed noise floor is unknown: the run has fewer than two repeat trials that reached "
                         f"the compared budget (study.run --repeats K retrains the best configuration with K seeds)."))
     out.append(Para(
         f"A column of random numbers, fitted alongside the hyperparameters on every resample, gets up to "
         f"{pct(null)} importance (95th percentile) from the same estimator. A hyperparameter whose interval "
-        f"reaches {pct(imp.floors['applied'])}, the larger of this null floor and the lower bound of the seed's "
-        f"share, is marked as indistinguishable from no effect."))
+        f"reaches {pct(imp.floors['applied'])}, the largest of this null floor, the lower bound of the seed's "
+        f"share and {pct(imp.floors.get('resolution', 0.0))} (the smallest share the report calls an effect), "
+        f"is marked as indistinguishable from no effect."))
     return out
 
 
 def _method_paras(a: Analysis) -> list[Block]:
     imp = a.importance
     fit = imp.fit
-    text = (f"fANOVA: the variance of each hyperparameter's main effect over the search space (log scale where "
-            f"the search space says so), as a share of the total variance of {a.run.metric} there, seed noise "
+    scale = (f"The fit is on {a.target}, not on {a.run.metric}: {a.run.metric} is skewed (trials that learned "
+             f"nothing sit near uniform guessing, far above the rest), and on the raw scale a handful of them would "
+             f"carry most of the variance. Importance is a share of the variance of {a.target}, i.e. of relative "
+             f"changes in {a.run.metric}; effect plots are shown back in {a.run.metric}. "
+             if a.log_target else "")
+    text = (f"{scale}fANOVA: the variance of each hyperparameter's main effect over the search space (log scale "
+            f"where the search space says so), as a share of the total variance of {a.target} there, seed noise "
             f"included; computed on a Gaussian process with an additive plus interaction kernel, which on a few "
             f"dozen trials switches irrelevant hyperparameters off instead of fitting noise with them. Permutation: "
             f"boosted trees fitted on each bootstrap resample, scored on the trials left out of it; the rise in "
             f"squared error when one hyperparameter is scrambled, over twice the variance. Intervals: percentile "
-            f"bootstrap over trials, {imp.n_bootstrap} resamples.")
+            f"bootstrap over trials, {imp.n_bootstrap} resamples. The GP's kernel hyperparameters are fitted once "
+            f"on all trials and held fixed on the resamples, so its intervals show how the estimate moves with the "
+            f"sample of trials, given which hyperparameters the full data says matter; the permutation column, "
+            f"refitted from scratch on every resample, is the check on that choice. Hyperparameters the search "
+            f"never varied independently (e.g. one value only ever tried together with one optimizer) cannot be "
+            f"told apart by any method.")
     quality = (f"Surrogate fit: leave-one-out R² {fit.get('gp_loo_r2', math.nan):.2f} (GP), out-of-bag R² "
                f"{fit.get('trees_oob_r2', math.nan):.2f} (boosted trees). Main effects together explain "
                f"{pct(float(np.nansum(imp.table['importance'])))}; interactions about "
-               f"{pct(fit.get('interaction_share', math.nan))}; the rest is noise.")
+               f"{pct(fit.get('interaction_share', math.nan))}; the rest, about "
+               f"{pct(fit.get('gp_noise_share', math.nan))}, is what the GP cannot predict for a trial left out "
+               f"(seed noise and structure it missed), counted as noise.")
     out = [Para(text), Para(quality)]
     if fit.get("trees_oob_r2", 1.0) < 0.1:
         out.append(Para("The boosted trees predict held-out trials hardly better than their mean (or worse): with "

@@ -59,9 +59,8 @@ class AdditiveGP:
         self.restarts = restarts
         self.theta: np.ndarray | None = None
 
-    def _bounds(self, fixed_noise: float | None) -> list[tuple[float, float]]:
-        noise = NOISE if fixed_noise is None else (math.log(fixed_noise),) * 2
-        return [AMP] * self.k + [LENGTH] * self.k + [AMP, noise]
+    def _bounds(self) -> list[tuple[float, float]]:
+        return [AMP] * self.k + [LENGTH] * self.k + [AMP, NOISE]
 
     def _nlml(self, theta: np.ndarray, dists: list[np.ndarray], y: np.ndarray) -> tuple[float, np.ndarray]:
         k, n = self.k, len(y)
@@ -89,10 +88,14 @@ class AdditiveGP:
         return float(nlml), -grad
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, theta0: np.ndarray | None = None,
-            fixed_noise: float | None = None) -> AdditiveGP:
-        """Fit to (X, y); `theta0` warm-starts (no restarts then), `fixed_noise` holds the noise term."""
+            free: list[int] | None = None) -> AdditiveGP:
+        """Fit to (X, y); `theta0` warm-starts (no restarts then), and `free` (with `theta0`) lists the only
+        entries of theta to optimize: the others stay at `theta0`."""
         dists = _distances(X, X, self.groups)
-        bounds = self._bounds(fixed_noise)
+        bounds = self._bounds()
+        if free is not None:
+            t0 = np.asarray(theta0, float)
+            bounds = [b if i in free else (t0[i], t0[i]) for i, b in enumerate(bounds)]
         if theta0 is None:
             start = np.array([math.log(0.3)] * self.k + [math.log(0.5)] * self.k + [math.log(0.1), math.log(0.1)])
             rng = np.random.default_rng(self.random_state)
@@ -134,13 +137,21 @@ class AdditiveGP:
             out[s:s + chunk] = self._gram(_distances(Z[s:s + chunk], self.X_, self.groups)) @ self.alpha_
         return out
 
-    def partial_dependence(self, base: np.ndarray, js: list[int], rows: np.ndarray) -> np.ndarray:
+    def base_kernels(self, base: np.ndarray) -> list[np.ndarray]:
+        """Per-hyperparameter kernel matrices between `base` and the training rows, for `partial_dependence`."""
+        ls = np.exp(self.theta[self.k:2 * self.k])
+        return [_matern(d / l) for d, l in zip(_distances(base, self.X_, self.groups), ls)]
+
+    def partial_dependence(self, base: np.ndarray, js: list[int], rows: np.ndarray,
+                           m_base: list[np.ndarray] | None = None) -> np.ndarray:
         """Posterior mean averaged over the rows of `base`, with hyperparameters `js` set to each row of `rows`
         (their encoded columns side by side). Exact and cheap: the kernel is a sum and a product over
-        hyperparameters, so the average over `base` factors out of the grid."""
+        hyperparameters, so the average over `base` factors out of the grid. `m_base` is
+        `base_kernels(base)`, passed when several calls share one `base`."""
         k = self.k
         amps, ls, a_int = np.exp(self.theta[:k]), np.exp(self.theta[k:2 * k]), math.exp(self.theta[2 * k])
-        m_base = [_matern(d / l) for d, l in zip(_distances(base, self.X_, self.groups), ls)]
+        if m_base is None:
+            m_base = self.base_kernels(base)
         rest = [i for i in range(k) if i not in js]
         add = sum((amps[i] * m_base[i] for i in rest), np.zeros_like(m_base[0])).mean(axis=0)
         prod = np.prod([m_base[i] for i in rest], axis=0).mean(axis=0) if rest else np.ones(len(self.X_))

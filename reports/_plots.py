@@ -54,7 +54,7 @@ def importance_bars(a: Analysis) -> bytes | None:
         ax.axvline(a.importance.floors["applied"], color="k", ls="--", lw=1, label="noise floor")
         ax.set_yticks(ypos, [label(p) + ("  (noise)" if w else "") for p, w in zip(t["param"], t["within_noise"])])
         ax.invert_yaxis()
-        ax.set_xlabel(f"share of the variance of {label(a.run.metric)} (95% bootstrap CI)")
+        ax.set_xlabel(f"share of the variance of {label(a.target)} (95% bootstrap CI)")
         ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.legend(loc="lower right", fontsize=8)
         ax.set_title(f"Hyperparameter importance, {a.importance.n_trials} trials at equal budget")

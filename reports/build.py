@@ -44,7 +44,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
         out_dir: where to write; default RUN_DIR/report.
         seed: seed of every randomized step (bootstrap, surrogates); same seed, same report.
         n_bootstrap: bootstrap resamples per interval.
-        min_trials: trials required at the compared budget (default: max(20, half the valid trials)).
+        min_trials: trials required at the compared budget (default: 90% of the valid search trials).
 
     Returns:
         The output directory.
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and surrogates (default 0)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (default 100)")
     parser.add_argument("--min-trials", type=int, default=None,
-                        help="trials needed at the compared budget (default max(20, half the valid trials))")
+                        help="trials needed at the compared budget (default 90%% of the valid search trials)")
     args = parser.parse_args(argv)
     if args.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")

@@ -55,8 +55,12 @@ def _text(rng, quality, n_chars=360):
 
 def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repeats: int = 3,
                   required_only: bool = False, hostile: bool = False, asha: bool = True,
-                  name: str = "sherlock") -> pathlib.Path:
-    """Write study.json, trials/curves/samples.parquet for a synthetic study into `path`; return `path`."""
+                  name: str = "sherlock", survive: float | None = None, overshoot: bool = False) -> pathlib.Path:
+    """Write study.json, trials/curves/samples.parquet for a synthetic study into `path`; return `path`.
+
+    `survive`: share of the trials ASHA promotes at each rung (default a third). `overshoot`: evaluations sit at
+    the first training step (of seq_len * 16 characters) past each milestone, as in real runs, instead of on it.
+    """
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
     milestones = [BUDGET * k // EVALS for k in range(1, EVALS + 1)]
@@ -72,10 +76,12 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
     seeds = rng.normal(0, SEED_SD, n_trials)
     finals = np.array([final_quality(c) for c in configs]) + seeds
     stop_at = np.full(n_trials, BUDGET)
-    if asha:  # top third survives each rung, judged at that rung
+    if asha:  # the top third (or `survive`) is promoted at each rung, judged at that rung
         order = np.argsort(finals)
-        stop_at[order[n_trials // 3:]] = GRACE
-        stop_at[order[n_trials // 9: n_trials // 3]] = GRACE * RF
+        first, second = ((n_trials // 3, n_trials // 9) if survive is None
+                         else (int(n_trials * survive), int(n_trials * survive ** 2)))
+        stop_at[order[first:]] = GRACE
+        stop_at[order[second:first]] = GRACE * RF
     status = np.where(stop_at < BUDGET, "stopped", "completed").astype(object)
     if n_trials > 7:
         status[3], status[7] = "diverged", "failed"
@@ -93,22 +99,24 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
         for m in milestones:
             if m > stop or st == "failed":
                 break
+            step = cfg["seq_len"] * 16
+            at = -(-m // step) * step if overshoot else m
             wall += m / 1e5 * (0.5 + cfg["hidden_size"] / 512) - wall / 2 + 1
             vb = fin + 1.2 * (BUDGET / m - 1) ** 0.5 * 0.1 + rng.normal(0, 0.01)
             if st == "diverged" and m > GRACE:
                 vb = math.nan
             tb = vb - 0.05 + rng.normal(0, 0.03)
-            crows.append({"trial_id": tid, "chars_seen": m, "wall_s": wall, "train_bpc": tb, "val_bpc": vb,
+            crows.append({"trial_id": tid, "chars_seen": at, "wall_s": wall, "train_bpc": tb, "val_bpc": vb,
                           "lr": cfg["lr"]})
             vals.append(vb)
-            seen = m
+            seen = at
             for temp in (0.5, 1.0):
                 text, p_word = _text(rng, vb + 0.3 * temp)
                 if hostile:
                     text = HOSTILE + text
                 copy = float(np.clip(0.02 + 0.1 * _unit(cfg["hidden_size"], 64, 1024, True)
                                      - 0.12 * cfg["dropout"] + rng.normal(0, 0.01), 0, 1))
-                srows.append({"trial_id": tid, "chars_seen": m, "temperature": temp, "text": text,
+                srows.append({"trial_id": tid, "chars_seen": at, "temperature": temp, "text": text,
                               "kind": "eval", "prime": "Holmes", "known_word_frac": p_word, "copy20_frac": copy})
         finite = [v for v in vals if np.isfinite(v)]
         val = min(finite) if finite and st not in ("diverged", "failed") else math.nan

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
 import math
 
+import pandas as pd
+
 from reports import choose_budget, load_run, noise_floor
-from reports._budget import count_trials
+from reports._budget import count_trials, survivor_budget
 
 
 def test_counts_exclude_diverged_failed_and_repeats(make_run):
@@ -45,3 +48,41 @@ def test_noise_floor_from_repeats_and_unknown_without(make_run):
     assert nf.known and nf.n_repeats == 4 and 0 < nf.sd < 0.5
     bare = load_run(make_run(n_trials=20, repeats=0))
     assert not noise_floor(bare, choose_budget(bare).chars).known
+
+
+def test_primary_budget_is_the_rung_nearly_all_reached_not_the_survivors(make_run):
+    # 60% promoted: 27 of 45 reach the second rung, enough for a "half the trials" rule, but they are the best
+    # 60%, a range-restricted sample; the primary comparison stays where every valid trial is.
+    run = load_run(make_run(seed=7, n_trials=45, survive=0.6))
+    b = choose_budget(run)
+    assert b.rung == 1 and b.n_trials == count_trials(run.trials).valid and not b.survivors
+    s = survivor_budget(run, b)
+    assert s is not None and s.survivors and s.chars > b.chars and 10 <= s.n_trials < b.n_trials
+    assert set(s.values["trial_id"]) < set(b.values["trial_id"])
+    assert s.values["y"].max() < b.values["y"].max()  # the survivors were selected for being good
+    full = load_run(make_run(seed=7, n_trials=45, asha=False))
+    assert survivor_budget(full, choose_budget(full)) is None  # every trial ran the full budget: no later check
+
+
+def test_milestones_are_nominal_when_evaluations_overshoot(make_run):
+    # Real trials evaluate at the first step past a milestone (125,200 or 128,000 for 125k): all of them must
+    # still count as having reached it, and be compared there.
+    exact = load_run(make_run(seed=6, n_trials=30))
+    late = load_run(make_run(seed=6, n_trials=30, overshoot=True))
+    assert (late.curves["chars_seen"] > exact.curves["chars_seen"]).any()
+    b, bl = choose_budget(exact), choose_budget(late)
+    assert bl.chars == b.chars == 100_000 and bl.rung == 1 and bl.n_trials == b.n_trials == 28
+    pd.testing.assert_frame_equal(b.values, bl.values)
+    assert noise_floor(late, bl.chars).values == noise_floor(exact, b.chars).values
+
+
+def test_milestones_without_eval_spacing_follow_evaluation_order(make_run):
+    run_dir = make_run(seed=6, n_trials=30, overshoot=True)
+    nominal = choose_budget(load_run(run_dir))
+    study = json.loads((run_dir / "study.json").read_text())
+    del study["eval"], study["budget_chars"]
+    (run_dir / "study.json").write_text(json.dumps(study))
+    b = choose_budget(load_run(run_dir))
+    assert b.n_trials == 28 and 100_000 <= b.chars < 105_000  # the median chars_seen of the first evaluations
+    assert list(b.milestones["n_trials"]) == list(nominal.milestones["n_trials"])
+    pd.testing.assert_frame_equal(b.values, nominal.values)

@@ -110,3 +110,12 @@ def test_cli_bad_input_exits_2_with_one_line(make_run, tmp_path, capsys, case):
     assert main([str(target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("reports.build: ") and err.count("\n") == 1, err
+
+
+def test_survivors_are_only_a_labelled_check_and_the_fit_is_on_log_bpc(make_run, tmp_path):
+    out = build_report(make_run(seed=8, n_trials=30, survive=0.6, overshoot=True), tmp_path / "s", n_bootstrap=4)
+    md = (out / "report.md").read_text()
+    first = next(line for line in md.splitlines()[1:] if line.strip())
+    assert "of the variance in log val\\_bpc across 28 trials compared at 100k training characters" in first
+    assert "### Check: survivors only, at 800,000 characters" in md and "The 10 valid search trials" in md
+    assert "The fit is on log val\\_bpc" in md

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import choose_budget, compute_importance, load_run
-from reports._importance import agreement
+from reports import _encode, choose_budget, compute_importance, load_run
+from reports._importance import RESOLUTION, agreement
 
 IRRELEVANT = ["dropout", "seq_len", "optimizer"]  # no effect in conftest.final_quality
 
@@ -74,3 +74,27 @@ def test_agreement_of_identical_columns():
     t = pd.DataFrame({"param": list("abcd"), "x": [0.5, 0.3, 0.1, 0.0], "y": [0.6, 0.2, 0.15, 0.01]})
     ag = agreement(t, ["x", "y"])
     assert ag["spearman"].iloc[0] == pytest.approx(1.0) and ag["same_top"].iloc[0]
+
+
+def test_intervals_are_stable_and_clear_effects_clear_the_floor(make_run):
+    # Kernel hyperparameters fitted once: the bootstrap no longer switches effects on and off, so two bootstrap
+    # seeds agree, and the lower ends of real effects sit well above zero and above the floor.
+    run_dir = make_run(seed=2)
+    a, b = (_fit(run_dir, n_bootstrap=16, random_state=rs, methods=("fanova",)) for rs in (1, 2))
+    ta, tb = (r.table.set_index("param") for r in (a, b))
+    for r, t in ((a, ta), (b, tb)):
+        assert r.floors["applied"] >= RESOLUTION
+        assert t.loc["lr", "ci_low"] > 0.3 and t.loc["cell", "ci_low"] > 0.08 and t.loc["hidden_size", "ci_low"] > 0.03
+        assert not t.loc[["lr", "cell", "hidden_size"], "within_noise"].any()
+        assert t.loc[IRRELEVANT, "within_noise"].all() and (t.loc[IRRELEVANT, "ci_high"] < 0.03).all()
+    real = ["lr", "cell", "hidden_size"]
+    assert (abs(ta.loc[real, ["ci_low", "ci_high"]] - tb.loc[real, ["ci_low", "ci_high"]]) < 0.1).all().all()
+
+
+def test_grid_weights_integrate_the_uniform_distribution(make_run):
+    spec = load_run(make_run(n_trials=12, asha=False)).param("dropout")
+    u, _ = _encode.grid(spec, 21)
+    w = _encode.grid_weights(spec, 21)
+    assert w.sum() == pytest.approx(1.0)
+    var = w @ (u[:, 0] - w @ u[:, 0]) ** 2
+    assert var == pytest.approx(1 / 12, rel=0.01)  # equal weights would give 22/240, 10% too much
