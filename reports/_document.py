@@ -98,7 +98,7 @@ def _noise_blocks(a: Analysis) -> list[Block]:
             f"compared budget: the seed alone accounts for about {pct(s.share)} of the variance of "
             f"{a.target} over the search space, and at least {pct(s.share_low)}."))
     else:
-        out.append(Para(f"The seed noise floor is unknown: the run has fewer than two repeat trials that reached "
+        out.append(Para("The seed noise floor is unknown: the run has fewer than two repeat trials that reached "
                         "the compared budget (study.run --repeats K retrains the best configuration with K seeds)."))
     out.append(Para(
         f"A column of random numbers, fitted alongside the hyperparameters on every resample, gets up to "
