@@ -205,11 +205,20 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
                                         metric="val_bpc", mode="min",
                                         max_concurrent_trials=plan.max_concurrent,
-                                        reuse_actors=True,  # no new worker process (and torch import) per trial
+                                        reuse_actors=_reuse_actors(plan),
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, SEARCH_EXPERIMENT, writer),
         )
     _fit(tuner, plan.trials)
+
+
+def _reuse_actors(plan) -> bool:
+    """Reuse trial processes on one machine, where starting one (and importing torch) is ~2 s per trial.
+
+    On a cluster a reused process keeps its trials on the node it started on, so nodes that join later
+    (or start slower) would get no work: there every trial gets a fresh placement.
+    """
+    return plan.address is None
 
 
 def _trial_dirname(trial) -> str:
@@ -248,7 +257,7 @@ def _repeat_best(plan, trainable, writer: ResultsWriter) -> None:
         trainable,
         param_space={**plan.spec.fixed, **plan.spec.run_settings(), **params, "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(metric="val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
-                                    reuse_actors=True, trial_dirname_creator=_trial_dirname),
+                                    reuse_actors=_reuse_actors(plan), trial_dirname_creator=_trial_dirname),
         run_config=_run_config(plan, REPEAT_EXPERIMENT, writer),
     )
     _fit(tuner, len(seeds))
