@@ -16,6 +16,9 @@ from reports._load import RunData
 from reports._reference import optuna_importances
 
 SAMPLE_METRICS = ("known_word_frac", "copy20_frac")
+# The answer names one hyperparameter as the most important only if it ranks first in at least FIRST_SURE of
+# the bootstrap resamples; otherwise it names every one that ranks first in at least CONTENDER of them.
+FIRST_SURE, CONTENDER = 0.8, 0.1
 
 
 @dataclass(frozen=True)
@@ -136,11 +139,29 @@ def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
         return (f"No hyperparameter stands out from noise in {imp.target} {where}: every interval reaches the "
                 f"noise floor of {pct(imp.floors['applied'])}.")
     top = real.iloc[0]
-    s = (f"{top['param']} matters most: it explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}"
-         f"–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
-    if len(real) > 1:
-        sec = real.iloc[1]
-        s += f"; {sec['param']} is second ({pct(sec['importance'])}, {pct(sec['ci_low'])}–{pct(sec['ci_high'])})"
+    p_first = real["p_first"].to_numpy(float) if "p_first" in real else np.full(len(real), np.nan)
+    tied = [i for i in range(1, len(real)) if p_first[i] >= CONTENDER]
+    if np.isfinite(p_first[0]) and p_first[0] < FIRST_SURE and tied:
+        # The resamples disagree on the leader: name every contender instead of an order the data do not give.
+        lead = [0] + tied[:2]
+        rows = [real.iloc[i] for i in lead]
+        s = (f"{_join([r['param'] for r in rows])} matter most, in an order these trials cannot settle: "
+             f"{top['param']} explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}–{pct(top['ci_high'])}) "
+             f"of the variance in {imp.target} {where} and ranks first in {pct(p_first[0])} of bootstrap "
+             f"resamples")
+        s += "".join(f"; {r['param']} {pct(r['importance'])} ({pct(r['ci_low'])}–{pct(r['ci_high'])}, first in "
+                     f"{pct(p_first[j])})" for j, r in zip(lead[1:], rows[1:]))
+        rest = real.drop(index=real.index[lead])
+        if len(rest):
+            nxt = rest.iloc[0]
+            s += f"; {nxt['param']} is next ({pct(nxt['importance'])}, {pct(nxt['ci_low'])}–{pct(nxt['ci_high'])})"
+    else:
+        s = (f"{top['param']} matters most: it explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}"
+             f"–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
+        if len(real) > 1:
+            sec = real.iloc[1]
+            s += (f"; {sec['param']} is second ({pct(sec['importance'])}, {pct(sec['ci_low'])}–"
+                  f"{pct(sec['ci_high'])})")
     if noise:
         s += f"; {_join(noise)} {'is' if len(noise) == 1 else 'are'} within noise"
     return s + "."

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports._analysis import Analysis, chars, pct
+from reports._analysis import FIRST_SURE, Analysis, chars, pct
 from reports._importance import agreement
 from reports._render import Block, Code, Figure, Heading, Para, Table
 
@@ -25,6 +25,8 @@ def importance_table(a: Analysis) -> pd.DataFrame:
                         "fANOVA (GP)": [pct(v) for v in t["importance"]],
                         "95% CI": [_ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
                         "within noise": t["within_noise"].astype(bool)})
+    if "p_first" in t and np.isfinite(t["p_first"].astype(float)).any():
+        out.insert(4, "first in", [pct(v) for v in t["p_first"]])  # share of bootstrap resamples
     if "permutation" in t:
         out["permutation"] = [pct(v) for v in t["permutation"]]
         out["permutation 95% CI"] = [_ci(lo, hi) for lo, hi in zip(t["permutation_ci_low"],
@@ -122,8 +124,11 @@ def _method_paras(a: Analysis) -> list[Block]:
             f"included; computed on a Gaussian process with an additive plus interaction kernel, which on a few "
             f"dozen trials switches irrelevant hyperparameters off instead of fitting noise with them. Permutation: "
             f"boosted trees fitted on each bootstrap resample, scored on the trials left out of it; the rise in "
-            f"squared error when one hyperparameter is scrambled, over twice the variance. Intervals: percentile "
-            f"bootstrap over trials, {imp.n_bootstrap} resamples. The GP's kernel hyperparameters are fitted once "
+            f"squared error when one hyperparameter is scrambled, over twice the variance. Both are averaged over "
+            f"the bootstrap resamples (bagging). Intervals: percentile bootstrap over trials, {imp.n_bootstrap} "
+            f"resamples; \"first in\" is the share of the resamples in which a hyperparameter has the largest fANOVA "
+            f"importance, and the answer above names a single one only when that share is at least "
+            f"{pct(FIRST_SURE)}. The GP's kernel hyperparameters are fitted once "
             f"on all trials and held fixed on the resamples, so its intervals show how the estimate moves with the "
             f"sample of trials, given which hyperparameters the full data says matter; the permutation column, "
             f"refitted from scratch on every resample, is the check on that choice. Hyperparameters the search "

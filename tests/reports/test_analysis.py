@@ -1,0 +1,66 @@
+"""The answer sentence: one leader only when the bootstrap agrees on it, every contender otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from reports import compute_importance
+from reports._analysis import _summary
+from reports._budget import Budget
+from reports._load import ParamSpec
+
+SPECS = [ParamSpec("a", "float", 0.0, 1.0), ParamSpec("b", "float", 0.0, 1.0), ParamSpec("c", "float", 0.0, 1.0),
+         ParamSpec("d", "categorical", choices=("x", "y", "z"))]
+
+
+def _study(effect_a: float, effect_b: float, n: int = 50, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """`a` and `b` act with the given strengths, `c` and `d` not at all; seed noise sd 0.05."""
+    rng = np.random.default_rng(seed)
+    params = pd.DataFrame({"param.a": rng.random(n), "param.b": rng.random(n), "param.c": rng.random(n),
+                           "param.d": rng.choice(["x", "y", "z"], n)})
+    y = (effect_a * (params["param.a"] - 0.5) ** 2 + effect_b * np.sin(3 * params["param.b"])
+         + rng.normal(0, 0.05, n))
+    return params, y.to_numpy()
+
+
+def _budget(n: int) -> Budget:
+    return Budget(125_000.0, n, 1, False, pd.DataFrame({"trial_id": [], "y": []}), pd.DataFrame())
+
+
+def test_p_first_is_a_distribution_over_the_hyperparameters():
+    params, y = _study(4.0, 0.3)
+    t = compute_importance(SPECS, params, y, n_bootstrap=20, random_state=1).table.set_index("param")
+    assert abs(t["p_first"].sum() - 1.0) < 1e-9
+    assert t.loc["a", "p_first"] >= 0.9 and t.loc[["c", "d"], "p_first"].max() == 0.0
+    # the estimate is the bagged mean of the resamples, inside its own interval; the full-data fit is kept
+    assert ((t["ci_low"] <= t["importance"]) & (t["importance"] <= t["ci_high"])).all()
+    assert np.isfinite(t["fanova_full"]).all()
+
+
+def test_clear_leader_is_named_alone():
+    params, y = _study(4.0, 0.3)
+    res = compute_importance(SPECS, params, y, n_bootstrap=20, random_state=1)
+    s = _summary(res, _budget(len(y)), "val_bpc")
+    assert s.startswith("a matters most: it explains "), s
+    assert "b is second" in s and s.endswith(("c and d are within noise.", "d and c are within noise."))
+
+
+def test_tied_leaders_are_named_together_with_how_often_each_ranks_first():
+    # Equal variance shares: 4 (u - 0.5)^2 and sin(3u) both have a variance of about 0.085 for uniform u.
+    params, y = _study(4.0, 1.0, n=40, seed=1)
+    res = compute_importance(SPECS, params, y, n_bootstrap=30, random_state=0)
+    t = res.table.set_index("param")
+    assert 0.1 <= t.loc["a", "p_first"] <= 0.9 and 0.1 <= t.loc["b", "p_first"] <= 0.9, t["p_first"].to_dict()
+    s = _summary(res, _budget(len(y)), "val_bpc")
+    first, second = t.sort_values("rank").index[:2]
+    assert s.startswith(f"{first} and {second} matter most, in an order these trials cannot settle: "), s
+    assert "ranks first in" in s and "first in" in s.split(";")[1]
+    assert "matters most" not in s
+
+
+def test_no_bootstrap_gives_the_plain_answer():
+    params, y = _study(4.0, 1.0, n=40, seed=1)
+    res = compute_importance(SPECS, params, y, n_bootstrap=0)
+    assert res.table["p_first"].isna().all()
+    assert " matters most: it explains " in _summary(res, _budget(len(y)), "val_bpc")
