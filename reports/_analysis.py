@@ -42,6 +42,8 @@ class Fit:
     log: bool  # the target is the log of the metric; marginals are shown back in the metric's units
     importance: ImportanceResult
     seed: SeedNoise
+    capped: int = 0  # trials worse than guessing uniformly, counted at `cap`
+    cap: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ def _fit(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: int,
     grows with its level, so on the raw scale a handful of failed trials would carry most of the variance.
     """
     y = budget.values["y"].to_numpy(float)
+    cap = uniform_bpc(run)
+    capped = int((y > cap).sum())
+    y = np.minimum(y, cap)
     log = bool(len(y)) and bool((y > 0).all())
     target = f"log {run.metric}" if log else run.metric
     params = run.trials.set_index("trial_id").loc[budget.values["trial_id"]]
@@ -124,7 +129,18 @@ def _fit(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: int,
     if log and not imp.marginals.empty:
         imp = replace(imp, marginals=imp.marginals.assign(**{c: np.exp(imp.marginals[c].astype(float))
                                                              for c in ("mean", "low", "high")}))
-    return Fit(budget, target, log, imp, seed)
+    return Fit(budget, target, log, imp, seed, capped, cap)
+
+
+def uniform_bpc(run: RunData) -> float:
+    """Bits per character of guessing uniformly over the corpus vocabulary (inf when unknown or the metric is
+    not val_bpc). A trial above it learned less than nothing: a handful of those (one exploded to 19.9 against
+    6.6 in a real study) would otherwise carry a share of the variance that no failed trial deserves over
+    another, so the fit counts them at this value."""
+    vocab = (run.study.get("corpus") or {}).get("vocab_size")
+    if run.metric != "val_bpc" or not isinstance(vocab, (int, float)) or not vocab > 1:
+        return math.inf
+    return math.log2(vocab)
 
 
 def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
@@ -139,22 +155,26 @@ def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
         return (f"No hyperparameter stands out from noise in {imp.target} {where}: every interval reaches the "
                 f"noise floor of {pct(imp.floors['applied'])}.")
     top = real.iloc[0]
-    p_first = real["p_first"].to_numpy(float) if "p_first" in real else np.full(len(real), np.nan)
-    tied = [i for i in range(1, len(real)) if p_first[i] >= CONTENDER]
-    if np.isfinite(p_first[0]) and p_first[0] < FIRST_SURE and tied:
+    p_first = t["p_first"].astype(float) if "p_first" in t else pd.Series(np.nan, index=t.index)
+    rivals = [i for i in t.index if i != top.name and p_first[i] >= CONTENDER]
+    if p_first[top.name] < FIRST_SURE and rivals:
         # The resamples disagree on the leader: name every contender instead of an order the data do not give.
-        lead = [0] + tied[:2]
-        rows = [real.iloc[i] for i in lead]
-        s = (f"{_join([r['param'] for r in rows])} matter most, in an order these trials cannot settle: "
+        # A contender whose interval reaches the noise floor is one the resamples switch on and off.
+        lead = [top.name] + sorted(rivals, key=lambda i: -p_first[i])[:2]
+        named = t.loc[lead, "param"].tolist()
+        s = (f"{_join(named)} matter most, in an order these trials cannot settle: "
              f"{top['param']} explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}–{pct(top['ci_high'])}) "
-             f"of the variance in {imp.target} {where} and ranks first in {pct(p_first[0])} of bootstrap "
+             f"of the variance in {imp.target} {where} and ranks first in {pct(p_first[top.name])} of bootstrap "
              f"resamples")
-        s += "".join(f"; {r['param']} {pct(r['importance'])} ({pct(r['ci_low'])}–{pct(r['ci_high'])}, first in "
-                     f"{pct(p_first[j])})" for j, r in zip(lead[1:], rows[1:]))
-        rest = real.drop(index=real.index[lead])
+        for i in lead[1:]:
+            r = t.loc[i]
+            s += (f"; {r['param']} {pct(r['importance'])} ({pct(r['ci_low'])}–{pct(r['ci_high'])}, first in "
+                  f"{pct(p_first[i])}{', interval reaching the noise floor' if r['within_noise'] else ''})")
+        rest = real.drop(index=[i for i in lead if i in real.index])
         if len(rest):
             nxt = rest.iloc[0]
             s += f"; {nxt['param']} is next ({pct(nxt['importance'])}, {pct(nxt['ci_low'])}–{pct(nxt['ci_high'])})"
+        noise = [n for n in noise if n not in named]
     else:
         s = (f"{top['param']} matters most: it explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}"
              f"–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
@@ -268,6 +288,11 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     if later is not None and later.n_trials >= 5:
         survivors = _fit(run, later, n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
     samples = _sample_targets(run, budget, max(n_bootstrap // 2, 0), random_state)
+    if fit.capped:
+        notes.append(f"{fit.capped} compared trial{'s' if fit.capped > 1 else ''} scored worse than guessing "
+                     f"uniformly over the vocabulary ({fit.cap:.2f} bits/char) and {'are' if fit.capped > 1 else 'is'}"
+                     f" counted at {fit.cap:.2f} in the importance fit: every trial that learned nothing is equally "
+                     f"a failure, whatever its exact score.")
     if not seed.floor.known:
         notes.append("Seed noise floor unknown: fewer than two repeat trials (role == repeat) reached the "
                      "compared budget; hyperparameters are judged against the null-probe floor only.")

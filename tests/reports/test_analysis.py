@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
-from reports import compute_importance
-from reports._analysis import _summary
+from reports import compute_importance, load_run
+from reports._analysis import _summary, analyze
 from reports._budget import Budget
 from reports._load import ParamSpec
 
@@ -64,3 +67,29 @@ def test_no_bootstrap_gives_the_plain_answer():
     res = compute_importance(SPECS, params, y, n_bootstrap=0)
     assert res.table["p_first"].isna().all()
     assert " matters most: it explains " in _summary(res, _budget(len(y)), "val_bpc")
+
+
+def test_a_contender_within_noise_is_named_as_such():
+    params, y = _study(4.0, 1.0, n=40, seed=1)
+    res = compute_importance(SPECS, params, y, n_bootstrap=30, random_state=0)
+    t = res.table.copy()
+    second = t["param"].iloc[1]
+    t.loc[1, "within_noise"] = True  # as when the resamples switch an input on and off
+    s = _summary(replace(res, table=t), _budget(len(y)), "val_bpc")
+    assert f"{second} " in s and "interval reaching the noise floor" in s, s
+    assert not s.rstrip(".").endswith(f"{second} is within noise")
+
+
+def test_trials_worse_than_uniform_guessing_are_counted_at_it(make_run):
+    run = load_run(make_run(seed=4, n_trials=30))
+    c = run.curves.copy()
+    bad = c["trial_id"].iloc[0]
+    c.loc[c["trial_id"] == bad, "val_bpc"] = 19.9  # exploded: three times worse than guessing
+    a = analyze(replace(run, curves=c), n_bootstrap=0)
+    note = next(n for n in a.notes if "worse than guessing uniformly" in n)
+    assert note.startswith("1 compared trial ") and f"{math.log2(96):.2f}" in note
+    assert a.budget.values.set_index("trial_id").loc[bad, "y"] == 19.9  # the table keeps what was measured
+    c2 = c.copy()
+    c2.loc[c2["trial_id"] == bad, "val_bpc"] = 7.0  # also above the cap: the fit must see the same value
+    b = analyze(replace(run, curves=c2), n_bootstrap=0)
+    pd.testing.assert_frame_equal(a.importance.table, b.importance.table)
