@@ -273,7 +273,7 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     fit = _fit(run, budget, n_bootstrap=n_bootstrap, random_state=random_state)
     imp, seed = fit.importance, fit.seed
     params = run.trials.set_index("trial_id").loc[budget.values["trial_id"]]
-    y = budget.values["y"].to_numpy(float)
+    y = np.minimum(budget.values["y"].to_numpy(float), fit.cap)  # as in the fit
     ref = optuna_importances(list(run.params), params, np.log(y) if fit.log else y, random_state)
     table = imp.table.merge(ref, on="param", how="left")
     methods = [c for c in ("fanova", "permutation", "optuna_fanova", "optuna_ped_anova") if c in table]
