@@ -210,6 +210,21 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
             run_config=_run_config(plan, SEARCH_EXPERIMENT, writer),
         )
     _fit(tuner, plan.trials)
+    _fail_orphans(plan)
+
+
+def _fail_orphans(plan) -> None:
+    """Tell FAIL to the Optuna trials still RUNNING once the search is over.
+
+    A driver killed between Optuna's ask and Tune's saving of the trial leaves an Optuna trial that no Tune
+    trial will ever finish (seen after SIGKILL + --resume). Left RUNNING, TPE's constant liar would keep
+    treating it as in flight and the dashboard would show it running forever.
+    """
+    storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
+    study = optuna.load_study(study_name=plan.spec.name, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "status", "orphaned")
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _reuse_actors(plan) -> bool:
