@@ -28,6 +28,7 @@ TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
 SAMPLES_FILE = "samples.parquet"
 STATUSES = ("completed", "stopped", "diverged", "failed", "running")
+FINAL_STATUSES = ("completed", "stopped", "diverged", "failed")
 
 CURVE_COLUMNS = ["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "eval_val_bpc", "lr"]
 SAMPLE_COLUMNS = ["trial_id", "chars_seen", "temperature", "text", "kind", "prime", "known_word_frac",
@@ -123,6 +124,10 @@ class ResultsWriter(Callback):
         self.samples: list[dict] = []
         self.extra: dict[str, Any] = {}  # columns stamped on every new row (e.g. repeat_of)
         self._last_write = 0.0
+        # Trials an interrupted driver saw finish. Tune's own state is saved every few seconds, so after a
+        # SIGKILL it may resume one of them (from a checkpoint that may be gone): what it reports then is
+        # ignored, and the finished row stays as it was.
+        self._final: set[str] = set()
         self._load_existing()
 
     # ---- reading back what an earlier (interrupted) driver wrote -----------------------------------
@@ -131,6 +136,8 @@ class ResultsWriter(Callback):
         if path.exists():
             for row in pd.read_parquet(path).to_dict("records"):
                 self.trials[row["trial_id"]] = {k: _plain(v) for k, v in row.items()}
+                if row["status"] in FINAL_STATUSES:
+                    self._final.add(row["trial_id"])
         for name, rows in ((CURVES_FILE, self.curves), (SAMPLES_FILE, self.samples)):
             if (self.run_dir / name).exists():
                 rows.extend({k: _plain(v) for k, v in r.items()}
@@ -138,17 +145,23 @@ class ResultsWriter(Callback):
 
     # ---- Tune callback hooks ------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self._final:
+            return
         row = self._row(trial)
         row["status"] = "running"
         self.write()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        if trial.trial_id in self._final:
+            return
         row = self._row(trial)
         row["retries"] = int(row.get("retries") or 0) + 1
         row["retry_error"] = error_summary(trial)
         self.echo(f"trial {trial.trial_id} crashed ({row['retry_error']}); retrying from its last checkpoint")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if trial.trial_id in self._final:
+            return
         row = self._row(trial)
         tid = trial.trial_id
         chars = int(result["chars_seen"])
@@ -191,6 +204,8 @@ class ResultsWriter(Callback):
         self.write(throttle=2.0)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.trial_id in self._final:
+            return
         row = self._row(trial)
         last = trial.last_result or {}
         if last.get("diverged"):
@@ -209,6 +224,8 @@ class ResultsWriter(Callback):
                   + (f", val_bpc {row['val_bpc']:.4f}" if _finite(row.get("val_bpc")) else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        if trial.trial_id in self._final:
+            return
         row = self._row(trial)
         row["status"] = "failed"
         row["error"] = error_summary(trial)

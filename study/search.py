@@ -15,6 +15,11 @@ from ray.tune.search.optuna import OptunaSearch
 class StudySearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            # Told already by a driver that was then killed, before Tune saved its own state: Tune resumed the
+            # trial, but Optuna keeps the result it has.
+            self._completed_trials.add(trial_id)
+            return
         if ot_trial is not None and trial_id not in self._completed_trials:
             ot_trial.set_user_attr("tune_trial_id", trial_id)
             value = (result or {}).get(self.metric)
