@@ -219,13 +219,13 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
         warnings.simplefilter("ignore", RuntimeWarning)
         if "permutation" in methods:
             point["permutation"] = np.nanmean(boot["permutation"], axis=0) if n_bootstrap else np.zeros(k + 1)
+            fit["trees_oob_r2"] = float(np.nanmedian(oob_r2)) if oob_r2 else math.nan
         full_fit = point["fanova"].copy() if "fanova" in point else None
         if "fanova" in methods and n_bootstrap:
             # Bagging: the estimate is the mean over the resamples. The single full-data fit is kept as
             # `fanova_full`; it can sit at the edge of its own bootstrap distribution when a few trials carry an
             # effect (on a real study: 25%, interval 2-28%, first in only 15% of the resamples).
             point["fanova"] = np.nanmean(boot["fanova"], axis=0)
-            fit["trees_oob_r2"] = float(np.nanmedian(oob_r2)) if oob_r2 else math.nan
 
         floors: dict[str, float] = {}
         for m in methods:

@@ -6,6 +6,7 @@ in the same directory, then rename), so a study stopped at any moment leaves rea
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -104,6 +105,15 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _unless_final(hook):
+    """A ResultsWriter hook that leaves alone the trials an interrupted driver saw finish (`_final`)."""
+    @functools.wraps(hook)
+    def wrapper(self, iteration, trials, trial, *args, **info):
+        if trial.trial_id not in self._final:
+            hook(self, iteration, trials, trial, *args, **info)
+    return wrapper
+
+
 class ResultsWriter(Callback):
     """Collects every trial's results from Tune and keeps the run directory's tables up to date.
 
@@ -144,24 +154,21 @@ class ResultsWriter(Callback):
                             for r in pd.read_parquet(self.run_dir / name).to_dict("records"))
 
     # ---- Tune callback hooks ------------------------------------------------------------------------
+    @_unless_final
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id in self._final:
-            return
         row = self._row(trial)
         row["status"] = "running"
         self.write()
 
+    @_unless_final
     def on_trial_recover(self, iteration, trials, trial, **info):
-        if trial.trial_id in self._final:
-            return
         row = self._row(trial)
         row["retries"] = int(row.get("retries") or 0) + 1
         row["retry_error"] = error_summary(trial)
         self.echo(f"trial {trial.trial_id} crashed ({row['retry_error']}); retrying from its last checkpoint")
 
+    @_unless_final
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if trial.trial_id in self._final:
-            return
         row = self._row(trial)
         tid = trial.trial_id
         chars = int(result["chars_seen"])
@@ -203,9 +210,8 @@ class ResultsWriter(Callback):
             self.echo(f"{self._counts()} new best val_bpc {best:.4f} (trial {tid}, {chars:,} chars)")
         self.write(throttle=2.0)
 
+    @_unless_final
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if trial.trial_id in self._final:
-            return
         row = self._row(trial)
         last = trial.last_result or {}
         if last.get("diverged"):
@@ -223,9 +229,8 @@ class ResultsWriter(Callback):
         self.echo(f"{self._counts()} trial {trial.trial_id} {row['status']}"
                   + (f", val_bpc {row['val_bpc']:.4f}" if _finite(row.get("val_bpc")) else ""))
 
+    @_unless_final
     def on_trial_error(self, iteration, trials, trial, **info):
-        if trial.trial_id in self._final:
-            return
         row = self._row(trial)
         row["status"] = "failed"
         row["error"] = error_summary(trial)
