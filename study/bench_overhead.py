@@ -3,6 +3,7 @@
     python -m study.bench_overhead            # under a minute on a 2-core CPU
     python -m study.bench_overhead --json     # one JSON object
     python -m study.bench_overhead --smoke    # tiny models, for a quick check that it runs
+    python -m study.bench_overhead --gpu-share 4 --json   # on a GPU: 1, 2 and 4 trials sharing it
 
 One local Ray instance (`ray.init(address="local")`, as `study.run` starts it) runs the real
 trainable (`study.trainable.run_trial`) with the corpus in the object store, three times:
@@ -17,6 +18,10 @@ trainable (`study.trainable.run_trial`) with the corpus in the object store, thr
    evaluation excluded, checkpointing included); the pair's rate is the sum of its two. Each trial's
    characters per CPU-second of its own process are reported too: on a machine shared with other
    work, they tell trials slowing each other down apart from other processes taking the CPUs.
+
+With `--gpu-share K` it measures instead what sharing one GPU gives (`--gpus-per-trial 1/K` in
+`study.run`): 1, 2, 4, ... up to K trials of `--model` at once, each with 1 CPU and 1/K of the GPU,
+and their summed chars/s against one alone.
 """
 from __future__ import annotations
 
@@ -217,6 +222,59 @@ def run_overhead(corpus_path: Path, model: str, chars: int, overhead_trials: int
     return result
 
 
+def _overlap(timeline: Timeline) -> float:
+    """Share of the shortest measuring window during which all of the timeline's trials ran."""
+    windows = [timeline.window(tid) for tid in timeline.order]
+    both = min(b for _, b in windows) - max(a for a, _ in windows)
+    return max(0.0, both) / min(b - a for a, b in windows)
+
+
+def run_gpu_share(corpus_path: Path, model: str, chars: int, share: int) -> dict:
+    """1, 2, 4, ... `share` trials at once on one GPU, each with 1 CPU and 1/share of the GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(f"--gpu-share {share} but torch sees no CUDA GPU")
+    corpus = load_corpus(corpus_path)
+    data = {"train": corpus.train, "val": corpus.val[: QUICK_EVAL["val_chars"]], "vocab": corpus.vocab.chars}
+    start_ray(None)
+    try:
+        have = ray.cluster_resources()
+        if have.get("GPU", 0) < 1 or have.get("CPU", 0) < share:
+            raise UsageError(f"--gpu-share {share} needs a GPU and {share} CPUs; Ray sees "
+                             f"{have.get('GPU', 0):g} GPUs and {have.get('CPU', 0):g} CPUs")
+        gpus = 1.0 / share
+        trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=1, gpus=gpus),
+                                        {"cpu": 1, "gpu": gpus})
+        timed = {**MODELS[model], **QUICK_EVAL, "budget_chars": chars, "evals_per_trial": 5}
+        counts = sorted({min(2 ** i, share) for i in range(share.bit_length() + 1)})
+        phases = []
+        with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as storage:
+            for k in counts:
+                seeds = tune.grid_search(list(range(k)))
+                timeline, _ = _fit(trainable, {**timed, "seed": seeds}, k, storage, f"share{k}")
+                if any(len(timeline.results[tid]) < 2 for tid in timeline.order):
+                    raise RuntimeError(f"a {model} trial stopped after one result (diverged?); try --model small")
+                print(f"{k} at once: done", file=sys.stderr, flush=True)
+                rates = [timeline.rate(tid) for tid in timeline.order]
+                phases.append({"trials": k, "chars_per_s": rates, "total_chars_per_s": sum(rates),
+                               "overlap": _overlap(timeline) if k > 1 else 1.0})
+    finally:
+        ray.shutdown()
+    one = phases[0]["total_chars_per_s"]
+    for phase in phases:
+        phase["vs_one"] = phase["total_chars_per_s"] / one
+    return {"model": model, "gpus_per_trial": gpus, "chars": chars, "phases": phases}
+
+
+def format_gpu_share(r: dict) -> str:
+    lines = [f"{r['model']} trials sharing one GPU, {r['gpus_per_trial']:g} GPU and 1 CPU each"]
+    for ph in r["phases"]:
+        lines.append(f"{ph['trials']:2d} at once   {ph['total_chars_per_s']:>12,.0f} chars/s   {ph['vs_one']:.2f}x one"
+                     f"   (each: {', '.join(f'{x:,.0f}' for x in ph['chars_per_s'])}; overlap {ph['overlap']:.0%})")
+    return "\n".join(lines)
+
+
 def format_text(r: OverheadResult) -> str:
     def secs(xs: list[float]) -> str:
         return ", ".join(f"{x:.2f}" for x in xs)
@@ -258,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-actors", action="store_true",
                    help="let Tune reuse a finished trial's actor for the next overhead trial")
     p.add_argument("--smoke", action="store_true", help="tiny models and budgets: checks that it runs")
+    p.add_argument("--gpu-share", type=int, metavar="K",
+                   help="instead: 1, 2, 4, ... K trials of --model at once on one GPU, 1/K GPU each")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -269,7 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.chars < 1 or args.overhead_trials < 2:
             raise UsageError("--chars must be >= 1 and --overhead-trials >= 2")
+        if args.gpu_share is not None and args.gpu_share < 1:
+            raise UsageError(f"--gpu-share must be >= 1, got {args.gpu_share}")
         _, path = resolve_corpus(args.corpus)
+        if args.gpu_share:
+            share = run_gpu_share(path, args.model, args.chars, args.gpu_share)
+            print(json.dumps(share) if args.json else format_gpu_share(share))
+            return 0
         result = run_overhead(path, args.model, args.chars, args.overhead_trials, args.reuse_actors)
     except (UsageError, CorpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
