@@ -54,6 +54,7 @@ def _with(**changes):
         (_with(trials=0), "trials must be >= 1"),
         (_with(fixed={"lr": 0.1}), "both searched and fixed"),
         (_with(sampler={"name": "grid"}), "sampler.name"),
+        (_with(sampler={"name": "tpe", "startup": "sobol"}), "sampler.startup"),
         (_with(scheduler={"name": "asha", "patience": 3}), "unknown key"),
         (_with(search_num_layers={"type": "int", "low": 1.5, "high": 3}), "finite integer"),
         (_with(name=""), "name"),
