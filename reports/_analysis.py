@@ -268,6 +268,10 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
         An `Analysis`.
     """
     notes: list[str] = []
+    pooled = run.study.get("pooled_from")
+    if pooled:
+        notes.append(f"Pooled from {len(pooled)} studies of one search space ({', '.join(map(str, pooled))}): "
+                     "their search trials are fitted together; the seed noise floor is the first study's.")
     counts = _budget.count_trials(run.trials)
     budget = _budget.choose_budget(run, min_trials)
     fit = _fit(run, budget, n_bootstrap=n_bootstrap, random_state=random_state)

@@ -153,3 +153,39 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
     curves = curves.replace([np.inf, -np.inf], np.nan)
     return RunData(run_dir, study, tuple(params), trials.reset_index(drop=True),
                    curves.reset_index(drop=True), samples.reset_index(drop=True))
+
+
+def load_runs(run_dirs: list[str | pathlib.Path]) -> RunData:
+    """Read one run directory, or pool the search trials of several studies of one search space.
+
+    Pooling is for a question one 50-trial study leaves open: a second study with another seed adds
+    trials, and the importance is then fitted on all of them. The runs must share the search space and
+    the metric (and, to compare trials at one budget, the evaluation schedule). Search trials come from
+    every run; repeat trials (the seed noise floor, repeats of one configuration) from the first run only.
+    A trial id that occurs in more than one run is prefixed with its run's position ("2/ab12cd34").
+
+    Raises:
+        RunDirError: a directory is unreadable, or the runs differ in search space, metric or evaluations.
+    """
+    runs = [load_run(d) for d in run_dirs]
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    for run in runs[1:]:
+        for key in ("search_space", "metric", "eval"):
+            if run.study.get(key) != first.study.get(key):
+                raise RunDirError(f"{run.run_dir} and {first.run_dir} differ in {key}; pool only runs of one spec")
+    seen: set[str] = set()
+    tables: dict[str, list[pd.DataFrame]] = {"trials": [], "curves": [], "samples": []}
+    for k, run in enumerate(runs, start=1):
+        trials = run.trials if k == 1 else run.trials[run.trials["role"] != "repeat"]
+        ids = set(trials["trial_id"])
+        rename = {i: f"{k}/{i}" for i in ids & seen}
+        seen |= {rename.get(i, i) for i in ids}
+        for name, df in (("trials", trials), ("curves", run.curves), ("samples", run.samples)):
+            df = df[df["trial_id"].isin(ids)].copy()
+            df["trial_id"] = df["trial_id"].map(lambda i: rename.get(i, i))
+            tables[name].append(df)
+    study = {**first.study, "pooled_from": [str(r.run_dir) for r in runs]}
+    pooled = {name: pd.concat(dfs, ignore_index=True) for name, dfs in tables.items()}
+    return RunData(first.run_dir, study, first.params, pooled["trials"], pooled["curves"], pooled["samples"])

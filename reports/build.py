@@ -1,5 +1,7 @@
 """Build the sensitivity report of a run directory: `python -m reports.build RUN_DIR [--out DIR]`.
 
+`python -m reports.build RUN_A RUN_B ... --out DIR` pools the search trials of several studies of one spec.
+
 Reads only the results contract (study.json, trials/curves/samples.parquet) and writes index.html (self-contained),
 report.md with the PNG figures beside it, and importance.csv.
 """
@@ -13,7 +15,7 @@ import sys
 from reports import _plots
 from reports._analysis import Analysis, analyze
 from reports._document import document
-from reports._load import RunDirError, load_run
+from reports._load import RunDirError, load_runs
 from reports._render import Figure, to_html, to_markdown
 
 CSV_COLUMNS = ("param", "importance", "ci_low", "ci_high", "rank", "within_noise")
@@ -35,13 +37,13 @@ def write_report(analysis: Analysis, out_dir: pathlib.Path) -> pathlib.Path:
     return out_dir
 
 
-def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None, *, seed: int = 0,
-                 n_bootstrap: int = 100, min_trials: int | None = None) -> pathlib.Path:
-    """Build the report of one run directory.
+def build_report(run_dir: str | pathlib.Path | list[str | pathlib.Path], out_dir: str | pathlib.Path | None = None,
+                 *, seed: int = 0, n_bootstrap: int = 100, min_trials: int | None = None) -> pathlib.Path:
+    """Build the report of one run directory, or of several pooled (`reports._load.load_runs`).
 
     Args:
-        run_dir: a run directory written by study.run (the results contract).
-        out_dir: where to write; default RUN_DIR/report.
+        run_dir: a run directory written by study.run (the results contract), or a list of them.
+        out_dir: where to write; default RUN_DIR/report (required when pooling: no run's own report is replaced).
         seed: seed of every randomized step (bootstrap, surrogates); same seed, same report.
         n_bootstrap: bootstrap resamples per interval.
         min_trials: trials required at the compared budget (default: 90% of the valid search trials).
@@ -52,8 +54,11 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     Raises:
         RunDirError: `run_dir` is not a readable run directory.
     """
-    run = load_run(run_dir)
-    out = pathlib.Path(out_dir) if out_dir is not None else pathlib.Path(run_dir) / "report"
+    dirs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
+    if out_dir is None and len(dirs) > 1:
+        raise RunDirError("pooling several run directories needs --out (no run's own report is replaced)")
+    run = load_runs(dirs)
+    out = pathlib.Path(out_dir) if out_dir is not None else pathlib.Path(dirs[0]) / "report"
     analysis = analyze(run, n_bootstrap=n_bootstrap, random_state=seed, min_trials=min_trials)
     return write_report(analysis, out)
 
@@ -61,7 +66,8 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 for bad input)."""
     parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=pathlib.Path, help="run directory (study.json + Parquet tables)")
+    parser.add_argument("run_dir", type=pathlib.Path, nargs="+",
+                        help="run directory (study.json + Parquet tables); several of one spec are pooled (needs --out)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="output directory (default RUN_DIR/report)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and surrogates (default 0)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (default 100)")

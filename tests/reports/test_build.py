@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
 import pytest
 
 from reports import build_report
+from reports._load import load_runs
 from reports.build import main
 
 FILES = ("index.html", "report.md", "importance.csv", "importance.png", "marginals.png", "interaction.png",
@@ -119,3 +121,29 @@ def test_survivors_are_only_a_labelled_check_and_the_fit_is_on_log_bpc(make_run,
     assert "of the variance in log val\\_bpc across 28 trials compared at 100k training characters" in first
     assert "### Check: survivors only, at 800,000 characters" in md and "The 10 valid search trials" in md
     assert "The fit is on log val\\_bpc" in md
+
+
+def test_pooling_two_studies_fits_all_their_search_trials(make_run, tmp_path, capsys):
+    a, b = make_run(seed=11, n_trials=20, repeats=3), make_run(seed=12, n_trials=20, repeats=3)
+    run = load_runs([a, b])
+    search = run.trials[run.trials["role"] == "search"]
+    assert len(search) == 40 and search["trial_id"].is_unique
+    assert search["trial_id"].str.startswith("2/").sum() == 20  # the synthetic ids collide: the second run is prefixed
+    assert (run.trials["role"] == "repeat").sum() == 3  # the first study's noise floor only
+    assert set(run.curves["trial_id"]) <= set(run.trials["trial_id"])
+    out = tmp_path / "pooled"
+    assert main([str(a), str(b), "--out", str(out), "--bootstrap", "2"]) == 0
+    assert "Pooled from 2 studies" in (out / "report.md").read_text()
+    assert not (a / "report").exists()  # no run's own report is touched
+
+
+def test_pooling_needs_out_and_one_search_space(make_run, capsys):
+    a, b = make_run(seed=13, n_trials=12, asha=False), make_run(seed=14, n_trials=12, asha=False)
+    assert main([str(a), str(b)]) == 2
+    assert "needs --out" in capsys.readouterr().err
+    study = json.loads((b / "study.json").read_text())
+    study["search_space"].popitem()
+    (b / "study.json").write_text(json.dumps(study))
+    assert main([str(a), str(b), "--out", str(b / "pooled")]) == 2
+    err = capsys.readouterr().err
+    assert "differ in search_space" in err and err.count("\n") == 1
