@@ -168,11 +168,23 @@ def _fit(trainable, param_space: dict, max_concurrent: int, storage: str, name: 
     return timeline, t_fit
 
 
+def _trial_data(corpus_path: Path) -> dict:
+    """What every benchmark trial gets through the object store, as `study.run` passes it."""
+    corpus = load_corpus(corpus_path)
+    return {"train": corpus.train, "val": corpus.val[: QUICK_EVAL["val_chars"]], "vocab": corpus.vocab.chars}
+
+
+def _overlap(timeline: Timeline) -> float:
+    """Share of the shortest measuring window during which all of the timeline's trials ran."""
+    windows = [timeline.window(tid) for tid in timeline.order]
+    both = min(b for _, b in windows) - max(a for a, _ in windows)
+    return max(0.0, both) / min(b - a for a, b in windows)
+
+
 def run_overhead(corpus_path: Path, model: str, chars: int, overhead_trials: int,
                  reuse_actors: bool = False) -> OverheadResult:
     """Start Ray, run the three measurements, shut Ray down."""
-    corpus = load_corpus(corpus_path)
-    data = {"train": corpus.train, "val": corpus.val[: QUICK_EVAL["val_chars"]], "vocab": corpus.vocab.chars}
+    data = _trial_data(corpus_path)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     start_ray(None)
@@ -198,8 +210,7 @@ def run_overhead(corpus_path: Path, model: str, chars: int, overhead_trials: int
                 pair, _ = _fit(trainable, {**timed, "seed": tune.grid_search([0, 1])}, 2, storage, "pair")
     finally:
         ray.shutdown()
-    (a0, a1), (b0, b1) = (pair.window(tid) for tid in pair.order)
-    overlap = max(0.0, min(a1, b1) - max(a0, b0)) / min(a1 - a0, b1 - b0)
+    overlap = _overlap(pair)
     result = OverheadResult(
         ray_init_s=ray_init_s,
         fit_to_first_step_s=first[seq.order[0]] - t_fit,
@@ -222,21 +233,13 @@ def run_overhead(corpus_path: Path, model: str, chars: int, overhead_trials: int
     return result
 
 
-def _overlap(timeline: Timeline) -> float:
-    """Share of the shortest measuring window during which all of the timeline's trials ran."""
-    windows = [timeline.window(tid) for tid in timeline.order]
-    both = min(b for _, b in windows) - max(a for a, _ in windows)
-    return max(0.0, both) / min(b - a for a, b in windows)
-
-
 def run_gpu_share(corpus_path: Path, model: str, chars: int, share: int) -> dict:
     """1, 2, 4, ... `share` trials at once on one GPU, each with 1 CPU and 1/share of the GPU."""
     import torch
 
     if not torch.cuda.is_available():
         raise UsageError(f"--gpu-share {share} but torch sees no CUDA GPU")
-    corpus = load_corpus(corpus_path)
-    data = {"train": corpus.train, "val": corpus.val[: QUICK_EVAL["val_chars"]], "vocab": corpus.vocab.chars}
+    data = _trial_data(corpus_path)
     start_ray(None)
     try:
         have = ray.cluster_resources()

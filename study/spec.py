@@ -52,7 +52,7 @@ class StudySpec:
     seed: int = 0
     search: dict[str, Param] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
-    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "n_startup_trials": 10, "startup": "lhs"})
+    sampler: dict[str, Any] = field(default_factory=lambda: dict(_SAMPLER_DEFAULTS))
     scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "asha", "grace_evals": 1, "reduction_factor": 3})
     sampling: dict[str, Any] = field(default_factory=dict)
     path: str = ""
@@ -87,7 +87,8 @@ class StudySpec:
 _TOP = {"name", "corpus", "trials", "budget_chars", "evals_per_trial", "val_chars", "repeats", "seed",
         "search", "fixed", "sampler", "scheduler", "sampling"}
 _PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
-_SAMPLER_KEYS = {"name", "n_startup_trials", "startup"}
+_SAMPLER_DEFAULTS = {"name": "tpe", "n_startup_trials": 10, "startup": "lhs"}
+_SAMPLER_KEYS = set(_SAMPLER_DEFAULTS)
 _STARTUPS = {"lhs", "random"}
 _SAMPLERS = {"tpe", "random"}
 _SCHEDULER_KEYS = {"name", "grace_evals", "reduction_factor"}
@@ -192,7 +193,7 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
     for n, v in fixed_raw.items():
         _check_values(n, [v])
 
-    sampler = {"name": "tpe", "n_startup_trials": 10, "startup": "lhs", **raw.get("sampler", {})}
+    sampler = {**_SAMPLER_DEFAULTS, **raw.get("sampler", {})}
     _check_keys("sampler", sampler, _SAMPLER_KEYS)
     if sampler["name"] not in _SAMPLERS:
         raise SpecError(f"sampler.name must be one of {', '.join(sorted(_SAMPLERS))}, got {sampler['name']!r}")
