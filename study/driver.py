@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -25,6 +25,7 @@ from charrnn.checkpoint import FINAL_MODEL_FILE, MODEL_FILE
 from charrnn.metrics import corpus_words, ngram_hashes
 from study.inputs import UsageError
 from study.results import BASELINES_FILE, ResultsWriter, TextIndex, atomic_copy, write_baselines
+from study.schedule import QuorumASHA, default_quorum
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.trainable import run_trial
@@ -219,9 +220,10 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
         if plan.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
         if spec.scheduler["name"] == "asha":
-            scheduler = ASHAScheduler(
+            rungs, rf = spec.rungs(), spec.scheduler["reduction_factor"]
+            scheduler = QuorumASHA(
                 time_attr="chars_seen", max_t=spec.budget_chars, grace_period=spec.grace_chars,
-                reduction_factor=spec.scheduler["reduction_factor"],
+                reduction_factor=rf, rungs=rungs, quorum=default_quorum(len(rungs), rf),
             )
         else:
             scheduler = FIFOScheduler()
