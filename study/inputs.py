@@ -11,6 +11,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from charrnn import corpora
 from charrnn.corpus import Corpus, CorpusError, load_corpus
 from study.spec import SpecError, StudySpec, load_spec
 
@@ -23,27 +24,16 @@ class UsageError(ValueError):
     """Bad input from the user: one line, exit status 2."""
 
 
-def data_dirs() -> list[Path]:
-    """Where named corpora are looked up, in order."""
-    dirs = []
-    if os.environ.get("CHARRNN_DATA"):
-        dirs.append(Path(os.environ["CHARRNN_DATA"]))
-    dirs += [Path.cwd() / "data", REPO_ROOT.parent / "shared" / "data"]
-    return dirs
-
-
 def resolve_corpus(name_or_path: str) -> tuple[str, Path]:
-    """A corpus name (found as NAME.txt in the data folders) or a path -> (name, path)."""
+    """A corpus name or a path -> (name, path); names resolve as `charrnn.corpora.find` says."""
     path = Path(name_or_path).expanduser()
     looks_like_path = os.sep in name_or_path or path.suffix or path.exists()
     if looks_like_path:
         return path.stem, path
-    for d in data_dirs():
-        candidate = d / f"{name_or_path}.txt"
-        if candidate.exists():
-            return name_or_path, candidate
-    where = ", ".join(str(d) for d in data_dirs())
-    raise UsageError(f"corpus {name_or_path!r} not found as {name_or_path}.txt in {where} (set $CHARRNN_DATA or pass a path)")
+    try:
+        return name_or_path, corpora.find(name_or_path)
+    except CorpusError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def resolve_spec(value: str | None) -> StudySpec:
