@@ -15,9 +15,8 @@ from charrnn import corpora
 from charrnn.corpus import Corpus, CorpusError, load_corpus
 from study.spec import SpecError, StudySpec, load_spec
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-JOBS_DIR = REPO_ROOT / "jobs"
-DEFAULT_SPEC = JOBS_DIR / "sherlock.toml"
+SPECS_DIR = Path(__file__).resolve().parent / "specs"  # package data: found from any working directory
+DEFAULT_SPEC = "sherlock"
 
 
 class UsageError(ValueError):
@@ -36,14 +35,19 @@ def resolve_corpus(name_or_path: str) -> tuple[str, Path]:
         raise UsageError(str(exc)) from None
 
 
+def spec_names() -> list[str]:
+    """The names of the specs that ship with the package (`sherlock`, `shakespeare`, `smoke`)."""
+    return sorted(p.stem for p in SPECS_DIR.glob("*.toml"))
+
+
 def resolve_spec(value: str | None) -> StudySpec:
-    """--spec PATH, or a name in jobs/ (e.g. 'smoke'), or the default sherlock spec."""
-    if value is None:
-        path = DEFAULT_SPEC
-    else:
-        path = Path(value)
-        if not path.exists() and not path.suffix and (JOBS_DIR / f"{value}.toml").exists():
-            path = JOBS_DIR / f"{value}.toml"
+    """--spec PATH, or the name of a bundled spec (e.g. 'smoke'), or the default sherlock spec."""
+    value = value or DEFAULT_SPEC
+    path = Path(value).expanduser()
+    if not path.exists() and not path.suffix and os.sep not in value:
+        if value not in spec_names():
+            raise UsageError(f"spec {value!r} is neither a file nor a bundled spec ({', '.join(spec_names())})")
+        path = SPECS_DIR / f"{value}.toml"
     try:
         return load_spec(path)
     except SpecError as exc:

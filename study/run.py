@@ -1,7 +1,7 @@
 """Run a hyperparameter study of CharRNNs with Ray Tune + Optuna.
 
     python -m study.run --trials 50
-    python -m study.run --spec jobs/smoke.toml --trials 4 --out runs/smoke
+    python -m study.run --spec smoke --trials 4 --out runs/smoke
     python -m study.run --resume runs/sherlock-20261124T190000Z
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m study.run", description="Run a CharRNN hyperparameter study (Ray Tune + Optuna).")
     p.add_argument("--trials", type=int, help="number of search trials (default: the spec's, 50 for sherlock)")
-    p.add_argument("--spec", help="job spec TOML, or a name in jobs/ (default: jobs/sherlock.toml)")
+    p.add_argument("--spec", help="job spec TOML, or a bundled spec: sherlock (the default), shakespeare, smoke")
     p.add_argument("--corpus", help="corpus name (sherlock, shakespeare) or path to a UTF-8 text file")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default utf-8)")
     p.add_argument("--out", help="run directory (default: runs/<spec name>-<UTC timestamp>)")

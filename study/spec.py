@@ -1,4 +1,4 @@
-"""Job specs: TOML files in jobs/ that say what a study searches, how long trials train, and how.
+"""Job specs: TOML files (bundled: study/specs/) that say what a study searches, how long trials train, and how.
 
 A spec is data: it is parsed with tomllib and validated field by field; nothing in it is evaluated.
 Unknown keys are errors, so a typo never silently falls back to a default.

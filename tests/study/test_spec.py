@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from study.inputs import JOBS_DIR
+from study.inputs import SPECS_DIR
 from study.space import optuna_space
 from study.spec import SpecError, load_spec, parse_spec
 
@@ -15,14 +15,14 @@ BASE = {
 
 @pytest.mark.parametrize("name", ["sherlock", "shakespeare", "smoke"])
 def test_repository_specs_are_valid(name):
-    spec = load_spec(JOBS_DIR / f"{name}.toml")
+    spec = load_spec(SPECS_DIR / f"{name}.toml")
     assert spec.name == name and spec.search
     space = optuna_space(spec)
     assert set(space) == set(spec.search)
 
 
 def test_lab_hyperparameters_are_searched_by_default():
-    spec = load_spec(JOBS_DIR / "sherlock.toml")
+    spec = load_spec(SPECS_DIR / "sherlock.toml")
     lab = {"train_chars", "embedding_dim", "hidden_size", "num_layers", "cell", "lr", "optimizer", "seq_len",
            "batch_size", "dropout", "grad_clip"}
     assert lab <= set(spec.search)
