@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -97,9 +98,16 @@ def check_args(args: argparse.Namespace) -> None:
                              "(use --gpus-per-trial 0, or --address to join a cluster that has GPUs)")
 
 
-def default_out(spec: StudySpec) -> Path:
+def study_name(spec: StudySpec, corpus: Corpus) -> str:
+    """The spec's name, followed by the corpus's when it is not the spec's own (e.g. "sherlock-mynovel")."""
+    if corpus.name == Path(spec.corpus).stem:
+        return spec.name
+    return f"{spec.name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', corpus.name).strip('._') or 'corpus'}"
+
+
+def default_out(name: str) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path("runs") / f"{spec.name}-{stamp}"
+    return Path("runs") / f"{name}-{stamp}"
 
 
 def is_run_dir(path: Path) -> bool:
