@@ -100,7 +100,8 @@ def prepare(args: argparse.Namespace) -> Plan:
         return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"], inv["cpus_per_trial"],
                     inv["gpus_per_trial"], inv["max_concurrent"], args.max_failures,
                     args.address or os.environ.get("RAY_ADDRESS") or inv.get("address"), inv["storage"],
-                    inv["encoding"], True, not args.no_report, saved.get("name", spec.name), adjusted)
+                    inv["encoding"], True, not args.no_report,
+                    study_name=saved.get("name", spec.name), adjusted=adjusted)
     spec = resolve_spec(args.spec)
     corpus = load_checked_corpus(spec, args.corpus, args.encoding)
     spec, adjusted = fit_to_corpus(spec, len(corpus.train), len(corpus.val))

@@ -57,3 +57,17 @@ def test_the_optuna_study_is_the_plans(tmp_path, novel):
     orphan = study.ask()
     _fail_orphans(plan)
     assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+
+
+def test_resume_keeps_the_study_name_and_the_fitted_spec(tmp_path, novel):
+    import shutil
+
+    from study.results import STUDY_FILE, atomic_write_json
+
+    first = _plan(tmp_path, "--corpus", str(novel))
+    first.run_dir.mkdir()
+    shutil.copyfile(first.spec.path, first.run_dir / "spec.toml")
+    atomic_write_json(first.run_dir / STUDY_FILE, study_metadata(first))
+    again = prepare(build_parser().parse_args(["--resume", str(first.run_dir)]))
+    assert again.resume and again.study_name == "smoke-my_novel"
+    assert again.spec.search["train_chars"] == first.spec.search["train_chars"] and again.adjusted == first.adjusted
