@@ -102,3 +102,13 @@ def test_a_spec_path_still_wins_over_a_bundled_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_spec("mine.toml").name == "mine"
     assert resolve_spec(str(mine)).name == "mine"
+
+
+def test_a_damaged_bundled_corpus_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
+    from charrnn import corpora
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHARRNN_DATA", raising=False)
+    monkeypatch.setattr(corpora, "pinned_sha256", lambda: {"sherlock": "0" * 64, "shakespeare": "0" * 64})
+    code, err = _run(capsys, SMOKE)
+    assert code == 2 and len(err.splitlines()) == 1 and "bundled corpus" in err and "damaged" in err, err
