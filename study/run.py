@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help="job spec TOML, or a bundled spec: sherlock (the default), shakespeare, smoke")
     p.add_argument("--corpus", help="corpus name (sherlock, shakespeare) or path to a UTF-8 text file")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default utf-8)")
-    p.add_argument("--out", help="run directory (default: runs/<spec name>-<UTC timestamp>)")
+    p.add_argument("--out", help="run directory (default: runs/<study name>-<UTC timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted study in RUN_DIR")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial; torch threads = this (default 1)")
