@@ -130,3 +130,5 @@ def test_fixed_train_chars_and_val_chars_beyond_the_text_become_all_of_it():
     assert fitted.fixed["train_chars"] == 381_612 and fitted.val_chars == 21_200
     assert adjusted["train_chars"]["from"] == 1_000_000 and adjusted["val_chars"]["to"] == 21_200
     assert fit_to_corpus(parse_spec(_with(val_chars=0)), 381_612, 21_200)[1] == {}  # 0 means all of it already
+    fitted, adjusted = fit_to_corpus(parse_spec(_with(final={"chars": 10_000, "val_chars": 50_000})), 381_612, 21_200)
+    assert fitted.final["val_chars"] == 21_200 and adjusted["final.val_chars"]["from"] == 50_000
