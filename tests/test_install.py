@@ -59,9 +59,8 @@ def test_installed_package_runs_the_smoke_study_from_anywhere(tmp_path):
 
     out = work / "run"
     start = time.monotonic()
-    proc = _run([python, "-m", "study.run", "--spec", "smoke", "--trials", "2", "--repeats", "0", "--final-chars", "0",
-                 "--out", out,
-                 "--no-report"], env, work, 600)
+    proc = _run([python, "-m", "study.run", "--spec", "smoke", "--trials", "2", "--repeats", "0",
+                 "--final-chars", "0", "--out", out, "--no-report"], env, work, 600)
     study_s = time.monotonic() - start
     times["smoke study"] = study_s
     print(", ".join(f"{k} {v:.0f} s" for k, v in times.items()))  # shown with -s
