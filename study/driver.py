@@ -215,7 +215,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
         searcher = StudySearch(
             optuna_space(spec), metric="val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
-            study_name=spec.name, storage=storage,
+            study_name=plan.study_name, storage=storage,
         )
         if plan.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
@@ -249,7 +249,7 @@ def _fail_orphans(plan) -> None:
     treating it as in flight and the dashboard would show it running forever.
     """
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
-    study = optuna.load_study(study_name=plan.spec.name, storage=storage)
+    study = optuna.load_study(study_name=plan.study_name, storage=storage)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         storage.set_trial_user_attr(trial._trial_id, "status", "orphaned")
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

@@ -21,7 +21,7 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "run"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(
-        [sys.executable, "-m", "study.run", "--spec", "jobs/smoke.toml", "--trials", "4", "--out", str(out),
+        [sys.executable, "-m", "study.run", "--spec", "smoke", "--trials", "4", "--out", str(out),
          "--no-report"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
