@@ -23,7 +23,7 @@ def test_repository_specs_are_valid(name):
 
 def test_lab_hyperparameters_are_searched_by_default():
     spec = load_spec(SPECS_DIR / "sherlock.toml")
-    lab = {"train_chars", "embedding_dim", "hidden_size", "num_layers", "cell", "lr", "optimizer", "seq_len",
+    lab = {"train_chars", "embedding_dim", "hidden_size", "num_layers", "cell", "lr_scale", "optimizer", "seq_len",
            "batch_size", "dropout", "grad_clip"}
     assert lab <= set(spec.search)
     assert set(spec.search["cell"].choices) == {"rnn_tanh", "rnn_relu", "gru", "lstm"}
@@ -58,6 +58,12 @@ def _with(**changes):
         (_with(scheduler={"name": "asha", "patience": 3}), "unknown key"),
         (_with(search_num_layers={"type": "int", "low": 1.5, "high": 3}), "finite integer"),
         (_with(name=""), "name"),
+        (_with(fixed={"lr_scale": 2.0}), "lr or lr_scale"),
+        (_with(final={"chars": -1}), "final.chars"),
+        (_with(final={"minutes": "ten"}), "final.minutes"),
+        (_with(final={"patients": 3}), "unknown key"),
+        (_with(scheduler={"name": "asha", "grace_evals": 1}), "unknown key"),
+        (_with(budget_chars=1000, repeat_chars=2000), "repeat_chars"),
     ],
 )
 def test_bad_specs_are_rejected_with_a_reason(raw, message):
@@ -132,3 +138,13 @@ def test_fixed_train_chars_and_val_chars_beyond_the_text_become_all_of_it():
     assert fit_to_corpus(parse_spec(_with(val_chars=0)), 381_612, 21_200)[1] == {}  # 0 means all of it already
     fitted, adjusted = fit_to_corpus(parse_spec(_with(final={"chars": 10_000, "val_chars": 50_000})), 381_612, 21_200)
     assert fitted.final["val_chars"] == 21_200 and adjusted["final.val_chars"]["from"] == 50_000
+
+
+def test_rungs_and_evaluation_points_of_the_default_spec():
+    spec = load_spec(SPECS_DIR / "sherlock.toml")
+    assert spec.rungs() == [100_000, 300_000, 900_000]
+    points = spec.eval_at()
+    assert set(spec.rungs()) <= set(points) and points[-1] == spec.budget_chars == 2_700_000
+    assert points == sorted(points) and len(points) == 7  # each rung, one point between rungs, the budget
+    assert spec.run_settings()["eval_at"] == points
+    assert spec.repeat_chars in points and spec.final["chars"] > 5 * spec.budget_chars
