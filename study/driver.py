@@ -20,6 +20,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from charrnn.metrics import corpus_words, ngram_hashes
+from study._compat import set_restored_callbacks
 from study.inputs import UsageError
 from study.results import ResultsWriter, TextIndex
 from study.search import StudySearch
@@ -175,7 +176,7 @@ def _restored(plan, name: str, trainable, writer: ResultsWriter) -> tune.Tuner |
     tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     # The restored run config holds the callbacks of the killed driver; use this driver's writer.
-    tuner._local_tuner.get_run_config().callbacks = [writer]
+    set_restored_callbacks(tuner, [writer])
     writer.echo(f"resuming {path}")
     return tuner
 
@@ -222,8 +223,10 @@ def _fail_orphans(plan) -> None:
     """
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
     study = optuna.load_study(study_name=plan.spec.name, storage=storage)
+    study_id = storage.get_study_id_from_name(plan.spec.name)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "status", "orphaned")
+        storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+                                    "status", "orphaned")
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
