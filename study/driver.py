@@ -69,16 +69,21 @@ def _fit(tuner, expected_trials: int) -> None:
         raise Interrupted("SIGINT")
 
 
-def start_ray(address: str | None) -> None:
-    # Tune's console tables and per-checkpoint chatter are replaced by ResultsWriter's progress lines;
+def start_ray(address: str | None, verbose: bool = False) -> None:
+    # Tune's console tables and per-checkpoint chatter are replaced by the progress line (study.progress);
     # a trial's errors still reach the user through Tune's error files (see results.error_summary).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Start-up chatter (Ray's token-authentication notice and "Started a local Ray instance", Optuna's
+    # "A new study created") only with --verbose; Ray's warnings after start-up still show.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    quiet = logging.INFO if verbose else logging.ERROR
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, logging_level=quiet, log_to_driver=verbose)
     else:
         # "local" always starts a fresh instance, never a stale cluster named in /tmp/ray.
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, logging_level=quiet, log_to_driver=verbose)
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def check_storage_reachable(storage: str) -> None:
@@ -123,7 +128,7 @@ def make_text_index(corpus) -> TextIndex:
 def run_study(plan) -> str:
     """Run (or resume) the search and the repeats; returns the closing summary text."""
     spec, run_dir = plan.spec, plan.run_dir.resolve()
-    start_ray(plan.address)
+    start_ray(plan.address, plan.verbose)
     try:
         check_storage_reachable(_storage(plan))
         gpus = gpus_per_trial(plan.gpus_per_trial)

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one (or set RAY_ADDRESS)")
     p.add_argument("--storage", help="where Tune keeps checkpoints: a path or a pyarrow URI (default RUN/)")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and Optuna's start-up messages and the trials' own output")
     return p
 
 
@@ -73,6 +75,7 @@ class Plan:
     encoding: str
     resume: bool
     report: bool
+    verbose: bool = False
 
 
 def prepare(args: argparse.Namespace) -> Plan:
@@ -94,7 +97,7 @@ def prepare(args: argparse.Namespace) -> Plan:
         return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"], inv["cpus_per_trial"],
                     inv["gpus_per_trial"], inv["max_concurrent"], args.max_failures,
                     args.address or os.environ.get("RAY_ADDRESS") or inv.get("address"), inv["storage"],
-                    inv["encoding"], True, not args.no_report)
+                    inv["encoding"], True, not args.no_report, args.verbose)
     spec = resolve_spec(args.spec)
     corpus = load_checked_corpus(spec, args.corpus, args.encoding)
     run_dir = Path(args.out) if args.out else default_out(spec)
@@ -116,6 +119,7 @@ def prepare(args: argparse.Namespace) -> Plan:
         encoding=args.encoding,
         resume=False,
         report=not args.no_report,
+        verbose=args.verbose,
     )
 
 

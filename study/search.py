@@ -74,6 +74,8 @@ class StudySearch(Searcher):
         trial = self._trials.get(trial_id)
         if trial is None or trial_id in self._told:
             return
+        if result:  # Tune passes a trial's last result (the one it ended or was stopped at) only here
+            self.on_trial_result(trial_id, result)
         self._told.add(trial_id)
         state, value, status = outcome(result, error, self.metric)
         try:

@@ -49,10 +49,9 @@ def test_states_and_intermediate_values_follow_the_tables():
     search.on_trial_result("done", _result(100, 3.0, 3.0))
     search.on_trial_result("done", _result(200, 3.2, 3.0))
     search.on_trial_result("done", _result(100, 3.0, 3.0))  # a retry re-reports from its checkpoint
-    search.on_trial_result("done", _result(300, 2.5, 2.5, finished=True))
-    search.on_trial_complete("done", _result(300, 2.5, 2.5, finished=True))
+    search.on_trial_complete("done", _result(300, 2.5, 2.5, finished=True))  # the last result comes only here
     search.on_trial_result("stopped", _result(100, 3.6, 3.6))
-    search.on_trial_complete("stopped", _result(100, 3.6, 3.6))
+    search.on_trial_complete("stopped", _result(200, 3.7, 3.6))
     search.on_trial_result("diverged", _result(100, 3.9, 3.9))
     search.on_trial_result("diverged", _result(150, math.nan, math.nan, diverged=True))
     search.on_trial_complete("diverged", _result(150, math.nan, math.nan, diverged=True))
@@ -61,7 +60,9 @@ def test_states_and_intermediate_values_follow_the_tables():
     trials = _by_tune_id(storage)
     assert trials["done"].state == TrialState.COMPLETE and trials["done"].value == 2.5
     assert trials["done"].intermediate_values == {100: 3.0, 200: 3.2, 300: 2.5}  # each evaluation's own value
-    assert trials["stopped"].state == TrialState.PRUNED and trials["stopped"].value == 3.6
+    # PRUNED: Optuna's value is the last intermediate value, the evaluation it was stopped at.
+    assert trials["stopped"].state == TrialState.PRUNED and trials["stopped"].value == 3.7
+    assert trials["stopped"].intermediate_values == {100: 3.6, 200: 3.7}
     assert trials["stopped"].user_attrs["status"] == "stopped"
     assert trials["diverged"].state == TrialState.FAIL and trials["diverged"].user_attrs["status"] == "diverged"
     assert trials["diverged"].intermediate_values == {100: 3.9}
