@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -148,13 +149,15 @@ class Progress:
     def _draw(self, force: bool = False) -> None:
         now = self.clock()
         if self._bar is None:
-            self._bar = tqdm(total=max(self.tally.total, 1), desc=self.tally.stage, file=self.stream, leave=True,
-                             dynamic_ncols=True, bar_format="{desc} {bar:20} {postfix}")
+            self._bar = tqdm(total=max(self.tally.total, 1), desc=self.tally.stage, file=self.stream, leave=True)
         elif not force and now - self._last_draw < REFRESH_S and self._drawn == self.tally:
             return
+        # The width is read at every draw (a resized window), with a fallback where a terminal reports none.
+        self._bar.ncols, self._bar.nrows = shutil.get_terminal_size((120, 24))
         self._bar.n = self.tally.done
         self._bar.total = max(self.tally.total, self.tally.done, 1)
-        self._bar.set_postfix_str(self.status(), refresh=True)
+        self._bar.bar_format = "{desc} {bar:20} " + self.status().replace("{", "{{").replace("}", "}}")
+        self._bar.refresh()
         self._last_draw, self._drawn = now, self.tally
 
 
