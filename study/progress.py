@@ -112,7 +112,8 @@ class Progress:
             self._enter(tally)
         if self.live:
             tqdm.write(text, file=self.stream)
-            self._draw()
+            if self.tally is not None:
+                self._draw()
         else:
             self._plain(text, with_status=tally is not None)
 
@@ -122,11 +123,12 @@ class Progress:
             self.update(self.tally)
 
     def close(self) -> None:
-        """Leave the last status on screen and end the stage's live line (idempotent)."""
+        """End the stage: its last status stays on screen; the next tally starts a new one (idempotent)."""
         if self._bar is not None:
             self._draw(force=True)
             self._bar.close()
             self._bar = None
+        self.tally = None
 
     # ---- drawing ----------------------------------------------------------------------------------------
     def status(self) -> str:

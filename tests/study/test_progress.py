@@ -80,6 +80,20 @@ def test_a_new_stage_restarts_the_clock():
     assert out.getvalue().splitlines()[-1].startswith("[repeat 0/3 done, 1 running | no val_bpc yet | 0:00 elapsed")
 
 
+def test_after_a_stage_ends_nothing_redraws_it():
+    out, clock = io.StringIO(), Clock()
+    progress = Progress(out, live=True, clock=clock)
+    progress.update(Tally("search", 4, 3, 1))
+    progress.close()
+    drawn = out.getvalue()
+    clock.now += 100
+    progress.tick()
+    progress.log("retraining the best configuration")  # between stages: a line, no status
+    assert out.getvalue() == drawn + "retraining the best configuration\n"
+    progress.update(Tally("repeat", 2, 0, 1))
+    assert "repeat" in out.getvalue() and "0:00 elapsed" in out.getvalue().rsplit("repeat", 1)[1]
+
+
 def test_live_line_is_drawn_by_tqdm_and_messages_go_above_it():
     out, clock = io.StringIO(), Clock()
     progress = Progress(out, live=True, clock=clock)
