@@ -84,6 +84,10 @@ def start_ray(address: str | None, verbose: bool = False) -> None:
         # "local" always starts a fresh instance, never a stale cluster named in /tmp/ray.
         ray.init(address="local", include_dashboard=False, logging_level=quiet, log_to_driver=verbose)
     logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
+    # On Ctrl-C these two say "Resume experiment with: Tuner.restore(...)" and that Tune's own result files
+    # are missing: the CLI prints the resume command of the study, and its results are in the tables.
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def check_storage_reachable(storage: str) -> None:
