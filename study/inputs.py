@@ -90,6 +90,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
     if args.repeats is not None and args.repeats < 0:
         raise UsageError(f"--repeats must be >= 0, got {args.repeats}")
+    if args.final_chars is not None and args.final_chars < 0:
+        raise UsageError(f"--final-chars must be >= 0 (0 skips the final model), got {args.final_chars}")
+    if args.final_minutes is not None and not args.final_minutes >= 0:
+        raise UsageError(f"--final-minutes must be >= 0 (0 = no limit), got {args.final_minutes}")
     if args.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
     if args.seed is not None and args.seed < 0:

@@ -28,6 +28,7 @@ STUDY_FILE = "study.json"
 TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
 SAMPLES_FILE = "samples.parquet"
+BASELINES_FILE = "baselines.parquet"
 STATUSES = ("completed", "stopped", "diverged", "failed", "running")
 FINAL_STATUSES = ("completed", "stopped", "diverged", "failed")
 
@@ -47,6 +48,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    atomic_write_bytes(dst, Path(src).read_bytes())
+
+
+def write_baselines(run_dir: Path, rows: list[dict]) -> None:
+    """baselines.parquet: `method, split, bpc, detail`, one row per baseline and split (val, test)."""
+    df = pd.DataFrame(rows, columns=["method", "split", "bpc", "detail"])
+    for col in ("method", "split", "detail"):
+        df[col] = df[col].astype("string")
+    df["bpc"] = df["bpc"].astype("float64")
+    atomic_write_parquet(Path(run_dir) / BASELINES_FILE, df)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -202,6 +216,12 @@ class ResultsWriter(Callback):
         if not result.get("diverged"):
             row["val_bpc"] = float(result["val_bpc"])
             row["best_chars_seen"] = int(self._best_chars(tid))
+        if "budget_chars" in result:
+            row["budget_chars"] = int(result["budget_chars"])
+        if _finite(result.get("test_bpc")):
+            row["test_bpc"] = float(result["test_bpc"])
+        if result.get("stopped_early"):
+            row["stopped_early"] = True
         train_s = max(row["wall_s"] - row["eval_s"], 1e-9)
         row["chars_per_s"] = chars / train_s
         best = self.best_val_bpc()
@@ -288,11 +308,13 @@ class ResultsWriter(Callback):
                     "checkpoint", "repeat_of"):
             if col in df:
                 df[col] = df[col].astype("string")
-        for col in ("val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s"):
+        for col in ("val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s", "test_bpc"):
             if col in df:
                 df[col] = df[col].astype("float64")
+        if "stopped_early" in df:
+            df["stopped_early"] = df["stopped_early"].astype("boolean").fillna(False).astype(bool)
         for col in ("chars_seen", "best_chars_seen", "trial_index", "seed", "retries", "threads",
-                    "peak_gpu_mem_bytes"):
+                    "peak_gpu_mem_bytes", "budget_chars"):
             if col in df:
                 df[col] = df[col].fillna(0).astype("int64")
         return df

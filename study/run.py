@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from charrnn.config import BASE_LR
 from charrnn.corpus import Corpus
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec)
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per trial, fractions share a GPU (default: 0.25 when the cluster has GPUs, else 0)")
     p.add_argument("--seed", type=int, help="seed of the sampler and of the trials (default: the spec's)")
     p.add_argument("--repeats", type=int, help="retrain the best config with this many other seeds (default: spec's, 3)")
+    p.add_argument("--final-chars", type=int,
+                   help="train the best configuration for up to this many characters as the final model, scored "
+                        "once on the test text (default: the spec's; 0 skips the final model)")
+    p.add_argument("--final-minutes", type=float,
+                   help="at most this many minutes for the final model: its budget shrinks to fit (default: the "
+                        "spec's; 0 = no limit)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial from its checkpoint")
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one (or set RAY_ADDRESS)")
     p.add_argument("--storage", help="where Tune keeps checkpoints: a path or a pyarrow URI (default RUN/)")
@@ -66,6 +73,8 @@ class Plan:
     trials: int
     seed: int
     repeats: int
+    final_chars: int
+    final_minutes: float
     cpus_per_trial: float
     gpus_per_trial: float | None
     max_concurrent: int | None
@@ -94,7 +103,8 @@ def prepare(args: argparse.Namespace) -> Plan:
         corpus = load_checked_corpus(spec, inv["corpus_path"], inv["encoding"])
         if corpus.sha256 != saved["corpus"]["sha256"]:
             raise UsageError(f"the corpus {inv['corpus_path']} changed since the study started (sha256 differs)")
-        return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"], inv["cpus_per_trial"],
+        return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"],
+                    inv.get("final_chars", 0), inv.get("final_minutes", 0.0), inv["cpus_per_trial"],
                     inv["gpus_per_trial"], inv["max_concurrent"], args.max_failures,
                     args.address or os.environ.get("RAY_ADDRESS") or inv.get("address"), inv["storage"],
                     inv["encoding"], True, not args.no_report, args.verbose)
@@ -110,6 +120,8 @@ def prepare(args: argparse.Namespace) -> Plan:
         trials=args.trials or spec.trials,
         seed=spec.seed if args.seed is None else args.seed,
         repeats=spec.repeats if args.repeats is None else args.repeats,
+        final_chars=spec.final["chars"] if args.final_chars is None else args.final_chars,
+        final_minutes=spec.final["minutes"] if args.final_minutes is None else args.final_minutes,
         cpus_per_trial=args.cpus_per_trial or 1.0,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
@@ -134,7 +146,6 @@ def study_metadata(plan: Plan) -> dict:
             versions[dist.replace("-", "_")] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist.replace("-", "_")] = None
-    grace = spec.eval_every * spec.scheduler["grace_evals"]
     return {
         "schema_version": SCHEMA_VERSION,
         "name": spec.name,
@@ -145,11 +156,18 @@ def study_metadata(plan: Plan) -> dict:
         "fixed": spec.fixed,
         "corpus": plan.corpus.describe(),
         "eval": {"val_chars": min(spec.val_chars or len(plan.corpus.val), len(plan.corpus.val)),
-                 "evals_per_trial": spec.evals_per_trial, "eval_every_chars": spec.eval_every},
+                 "eval_at_chars": spec.eval_at(), "evals_per_rung": spec.evals_per_rung},
+        "lr_base": ({"searched_as": "lr_scale", "rates": BASE_LR} if "lr_scale" in {*spec.search, *spec.fixed}
+                    else {"searched_as": "lr"}),
+        "repeat_chars": spec.repeat_chars or spec.budget_chars,
+        "final": {"chars": plan.final_chars, "minutes": plan.final_minutes, "evals": spec.final["evals"],
+                  "val_chars": spec.final["val_chars"] or len(plan.corpus.val), "patience": spec.final["patience"],
+                  "min_delta": spec.final["min_delta"], "test_chars": len(plan.corpus.test)},
         "sampler": {"name": "TPESampler" if spec.sampler["name"] == "tpe" else "RandomSampler", "seed": plan.seed,
                     **{k: v for k, v in spec.sampler.items() if k != "name"}},
-        "scheduler": ({"name": "ASHA", "time_attr": "chars_seen", "grace_period": grace,
-                       "reduction_factor": spec.scheduler["reduction_factor"], "max_t": spec.budget_chars}
+        "scheduler": ({"name": "ASHA", "time_attr": "chars_seen", "grace_period": spec.grace_chars,
+                       "reduction_factor": spec.scheduler["reduction_factor"], "max_t": spec.budget_chars,
+                       "rungs": spec.rungs()}
                       if spec.scheduler["name"] == "asha" else {"name": "FIFO"}),
         "seed": plan.seed,
         "num_trials": plan.trials,
@@ -157,7 +175,8 @@ def study_metadata(plan: Plan) -> dict:
         "versions": versions,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "invocation": {
-            "trials": plan.trials, "seed": plan.seed, "repeats": plan.repeats,
+            "trials": plan.trials, "seed": plan.seed, "repeats": plan.repeats, "final_chars": plan.final_chars,
+            "final_minutes": plan.final_minutes,
             "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
             "max_concurrent": plan.max_concurrent, "storage": plan.storage, "encoding": plan.encoding,
             "corpus_path": plan.corpus.path, "spec_path": spec.path, "address": plan.address,

@@ -61,6 +61,9 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
             "sample": record.sample,
             "sample_temperature": record.sample_temperature,
             "final_samples_json": json.dumps({str(t): s for t, s in record.final_samples.items()}),
+            "budget_chars": record.budget_chars,
+            "stopped_early": record.stopped_early,
+            "test_bpc": record.test_bpc,
             "finished": record.done and not record.diverged,
             "diverged": record.diverged,
             "device": device,
@@ -80,6 +83,7 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
 
     if checkpoint is not None:
         with checkpoint.as_directory() as resume_dir:
-            train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir)
+            train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir,
+                  test_ids=data.get("test"))
     else:
-        train(trial_config, data["train"], data["val"], vocab, report=report)
+        train(trial_config, data["train"], data["val"], vocab, report=report, test_ids=data.get("test"))
