@@ -72,12 +72,14 @@ class Progress:
         stream: where to draw (default stderr).
         live: a live tqdm line (default: when `stream` is a terminal) or plain lines.
         clock: seconds, monotonic (tests pass a fake one).
+        write: instead of a stream, a function that takes each plain line (e.g. `list.append`).
     """
 
     def __init__(self, stream: TextIO | None = None, live: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, write: Callable[[str], None] | None = None):
         self._stream = stream
-        self.live = _is_terminal(self.stream) if live is None else live
+        self._write = write
+        self.live = False if write else _is_terminal(self.stream) if live is None else live
         self.clock = clock
         self.tally: Tally | None = None
         self._started = 0.0
@@ -145,7 +147,10 @@ class Progress:
 
     def _plain(self, text: str, with_status: bool = True) -> None:
         line = f"[{self.tally.stage} {self.status()}] {text}".rstrip() if with_status else text
-        print(line, file=self.stream, flush=True)
+        if self._write is not None:
+            self._write(line)
+        else:
+            print(line, file=self.stream, flush=True)
         self._last_line = self.clock()
 
     def _draw(self, force: bool = False) -> None:

@@ -139,8 +139,8 @@ class ResultsWriter(Callback):
         self.text_index = text_index
         self.role = role
         self.total_trials = total_trials
-        self.progress = progress or Progress()
-        self.echo = echo or self.progress.log
+        self.progress = progress or Progress(write=echo)
+        self.echo = self.progress.log
         self.trials: dict[str, dict] = {}
         self.curves: list[dict] = []
         self.samples: list[dict] = []

@@ -115,5 +115,15 @@ def test_progress_pickles_without_its_stream():
     progress.close()
 
 
+def test_plain_lines_can_go_to_a_function():
+    lines: list[str] = []
+    progress = Progress(write=lines.append, clock=Clock())
+    progress.log("trial a completed", Tally("search", 2, 1, 0))
+    progress.log("between stages")
+    assert not progress.live and lines == [
+        f"[search 1/2 done, 0 running | no val_bpc yet | 0:00 elapsed, {ESTIMATING}] trial a completed",
+        "between stages"]
+
+
 def test_best_is_inf_until_a_value():
     assert math.isinf(Tally("search", 1, 0, 0).best)
