@@ -158,7 +158,13 @@ def _agreement_blocks(a: Analysis) -> list[Block]:
                       "Spearman rank correlation": ag["spearman"].round(2), "same top hyperparameter": ag["same_top"]})
     return [Para("Agreement between methods. Optuna's evaluators are shown for reference, as point estimates "
                  "normalized to sum to 100%; PED-ANOVA measures what it takes to reach the top 10% of trials, not "
-                 "a share of variance."), Table(t)]
+                 "a share of variance."), Table(t),
+            Para("optuna-dashboard's importance panel (optuna-dashboard sqlite:///RUN/optuna.db) gives other "
+                 "numbers, by design: it runs PED-ANOVA on the study's COMPLETE trials only, those that trained "
+                 "their whole budget (trials ASHA stopped are PRUNED there and left out, so it sees the few "
+                 "survivors the scheduler picked, or, in a study run before PRUNED was recorded, trials at mixed "
+                 "budgets), while this report compares every valid trial at one equal budget with a bootstrapped "
+                 "fANOVA on a Gaussian-process surrogate.")]
 
 
 def _sample_blocks(a: Analysis) -> list[Block]:

@@ -23,6 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from charrnn.baselines import compute_baselines
 from charrnn.checkpoint import FINAL_MODEL_FILE, MODEL_FILE
 from charrnn.metrics import corpus_words, ngram_hashes
+from study._compat import set_restored_callbacks
 from study.inputs import UsageError
 from study.results import BASELINES_FILE, ResultsWriter, TextIndex, atomic_copy, write_baselines
 from study.schedule import QuorumASHA, default_quorum
@@ -76,16 +77,25 @@ def _fit(tuner, expected_trials: int):
     return results
 
 
-def start_ray(address: str | None) -> None:
-    # Tune's console tables and per-checkpoint chatter are replaced by ResultsWriter's progress lines;
+def start_ray(address: str | None, verbose: bool = False) -> None:
+    # Tune's console tables and per-checkpoint chatter are replaced by the progress line (study.progress);
     # a trial's errors still reach the user through Tune's error files (see results.error_summary).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Start-up chatter (Ray's token-authentication notice and "Started a local Ray instance", Optuna's
+    # "A new study created") only with --verbose; Ray's warnings after start-up still show.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    quiet = logging.INFO if verbose else logging.ERROR
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, logging_level=quiet, log_to_driver=verbose)
     else:
         # "local" always starts a fresh instance, never a stale cluster named in /tmp/ray.
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, logging_level=quiet, log_to_driver=verbose)
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
+    # On Ctrl-C these two say "Resume experiment with: Tuner.restore(...)" and that Tune's own result files
+    # are missing: the CLI prints the resume command of the study, and its results are in the tables.
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def check_storage_reachable(storage: str) -> None:
@@ -131,7 +141,7 @@ def run_study(plan) -> str:
     """Run (or resume) the search, the seed repeats and the final model; returns the closing summary text."""
     spec, run_dir = plan.spec, plan.run_dir.resolve()
     baselines = _start_baselines(plan)
-    start_ray(plan.address)
+    start_ray(plan.address, plan.verbose)
     try:
         check_storage_reachable(_storage(plan))
         gpus = gpus_per_trial(plan.gpus_per_trial)
@@ -203,7 +213,7 @@ def _restored(plan, name: str, trainable, writer: ResultsWriter) -> tune.Tuner |
     tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     # The restored run config holds the callbacks of the killed driver; use this driver's writer.
-    tuner._local_tuner.get_run_config().callbacks = [writer]
+    set_restored_callbacks(tuner, [writer])
     writer.echo(f"resuming {path}")
     return tuner
 
@@ -250,8 +260,10 @@ def _fail_orphans(plan) -> None:
     """
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
     study = optuna.load_study(study_name=plan.study_name, storage=storage)
+    study_id = storage.get_study_id_from_name(plan.study_name)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "status", "orphaned")
+        storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+                                    "status", "orphaned")
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 

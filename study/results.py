@@ -10,7 +10,6 @@ import functools
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pandas as pd
 from ray.tune import Callback
 
 from charrnn.metrics import copied_frac, known_word_frac
+from study.progress import Progress, Tally
 
 SCHEMA_VERSION = 1
 STUDY_FILE = "study.json"
@@ -115,10 +115,6 @@ def summarize_error(text: str) -> str:
     return line[:1000]
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def _unless_final(hook):
     """A ResultsWriter hook that leaves alone the trials an interrupted driver saw finish (`_final`)."""
     @functools.wraps(hook)
@@ -136,13 +132,15 @@ class ResultsWriter(Callback):
     """
 
     def __init__(self, run_dir: Path, search_params: list[str], text_index: TextIndex | None = None,
-                 role: str = "search", total_trials: int = 0, echo: Callable[[str], None] = _stderr):
+                 role: str = "search", total_trials: int = 0, echo: Callable[[str], None] | None = None,
+                 progress: Progress | None = None):
         self.run_dir = Path(run_dir)
         self.search_params = list(search_params)
         self.text_index = text_index
         self.role = role
         self.total_trials = total_trials
-        self.echo = echo
+        self.progress = progress or Progress(write=echo)
+        self.echo = self.progress.log
         self.trials: dict[str, dict] = {}
         self.curves: list[dict] = []
         self.samples: list[dict] = []
@@ -173,6 +171,7 @@ class ResultsWriter(Callback):
         row = self._row(trial)
         row["status"] = "running"
         self.write()
+        self.progress.update(self._tally())
 
     @_unless_final
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -226,8 +225,9 @@ class ResultsWriter(Callback):
         train_s = max(row["wall_s"] - row["eval_s"], 1e-9)
         row["chars_per_s"] = chars / train_s
         best = self.best_val_bpc()
-        if self.role == "search" and best < prev_best:
-            self.echo(f"{self._counts()} new best val_bpc {best:.4f} (trial {tid}, {chars:,} chars)")
+        new_best = self.role == "search" and best < prev_best
+        self.progress.update(self._tally(), note=f"new best val_bpc {best:.4f} (trial {tid}, {chars:,} chars)"
+                             if new_best else None)
         self.write(throttle=2.0)
 
     @_unless_final
@@ -246,8 +246,9 @@ class ResultsWriter(Callback):
             row["error"] = row.get("error") or "trial ended without reporting a result"
         row["checkpoint"] = _checkpoint_path(trial)
         self.write()
-        self.echo(f"{self._counts()} trial {trial.trial_id} {row['status']}"
-                  + (f", val_bpc {row['val_bpc']:.4f}" if _finite(row.get("val_bpc")) else ""))
+        self.progress.log(f"trial {trial.trial_id} {row['status']}"
+                          + (f", val_bpc {row['val_bpc']:.4f}" if _finite(row.get("val_bpc")) else ""),
+                          self._tally())
 
     @_unless_final
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -255,10 +256,14 @@ class ResultsWriter(Callback):
         row["status"] = "failed"
         row["error"] = error_summary(trial)
         self.write()
-        self.echo(f"{self._counts()} trial {trial.trial_id} failed: {row['error']}")
+        self.progress.log(f"trial {trial.trial_id} failed: {row['error']}", self._tally())
+
+    def on_step_end(self, iteration, trials, **info):
+        self.progress.tick()
 
     def on_experiment_end(self, trials, **info):
         self.write()
+        self.progress.close()
 
     # ---- tables -------------------------------------------------------------------------------------
     def _row(self, trial) -> dict:
@@ -287,12 +292,11 @@ class ResultsWriter(Callback):
         vals = [r["val_bpc"] for r in self.trials.values() if r.get("role") == "search" and _finite(r.get("val_bpc"))]
         return min(vals) if vals else math.inf
 
-    def _counts(self) -> str:
+    def _tally(self) -> Tally:
         rows = [r for r in self.trials.values() if r.get("role") == self.role]
         done = sum(r["status"] != "running" for r in rows)
-        running = len(rows) - done
-        total = self.total_trials or len(rows)
-        return f"[{self.role} {done}/{total} done, {running} running]"
+        failed = sum(r["status"] in ("failed", "diverged") for r in rows)
+        return Tally(self.role, self.total_trials or len(rows), done, len(rows) - done, failed, self.best_val_bpc())
 
     def trials_frame(self) -> pd.DataFrame:
         df = pd.DataFrame(list(self.trials.values()))

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one (or set RAY_ADDRESS)")
     p.add_argument("--storage", help="where Tune keeps checkpoints: a path or a pyarrow URI (default RUN/)")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and Optuna's start-up messages and the trials' own output")
     return p
 
 
@@ -84,6 +86,7 @@ class Plan:
     report: bool
     study_name: str = ""  # names the Optuna study and the default run directory; the spec's name if empty
     adjusted: dict = field(default_factory=dict)  # what fit_to_corpus changed in the spec, for study.json
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         self.study_name = self.study_name or self.spec.name
@@ -111,7 +114,7 @@ def prepare(args: argparse.Namespace) -> Plan:
                     inv["gpus_per_trial"], inv["max_concurrent"], args.max_failures,
                     args.address or os.environ.get("RAY_ADDRESS") or inv.get("address"), inv["storage"],
                     inv["encoding"], True, not args.no_report,
-                    study_name=saved.get("name", spec.name), adjusted=adjusted)
+                    study_name=saved.get("name", spec.name), adjusted=adjusted, verbose=args.verbose)
     spec = resolve_spec(args.spec)
     corpus = load_checked_corpus(spec, args.corpus, args.encoding)
     spec, adjusted = fit_to_corpus(spec, len(corpus.train), len(corpus.val))
@@ -139,6 +142,7 @@ def prepare(args: argparse.Namespace) -> Plan:
         report=not args.no_report,
         study_name=name,
         adjusted=adjusted,
+        verbose=args.verbose,
     )
 
 

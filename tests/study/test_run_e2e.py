@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -84,7 +85,9 @@ def test_optuna_study_in_sqlite(smoke_run):
 
 def test_progress_and_summary(smoke_run):
     out, proc = smoke_run
-    assert "done" in proc.stderr and "running]" in proc.stderr
+    # Not a terminal: plain lines, each with the status (study.progress); no start-up chatter without --verbose.
+    assert "[search 4/4 done, 0 running | best val_bpc" in proc.stderr and "elapsed" in proc.stderr
+    assert "A new study created" not in proc.stderr and "Token authentication" not in proc.stderr
     assert "best search trial" in proc.stdout and str(out) in proc.stdout
     # The summary leads with the final model: its test score beside the baselines, and how to sample more.
     assert proc.stdout.startswith("final model: test ")
@@ -113,6 +116,28 @@ def test_final_model_row_baselines_and_sampling_by_run(smoke_run):
     proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--run", str(out), "--length", "200"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and len(proc.stdout) >= 200
+
+
+def test_optuna_study_as_the_dashboard_reads_it(smoke_run):
+    """optuna.db tells the tables' story: COMPLETE = completed, PRUNED = stopped, FAIL = diverged/failed, and
+    each trial's intermediate values are its evaluations (curves.parquet) at chars_seen."""
+    out, _ = smoke_run
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["smoke"]
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    trials = pd.read_parquet(out / "trials.parquet").set_index("trial_id")
+    curves = pd.read_parquet(out / "curves.parquet")
+    state = {"completed": "COMPLETE", "stopped": "PRUNED", "diverged": "FAIL", "failed": "FAIL"}
+    assert len(study.trials) == len(trials[trials["role"] == "search"])
+    for trial in study.trials:
+        row = trials.loc[trial.user_attrs["tune_trial_id"]]
+        assert trial.state.name == state[row["status"]]
+        evals = curves[curves["trial_id"] == row.name]
+        assert trial.intermediate_values == pytest.approx(dict(zip(evals["chars_seen"], evals["val_bpc"])))
+        if row["status"] == "completed":
+            assert trial.value == pytest.approx(row["val_bpc"])
+        elif row["status"] == "stopped":
+            assert trial.value == pytest.approx(evals["val_bpc"].iloc[-1])
 
 
 def test_best_checkpoint_samples(smoke_run):
