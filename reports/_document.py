@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from reports._analysis import FIRST_SURE, Analysis, chars, pct
+from reports._final import final_blocks, final_model
 from reports._importance import agreement
 from reports._render import Block, Code, Figure, Heading, Para, Table
 
@@ -211,6 +212,7 @@ def document(a: Analysis) -> list[Block]:
     blocks: list[Block] = [
         Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
         Para(a.summary, lead=True),
+        *final_blocks(a.run, final_model(a.run)),
         Heading(2, "Importance"),
         Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
         Table(importance_table(a)),

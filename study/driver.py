@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -26,6 +26,7 @@ from charrnn.metrics import corpus_words, ngram_hashes
 from study._compat import set_restored_callbacks
 from study.inputs import UsageError
 from study.results import BASELINES_FILE, ResultsWriter, TextIndex, atomic_copy, write_baselines
+from study.schedule import QuorumASHA, default_quorum
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.trainable import run_trial
@@ -224,14 +225,15 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
         searcher = StudySearch(
             optuna_space(spec), metric="val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
-            study_name=spec.name, storage=storage,
+            study_name=plan.study_name, storage=storage,
         )
         if plan.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
         if spec.scheduler["name"] == "asha":
-            scheduler = ASHAScheduler(
+            rungs, rf = spec.rungs(), spec.scheduler["reduction_factor"]
+            scheduler = QuorumASHA(
                 time_attr="chars_seen", max_t=spec.budget_chars, grace_period=spec.grace_chars,
-                reduction_factor=spec.scheduler["reduction_factor"],
+                reduction_factor=rf, rungs=rungs, quorum=default_quorum(len(rungs), rf),
             )
         else:
             scheduler = FIFOScheduler()
@@ -257,8 +259,8 @@ def _fail_orphans(plan) -> None:
     treating it as in flight and the dashboard would show it running forever.
     """
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
-    study = optuna.load_study(study_name=plan.spec.name, storage=storage)
-    study_id = storage.get_study_id_from_name(plan.spec.name)
+    study = optuna.load_study(study_name=plan.study_name, storage=storage)
+    study_id = storage.get_study_id_from_name(plan.study_name)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
                                     "status", "orphaned")

@@ -1,7 +1,7 @@
 """Run a hyperparameter study of CharRNNs with Ray Tune + Optuna.
 
     python -m study.run --trials 50
-    python -m study.run --spec jobs/smoke.toml --trials 4 --out runs/smoke
+    python -m study.run --spec smoke --trials 4 --out runs/smoke
     python -m study.run --resume runs/sherlock-20261124T190000Z
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import platform
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -21,9 +21,9 @@ from pathlib import Path
 from charrnn.config import BASE_LR
 from charrnn.corpus import Corpus
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
-                          resolve_spec)
+                          resolve_spec, study_name)
 from study.results import STUDY_FILE, atomic_write_json
-from study.spec import SpecError, StudySpec, load_spec
+from study.spec import SpecError, StudySpec, fit_to_corpus, load_spec
 
 SCHEMA_VERSION = 1
 
@@ -37,10 +37,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m study.run", description="Run a CharRNN hyperparameter study (Ray Tune + Optuna).")
     p.add_argument("--trials", type=int, help="number of search trials (default: the spec's, 50 for sherlock)")
-    p.add_argument("--spec", help="job spec TOML, or a name in jobs/ (default: jobs/sherlock.toml)")
+    p.add_argument("--spec", help="job spec TOML, or a bundled spec: sherlock (the default), shakespeare, smoke")
     p.add_argument("--corpus", help="corpus name (sherlock, shakespeare) or path to a UTF-8 text file")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default utf-8)")
-    p.add_argument("--out", help="run directory (default: runs/<spec name>-<UTC timestamp>)")
+    p.add_argument("--out", help="run directory (default: runs/<study name>-<UTC timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted study in RUN_DIR")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial; torch threads = this (default 1)")
@@ -84,7 +84,12 @@ class Plan:
     encoding: str
     resume: bool
     report: bool
+    study_name: str = ""  # names the Optuna study and the default run directory; the spec's name if empty
+    adjusted: dict = field(default_factory=dict)  # what fit_to_corpus changed in the spec, for study.json
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        self.study_name = self.study_name or self.spec.name
 
 
 def prepare(args: argparse.Namespace) -> Plan:
@@ -103,14 +108,18 @@ def prepare(args: argparse.Namespace) -> Plan:
         corpus = load_checked_corpus(spec, inv["corpus_path"], inv["encoding"])
         if corpus.sha256 != saved["corpus"]["sha256"]:
             raise UsageError(f"the corpus {inv['corpus_path']} changed since the study started (sha256 differs)")
+        spec, adjusted = fit_to_corpus(spec, len(corpus.train), len(corpus.val))  # as when it started
         return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"],
                     inv.get("final_chars", 0), inv.get("final_minutes", 0.0), inv["cpus_per_trial"],
                     inv["gpus_per_trial"], inv["max_concurrent"], args.max_failures,
                     args.address or os.environ.get("RAY_ADDRESS") or inv.get("address"), inv["storage"],
-                    inv["encoding"], True, not args.no_report, args.verbose)
+                    inv["encoding"], True, not args.no_report,
+                    study_name=saved.get("name", spec.name), adjusted=adjusted, verbose=args.verbose)
     spec = resolve_spec(args.spec)
     corpus = load_checked_corpus(spec, args.corpus, args.encoding)
-    run_dir = Path(args.out) if args.out else default_out(spec)
+    spec, adjusted = fit_to_corpus(spec, len(corpus.train), len(corpus.val))
+    name = study_name(spec, corpus)
+    run_dir = Path(args.out) if args.out else default_out(name)
     check_out_dir(run_dir)
     storage = args.storage or str(run_dir.resolve())
     return Plan(
@@ -131,12 +140,15 @@ def prepare(args: argparse.Namespace) -> Plan:
         encoding=args.encoding,
         resume=False,
         report=not args.no_report,
+        study_name=name,
+        adjusted=adjusted,
         verbose=args.verbose,
     )
 
 
 def study_metadata(plan: Plan) -> dict:
     """study.json: the results contract's description of the study."""
+    from study.schedule import default_quorum
     from study.space import describe_space
 
     spec = plan.spec
@@ -148,7 +160,8 @@ def study_metadata(plan: Plan) -> dict:
             versions[dist.replace("-", "_")] = None
     return {
         "schema_version": SCHEMA_VERSION,
-        "name": spec.name,
+        "name": plan.study_name,
+        "spec": spec.name,
         "metric": "val_bpc",
         "mode": "min",
         "budget_chars": spec.budget_chars,
@@ -167,11 +180,13 @@ def study_metadata(plan: Plan) -> dict:
                     **{k: v for k, v in spec.sampler.items() if k != "name"}},
         "scheduler": ({"name": "ASHA", "time_attr": "chars_seen", "grace_period": spec.grace_chars,
                        "reduction_factor": spec.scheduler["reduction_factor"], "max_t": spec.budget_chars,
-                       "rungs": spec.rungs()}
+                       "rungs": spec.rungs(), "quorum": default_quorum(len(spec.rungs()),
+                                                                         spec.scheduler["reduction_factor"])}
                       if spec.scheduler["name"] == "asha" else {"name": "FIFO"}),
         "seed": plan.seed,
         "num_trials": plan.trials,
         "repeats": plan.repeats,
+        **({"adjusted": plan.adjusted} if plan.adjusted else {}),
         "versions": versions,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "invocation": {
@@ -184,6 +199,16 @@ def study_metadata(plan: Plan) -> dict:
     }
 
 
+def adjusted_note(plan: Plan) -> str:
+    """The one line that says how the spec was fitted to a corpus smaller than it expects."""
+    def show(v) -> str:
+        return f"{v['low']:,}..{v['high']:,}" if isinstance(v, dict) else f"{v:,}"
+
+    changes = "; ".join(f"{name} {show(a['to'])} instead of {show(a['from'])} ({a['why']})"
+                        for name, a in plan.adjusted.items())
+    return f"note: corpus {plan.corpus.name} is smaller than spec {plan.spec.name} expects: {changes}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -191,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if plan.adjusted and not plan.resume:
+        print(adjusted_note(plan), file=sys.stderr)
     if not plan.resume:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plan.spec.path, plan.run_dir / "spec.toml")

@@ -1,4 +1,4 @@
-"""Job specs: TOML files in jobs/ that say what a study searches, how long trials train, and how.
+"""Job specs: TOML files (bundled: study/specs/) that say what a study searches, how long trials train, and how.
 
 A spec is data: it is parsed with tomllib and validated field by field; nothing in it is evaluated.
 Unknown keys are errors, so a typo never silently falls back to a default.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,46 @@ class StudySpec:
                 return int(max(self.search[name].extremes()))
             return int(self.fixed.get(name, getattr(TrainConfig, name)))
         return biggest("batch_size") * (biggest("seq_len") + 1)
+
+
+def fit_to_corpus(spec: StudySpec, train_chars: int, val_chars: int) -> tuple[StudySpec, dict[str, dict]]:
+    """Fit a spec's text sizes to a corpus with `train_chars` training and `val_chars` validation characters.
+
+    A `train_chars` range reaching past the training text is clipped at its length: the trials keep the sizes
+    the spec asked for that the text has, rather than all asking for "the whole text" under different numbers.
+    When even the low end is past it, the range is scaled down to end there, keeping its low/high ratio (and
+    at least one batch of text), so the study still compares small and large training sets. A fixed
+    `train_chars`, or a `val_chars` (the search's or the final model's) above what the text has, becomes all of it.
+
+    Returns:
+        The spec to run, and {name: {"from", "to", "why"}} for what changed ({} when the spec fits as it is).
+    """
+    adjusted: dict[str, dict] = {}
+    why = f"the corpus has {train_chars:,} training characters"
+    param = spec.search.get("train_chars")
+    if param is not None and param.high > train_chars:
+        kind = int if param.type == "int" else float
+        low = param.low
+        if low > train_chars:
+            low = max(spec.min_train_chars_needed(), kind(param.low * train_chars / param.high))
+        high = train_chars if not param.step else low + (train_chars - low) // param.step * param.step
+        clipped = replace(param, low=kind(low), high=kind(high))
+        spec = replace(spec, search={**spec.search, "train_chars": clipped})
+        adjusted["train_chars"] = {"from": {"low": param.low, "high": param.high},
+                                   "to": {"low": clipped.low, "high": clipped.high}, "why": why}
+    fixed = spec.fixed.get("train_chars")
+    if fixed and fixed > train_chars:
+        spec = replace(spec, fixed={**spec.fixed, "train_chars": train_chars})
+        adjusted["train_chars"] = {"from": fixed, "to": train_chars, "why": why}
+    if spec.val_chars > val_chars:
+        adjusted["val_chars"] = {"from": spec.val_chars, "to": val_chars,
+                                 "why": f"the corpus has {val_chars:,} validation characters"}
+        spec = replace(spec, val_chars=val_chars)
+    if spec.final["val_chars"] > val_chars:
+        adjusted["final.val_chars"] = {"from": spec.final["val_chars"], "to": val_chars,
+                                       "why": f"the corpus has {val_chars:,} validation characters"}
+        spec = replace(spec, final={**spec.final, "val_chars": val_chars})
+    return spec, adjusted
 
 
 _TOP = {"name", "corpus", "trials", "budget_chars", "evals_per_rung", "val_chars", "repeats", "repeat_chars",
