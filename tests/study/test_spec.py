@@ -142,9 +142,9 @@ def test_fixed_train_chars_and_val_chars_beyond_the_text_become_all_of_it():
 
 def test_rungs_and_evaluation_points_of_the_default_spec():
     spec = load_spec(SPECS_DIR / "sherlock.toml")
-    assert spec.rungs() == [100_000, 300_000, 900_000]
+    assert spec.rungs() == [100_000, 300_000]
     points = spec.eval_at()
-    assert set(spec.rungs()) <= set(points) and points[-1] == spec.budget_chars == 2_700_000
-    assert points == sorted(points) and len(points) == 7  # each rung, one point between rungs, the budget
+    assert set(spec.rungs()) <= set(points) and points[-1] == spec.budget_chars == 900_000
+    assert points == [100_000, 173_205, 300_000, 519_615, 900_000]  # each rung, one point between, the budget
     assert spec.run_settings()["eval_at"] == points
     assert spec.repeat_chars in points and spec.final["chars"] > 5 * spec.budget_chars
