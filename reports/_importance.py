@@ -176,9 +176,9 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
     all_groups = groups + [np.array([probe_col])]
     grids = [_encode.grid(s, n_grid)[0] for s in specs] + [np.linspace(0, 1, n_grid)[:, None]]
     weights = [_encode.grid_weights(s, n_grid) for s in specs] + [_encode.grid_weights(None, n_grid)]
-    mc_params = _encode.uniform_sample(specs, n_mc, rng)
+    mc_params = _encode.sample_space(specs, n_mc, rng)
     mc = np.hstack([mc_params, rng.random((n_mc, 1))])
-    mc_total = np.hstack([_encode.uniform_sample(specs, 2 * n_mc, rng), rng.random((2 * n_mc, 1))])
+    mc_total = np.hstack([_encode.sample_space(specs, 2 * n_mc, rng), rng.random((2 * n_mc, 1))])
     k = len(specs)
 
     point: dict[str, np.ndarray] = {}
