@@ -104,7 +104,7 @@ def _seed_noise(floor: NoiseFloor, total_var: float, log: bool) -> SeedNoise:
                      var_fit * df / chi2.ppf(0.975, df) / total_var)
 
 
-def _fit(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: int,
+def fit_budget(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: int,
          methods: tuple[str, ...] = METHODS) -> Fit:
     """Importance of the hyperparameters for the metric at `budget`, judged against the seed noise there.
 
@@ -274,7 +274,7 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
                      "their search trials are fitted together; the seed noise floor is the first study's.")
     counts = _budget.count_trials(run.trials)
     budget = _budget.choose_budget(run, min_trials)
-    fit = _fit(run, budget, n_bootstrap=n_bootstrap, random_state=random_state)
+    fit = fit_budget(run, budget, n_bootstrap=n_bootstrap, random_state=random_state)
     imp, seed = fit.importance, fit.seed
     params = run.trials.set_index("trial_id").loc[budget.values["trial_id"]]
     y = np.minimum(budget.values["y"].to_numpy(float), fit.cap)  # as in the fit
@@ -290,7 +290,7 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     later = _budget.survivor_budget(run, budget)
     survivors = None
     if later is not None and later.n_trials >= 5:
-        survivors = _fit(run, later, n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
+        survivors = fit_budget(run, later, n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
     samples = _sample_targets(run, budget, max(n_bootstrap // 2, 0), random_state)
     if fit.capped:
         notes.append(f"{fit.capped} compared trial{'s' if fit.capped > 1 else ''} scored worse than guessing "

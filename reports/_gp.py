@@ -148,6 +148,12 @@ class AdditiveGP:
         (their encoded columns side by side). Exact and cheap: the kernel is a sum and a product over
         hyperparameters, so the average over `base` factors out of the grid. `m_base` is
         `base_kernels(base)`, passed when several calls share one `base`."""
+        return self.pd_kernel(base, js, rows, m_base) @ self.alpha_
+
+    def pd_kernel(self, base: np.ndarray, js: list[int], rows: np.ndarray,
+                  m_base: list[np.ndarray] | None = None) -> np.ndarray:
+        """Covariance (prior) between the partial dependence at `rows` (see `partial_dependence`) and the latent
+        function at the training rows: (len(rows), n)."""
         k = self.k
         amps, ls, a_int = np.exp(self.theta[:k]), np.exp(self.theta[k:2 * k]), math.exp(self.theta[2 * k])
         if m_base is None:
@@ -164,7 +170,34 @@ class AdditiveGP:
             K += amps[j] * m
             P *= m
             start += w
-        return (K + P) @ self.alpha_
+        return K + P
+
+    def kernel_means(self, base: np.ndarray) -> np.ndarray:
+        """E[m_j(x_j, x'_j)] over independent pairs of rows of `base`, per hyperparameter (the double average
+        of each factor of the kernel over the search space)."""
+        ls = np.exp(self.theta[self.k:2 * self.k])
+        return np.array([_matern(d / l).mean() for d, l in zip(_distances(base, base, self.groups), ls)])
+
+    def main_effect_draws(self, j: int, rows: np.ndarray, pd_k: np.ndarray, kappa: np.ndarray,
+                          size: int, rng: np.random.Generator) -> np.ndarray:
+        """Draws of hyperparameter j's main-effect curve at `rows` from the GP posterior, each centred (the
+        curve is known only up to a constant, which a variance does not see): (size, len(rows)).
+
+        The prior covariance of the curve is a_j m_j(g, g') + a_int m_j(g, g') prod_{i != j} kappa_i plus a
+        constant (the other hyperparameters averaged over the space); the posterior subtracts
+        pd_k (K + noise I)^-1 pd_k^T, with `pd_k` from `pd_kernel`.
+        """
+        k = self.k
+        amp, l_j, a_int = math.exp(self.theta[j]), math.exp(self.theta[k + j]), math.exp(self.theta[2 * k])
+        mj = _matern(_group_distance(rows, rows) / l_j)
+        others = np.prod(np.delete(kappa, j)) if k > 1 else 1.0
+        cov = amp * mj + a_int * others * mj - pd_k @ cho_solve(self.chol_, pd_k.T)
+        g = len(rows)
+        H = np.eye(g) - 1.0 / g
+        cov = H @ cov @ H
+        vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
+        root = vecs * np.sqrt(np.clip(vals, 0.0, None))
+        return (pd_k @ self.alpha_)[None, :] + rng.standard_normal((size, g)) @ root.T
 
     def loo_residuals(self) -> np.ndarray:
         """Leave-one-out residuals in closed form (Rasmussen & Williams eq. 5.12)."""
