@@ -50,6 +50,8 @@ from reports._load import ParamSpec
 METHODS = ("fanova", "permutation")
 NULL_QUANTILE = 0.95
 RESOLUTION = 0.01  # smallest share called an effect: the report prints shares as whole percentages
+MAX_FIT = 300  # trials the GP is fitted on (see `_compute_importance`)
+HYPER_FIT = 150  # trials its kernel hyperparameters are fitted on
 KAPPA_ROWS = 256  # search-space points for the double average of the kernel (posterior draws)
 
 
@@ -197,7 +199,22 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
     fit: dict[str, float] = {}
     full_probe = rng.random(n)
     Xf = np.hstack([X, full_probe[:, None]])
-    gp = AdditiveGP(all_groups, random_state=random_state).fit(Xf, ys) if "fanova" in methods else None
+    # Past MAX_FIT trials the GP is fitted on MAX_FIT of them (drawn at random), and each resample draws MAX_FIT
+    # with replacement (an m-out-of-n bootstrap: intervals as wide as a MAX_FIT-trial study's, so conservative).
+    # A GP costs n^3 per fit; a few hundred trials already pin down main effects over ~10 hyperparameters.
+    m = min(n, MAX_FIT)
+    sub = np.sort(rng.choice(n, m, replace=False)) if n > m else np.arange(n)
+    if n > m:
+        fit["subsampled"] = float(m)
+    gp = None
+    if "fanova" in methods:
+        # Kernel hyperparameters from at most HYPER_FIT trials (each optimizer step costs k n^2), the posterior
+        # from all `m`.
+        hyp = sub if m <= HYPER_FIT else np.sort(rng.choice(sub, HYPER_FIT, replace=False))
+        gp = AdditiveGP(all_groups, random_state=random_state).fit(Xf[hyp], ys[hyp])
+        if len(hyp) < m:
+            gp = AdditiveGP(all_groups).fit(Xf[sub], ys[sub], theta0=gp.theta, free=[])
+            fit["hyper_fit_trials"] = float(len(hyp))
     if gp is not None:
         # What the GP cannot predict out of sample is noise to the decomposition. Its own noise term is not
         # enough: the interaction kernel over inputs with short length scales acts as a nugget, soaks up seed
@@ -206,7 +223,7 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
         unexplained = max(gp.noise, float(np.mean(gp.loo_residuals() ** 2)))
         point["fanova"], curves, total, _ = _main_effects(gp, grids, weights, mc, mc_total, unexplained)
         fit["total_var"] = total * y_sd ** 2
-        fit["gp_loo_r2"] = _loo_r2(gp, ys)
+        fit["gp_loo_r2"] = _loo_r2(gp, ys[sub])
         fit["gp_noise_share"] = unexplained / total
         fit["interaction_share"] = max(0.0, 1.0 - fit["gp_noise_share"] - float(point["fanova"][:k].sum()))
         boot_theta, probe_free = _probe_reopened(gp.theta, len(all_groups))
@@ -214,7 +231,7 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
     drawn = {m: np.full((n_bootstrap, k + 1), np.nan) for m in methods}
     oob_r2 = []
     for b in range(n_bootstrap):
-        idx = rng.integers(0, n, n)
+        idx = rng.integers(0, n, m)
         Xb = np.hstack([X, rng.random((n, 1))])
         if "fanova" in methods:
             # Kernel hyperparameters (noise included) stay at the full fit's: duplicated trials in a resample
