@@ -64,6 +64,8 @@ class Surrogate:
     base: np.ndarray  # uniform search-space points the other hyperparameters are averaged over
     y_mean: float
     y_sd: float
+    y: np.ndarray | None = None  # standardized targets of the rows the GP holds (gp.X_)
+    total: float = math.nan  # total variance in standardized units (the shares' denominator)
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,7 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
     table = table.sort_values("rank").reset_index(drop=True)
 
     marginals = _marginal_table(specs, n_grid, curves, boot_curves, y_mean, y_sd) if gp is not None else None
-    state = Surrogate(gp, specs, mc, y_mean, y_sd) if gp is not None else None
+    state = Surrogate(gp, specs, mc, y_mean, y_sd, ys[sub], total) if gp is not None else None
     return ImportanceResult(target, n, n_bootstrap, table, marginals, floors, fit,
                             agreement(table, list(methods)), state)
 
@@ -359,3 +361,53 @@ def interaction_grid(result: ImportanceResult, a: str, b: str, n_grid: int = 15)
     out = pd.DataFrame(rows)
     out["mean"] = pred * sur.y_sd + sur.y_mean
     return out
+
+
+def _pair_share(gp: AdditiveGP, base: np.ndarray, quad: list, a: int, b: int, total: float,
+                m_base: list[np.ndarray]) -> float:
+    (ra, wa), (rb, wb) = quad[a], quad[b]
+    fa = gp.partial_dependence(base, [a], ra, m_base)
+    fb = gp.partial_dependence(base, [b], rb, m_base)
+    rows = np.hstack([np.repeat(ra, len(rb), axis=0), np.tile(rb, (len(ra), 1))])
+    fab = gp.partial_dependence(base, [a, b], rows, m_base).reshape(len(ra), len(rb))
+    w = np.outer(wa, wb)
+    f0 = float((w * fab).sum())
+    resid = fab - (fa - f0)[:, None] - (fb - f0)[None, :] - f0
+    return float((w * resid ** 2).sum()) / total
+
+
+def interaction_shares(result: ImportanceResult, *, n_grid: int = 9, n_bootstrap: int = 30,
+                       random_state: int = 0) -> pd.DataFrame:
+    """Second-order fANOVA terms of the GP: the share of variance of each pair's interaction (the joint effect
+    minus both main effects), for every pair of hyperparameters, largest first, with a 95% interval for the
+    largest (percentile bootstrap over the trials, kernel hyperparameters held, as for the main effects).
+
+    Returns columns a, b, share, ci_low, ci_high (intervals NaN except on the first row).
+    """
+    sur = result.surrogate
+    cols = ["a", "b", "share", "ci_low", "ci_high"]
+    if sur is None or len(sur.specs) < 2 or not math.isfinite(sur.total):
+        return pd.DataFrame(columns=cols)
+    k = len(sur.specs)
+    quad = [_encode.quadrature(s, n_grid) for s in sur.specs]
+    quad = [(r, w) for r, _, w in quad]
+    with threadpool_limits(1, user_api="blas"):
+        m_base = sur.gp.base_kernels(sur.base)
+        rows = [{"a": sur.specs[i].name, "b": sur.specs[j].name,
+                 "share": _pair_share(sur.gp, sur.base, quad, i, j, sur.total, m_base), "i": i, "j": j}
+                for i in range(k) for j in range(i + 1, k)]
+        out = pd.DataFrame(rows).sort_values("share", ascending=False).reset_index(drop=True)
+        out["ci_low"] = out["ci_high"] = math.nan
+        if n_bootstrap and sur.y is not None:
+            i, j = int(out.loc[0, "i"]), int(out.loc[0, "j"])
+            rng = np.random.default_rng(random_state)
+            n, draws = len(sur.y), []
+            for _ in range(n_bootstrap):
+                idx = rng.integers(0, n, n)
+                gpb = AdditiveGP(sur.gp.groups).fit(sur.gp.X_[idx], sur.y[idx], theta0=sur.gp.theta, free=[])
+                draws.append(_pair_share(gpb, sur.base, quad, i, j, sur.total, gpb.base_kernels(sur.base)))
+            lo, hi = np.quantile(draws, [0.025, 0.975])
+            out.loc[0, "ci_low"] = min(lo, out.loc[0, "share"])
+            out.loc[0, "ci_high"] = max(hi, out.loc[0, "share"])
+    out[["share", "ci_low", "ci_high"]] = out[["share", "ci_low", "ci_high"]].clip(0, 1)
+    return out[cols]

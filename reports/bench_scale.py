@@ -33,9 +33,11 @@ def write_synthetic_run(path: pathlib.Path, n_trials: int, *, seed: int = 0, sha
     rep_rows, rep_curves = [], []
     for r in range(repeats):
         tid = f"r{r}"
-        rep_rows.append({**best.to_dict(), "trial_id": tid, "role": "repeat", "repeat_of": best["trial_id"]})
         c = curves[curves["trial_id"] == best["trial_id"]].assign(trial_id=tid)
-        rep_curves.append(c.assign(val_bpc=c["val_bpc"] * np.exp(rng.normal(0, 0.012))))
+        c = c.assign(val_bpc=c["val_bpc"] * np.exp(rng.normal(0, 0.012)))
+        rep_curves.append(c)
+        rep_rows.append({**best.to_dict(), "trial_id": tid, "role": "repeat", "repeat_of": best["trial_id"],
+                         "val_bpc": float(c["val_bpc"].min())})
     trials = pd.concat([trials, pd.DataFrame(rep_rows)], ignore_index=True)
     curves = pd.concat([curves, *rep_curves], ignore_index=True)
     samples = curves[["trial_id", "chars_seen"]].assign(
