@@ -59,6 +59,7 @@ class BudgetStep:
     ci_high: float
     spearman_prev: float  # NaN for the first
     n_both: int
+    clear: bool = True  # the leader's interval clears the noise floor
 
 
 @dataclass(frozen=True)
@@ -279,23 +280,38 @@ def answer(imp: ImportanceResult, budget: Budget, metric: str, *, interactions: 
         perm = t.sort_values("permutation", ascending=False).iloc[0]
         mine = t.set_index("param").loc[lead]
         apart = (mine["permutation_ci_high"] < mine["ci_low"]) or (mine["permutation_ci_low"] > mine["ci_high"])
-        if perm["param"] != lead or apart:
+        if perm["param"] != lead:
             prefix += (f"The two methods disagree — fANOVA (GP) names {lead} ({pct(top['importance'])}, "
                        f"{_ci_text(top['ci_low'], top['ci_high'])}), permutation names {perm['param']} "
-                       f"({pct(perm['permutation'])}, {_ci_text(perm['permutation_ci_low'], perm['permutation_ci_high'])})"
-                       f"{' with a non-overlapping interval for ' + lead if apart and perm['param'] == lead else ''}: ")
+                       f"({pct(perm['permutation'])}, {_ci_text(perm['permutation_ci_low'], perm['permutation_ci_high'])}"
+                       f"): ")
+        elif apart:
+            prefix += (f"The two methods name {lead} but disagree on its share — fANOVA (GP) "
+                       f"{pct(top['importance'])} ({_ci_text(top['ci_low'], top['ci_high'])}), permutation "
+                       f"{pct(mine['permutation'])} ({_ci_text(mine['permutation_ci_low'], mine['permutation_ci_high'])}"
+                       f"), intervals apart: ")
     if prefix:
         s = prefix + s
     later = [b for b in (budgets or []) if b.chars > budget.chars]
     if later:
-        changes = [b for b in later if b.leader != lead]
+        changes = [b for b in later if b.leader != lead and b.clear]
+        vague = [b for b in later if not b.clear]
         rhos = ", ".join(f"{b.spearman_prev:.2f}" for b in later if math.isfinite(b.spearman_prev))
         last = later[-1]
-        s += (f"; this holds at {chars(budget.chars)} characters, and at the later budgets "
-              + (f"the leader stays {lead} (up to {chars(last.chars)}, {last.n_trials} trials)" if not changes else
-                 "the leader changes: " + ", ".join(f"{b.leader} at {chars(b.chars)} ({b.n_trials} trials, "
-                                                    f"{pct(b.share)}, {_ci_text(b.ci_low, b.ci_high)})"
-                                                    for b in changes))
+        if changes:
+            how = "the leader changes: " + ", ".join(f"{b.leader} at {chars(b.chars)} ({b.n_trials} trials, "
+                                                     f"{pct(b.share)}, {_ci_text(b.ci_low, b.ci_high)})"
+                                                     for b in changes)
+        elif not vague:
+            how = f"the leader stays {lead} (up to {chars(last.chars)}, {last.n_trials} trials)"
+        else:
+            how = (f"the leader stays {lead} where any hyperparameter stands out" if len(vague) < len(later)
+                   else "no hyperparameter stands out from noise")
+        if vague and (changes or len(vague) < len(later)):
+            how += "; none stands out at " + ", ".join(f"{chars(b.chars)} ({b.n_trials} trials)" for b in vague)
+        elif vague:
+            how += " at " + ", ".join(f"{chars(b.chars)} ({b.n_trials} trials)" for b in vague)
+        s += (f"; this holds at {chars(budget.chars)} characters, and at the later budgets {how}"
               + (f"; rank correlation of trial quality between successive budgets {rhos}" if rhos else ""))
     return s + "."
 
@@ -351,7 +367,8 @@ def budget_steps(run: RunData, primary: Fit, *, n_bootstrap: int, random_state: 
         top = f.importance.table.iloc[0]
         if f.importance.n_trials >= 5 and np.isfinite(top["importance"]):
             steps.append(BudgetStep(float(chars_), f.importance.n_trials, str(top["param"]), float(top["importance"]),
-                                    float(top["ci_low"]), float(top["ci_high"]), rho, both))
+                                    float(top["ci_low"]), float(top["ci_high"]), rho, both,
+                                    not bool(top["within_noise"])))
         prev = vals
     return steps
 
