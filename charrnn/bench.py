@@ -21,10 +21,10 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from charrnn import corpora
 from charrnn._lab_loop import lab_loop_throughput
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus, CorpusError, load_corpus
@@ -35,7 +35,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SQUARE = {"cpu": 2048, "cuda": 8192}
 WARMUP_STEPS = 3
 MATMUL_SECONDS = 0.25  # per shape and pass
-DEFAULT_CORPUS = "sherlock.txt"
+DEFAULT_CORPUS = "sherlock"
 
 
 def train_flops_per_char(config: ModelConfig) -> int:
@@ -337,27 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive(int), default=_cpu_count(),
                    help="torch threads on CPU (default: the CPUs this process may use)")
     p.add_argument("--baseline", action="store_true", help="also run the lab's batch-1 loop and print the ratio")
-    p.add_argument("--corpus", help=f"a UTF-8 text file (default: {DEFAULT_CORPUS} in $CHARRNN_DATA or "
-                                    "../shared/data beside the repository)")
+    p.add_argument("--corpus", help=f"a UTF-8 text file (default: the corpus named {DEFAULT_CORPUS}: "
+                                    "$CHARRNN_DATA, ./data, then the copy bundled with the package)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
-
-
-def _default_corpus() -> Path:
-    dirs = [Path(os.environ["CHARRNN_DATA"])] if os.environ.get("CHARRNN_DATA") else []
-    dirs.append(Path(__file__).resolve().parents[2] / "shared" / "data")
-    for d in dirs:
-        if (d / DEFAULT_CORPUS).exists():
-            return d / DEFAULT_CORPUS
-    raise CorpusError(f"no {DEFAULT_CORPUS} in {', '.join(map(str, dirs))}; pass --corpus PATH")
 
 
 def _checked_inputs(args: argparse.Namespace) -> tuple[TrainConfig, Corpus]:
     """Flags -> (TrainConfig, Corpus); raises CorpusError with one line for what the user can fix."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CorpusError("--device cuda but torch sees no CUDA GPU")
-    corpus = load_corpus(args.corpus or _default_corpus())
+    corpus = load_corpus(args.corpus or corpora.find(DEFAULT_CORPUS))
     need = max(args.batch_size * (args.seq_len + 1), args.seq_len + 102)  # the lab loop's start is random
     if len(corpus.train) < need or len(corpus.val) < 2:
         raise CorpusError(f"corpus has {len(corpus.train):,} training chars; batch {args.batch_size} x "

@@ -16,6 +16,7 @@ from charrnn.model import CharRNN, ModelConfig
 FORMAT = "charrnn/1"
 MODEL_FILE = "model.pt"  # the trial's best weights, for sampling
 STATE_FILE = "state.pt"  # the latest training state, for resuming
+FINAL_MODEL_FILE = "final_model.pt"  # in a run directory: the study's final model, for `charrnn.sample --run`
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:

@@ -7,6 +7,10 @@ from charrnn.model import CELLS, ModelConfig
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
+# Each optimizer's usual learning rate for a char-RNN. A study that searches `lr_scale` trains with
+# lr = lr_scale x BASE_LR[optimizer], so one range is fair to every optimizer: SGD with momentum needs rates
+# 10-100x Adam's, and a range chosen for Adam leaves SGD near uniform guessing (see the study's report).
+BASE_LR = {"adam": 2e-3, "adamw": 2e-3, "rmsprop": 1e-3, "sgd": 0.1}
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 autocast where the hardware runs bf16 natively
 
 # Names a spec may search over or fix: the lab's hyperparameters plus a few standard ones.
@@ -18,6 +22,7 @@ HYPERPARAMETERS = (
     "cell",
     "dropout",
     "lr",
+    "lr_scale",
     "optimizer",
     "seq_len",
     "batch_size",
@@ -38,6 +43,7 @@ class TrainConfig:
     cell: str = "rnn_relu"
     dropout: float = 0.0
     lr: float = 1e-3
+    lr_scale: float = 0.0  # > 0: lr = lr_scale x BASE_LR[optimizer] (and `lr` is derived from it)
     optimizer: str = "adam"
     seq_len: int = 50
     batch_size: int = 64
@@ -45,8 +51,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     # How the trial runs.
-    budget_chars: int = 1_000_000  # training characters a full trial sees
-    evals_per_trial: int = 10
+    budget_chars: int = 1_000_000  # training characters a full trial sees; the lr schedule spans it
+    evals_per_trial: int = 10  # evenly spaced evaluations, unless `eval_at` lists them
+    eval_at: tuple[int, ...] = ()  # character counts to evaluate at (the last evaluation is at the end anyway)
+    stop_chars: int = 0  # end training here (0 = budget_chars); the lr schedule still spans budget_chars
+    patience: int = 0  # early stopping: end after this many evaluations without a new best (0 = never)
+    min_delta: float = 0.0  # bits/char an evaluation must gain to count as a new best for `patience`
+    time_limit_s: float = 0.0  # > 0: shrink budget_chars (once, early) to what fits in this many seconds
     val_chars: int = 50_000  # validation characters scored at each evaluation (0 = all)
     seed: int = 0
     device: str = "cpu"
@@ -74,7 +85,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("train_chars", "val_chars", "grad_clip", "weight_decay"):
+        if self.lr_scale < 0:
+            raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
+        if self.lr_scale > 0:  # the rate the study searched is relative to the optimizer's usual one
+            object.__setattr__(self, "lr", self.lr_scale * BASE_LR[self.optimizer])
+        if any(b <= a for a, b in zip(self.eval_at, self.eval_at[1:])) or any(c < 1 for c in self.eval_at):
+            raise ValueError(f"eval_at must be increasing positive character counts, got {self.eval_at}")
+        for name in ("train_chars", "val_chars", "grad_clip", "weight_decay", "stop_chars", "patience",
+                     "min_delta", "time_limit_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.prime:
@@ -97,6 +115,8 @@ class TrainConfig:
                 value = int(value)
             elif isinstance(default, float):
                 value = float(value)
+            elif key == "eval_at":
+                value = tuple(int(v) for v in value)
             elif isinstance(default, tuple):
                 value = tuple(float(v) for v in value)
             elif isinstance(default, str):
@@ -117,6 +137,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["final_temperatures"] = list(self.final_temperatures)
+        d["eval_at"] = list(self.eval_at)
         return d
 
     @property
@@ -127,9 +148,24 @@ class TrainConfig:
         return self.precision == "bf16"
 
     @property
-    def eval_every(self) -> int:
-        """Training characters between evaluations; the last evaluation lands on the budget."""
-        return max(1, self.budget_chars // self.evals_per_trial)
+    def end_chars(self) -> int:
+        """Where training ends: `stop_chars` when set, else the budget."""
+        return min(self.stop_chars or self.budget_chars, self.budget_chars)
+
+    def eval_points(self, budget_chars: int | None = None) -> list[int]:
+        """The character counts at which the trainer evaluates, ending with the end of training.
+
+        `eval_at` when given (ASHA's rungs are among them, so every trial is scored at the same points),
+        else `evals_per_trial` evenly spaced points. An evaluation happens at the first step past each point.
+        """
+        budget = budget_chars or self.budget_chars
+        end = min(self.stop_chars or budget, budget)
+        if self.eval_at:
+            points = [c for c in self.eval_at if c < end]
+        else:
+            every = max(1, budget // self.evals_per_trial)
+            points = list(range(every, end, every))
+        return points + [end]
 
 
 def bf16_is_native(device: str) -> bool:

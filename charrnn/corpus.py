@@ -144,7 +144,10 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> tuple[str, str]:
 
 
 def load_corpus(path: str | Path, name: str | None = None, encoding: str = "utf-8") -> Corpus:
-    """Read, validate, encode and split a corpus file."""
+    """Read, validate, encode and split a corpus file; a bundled corpus must match its pinned sha256."""
+    from charrnn.corpora import check_bundled  # imported here: charrnn.corpora imports this module
+
     path = Path(path)
     text, sha = read_text(path, encoding)
+    check_bundled(path, sha)
     return from_text(text, name=name or path.stem, path=str(path.resolve()), sha256=sha)

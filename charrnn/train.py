@@ -3,14 +3,15 @@
 The training text is cut into `batch_size` contiguous streams; each step takes the next `seq_len`
 characters of every stream and carries the hidden state over from the previous chunk, exactly as
 the lab's batch-1 loop does for its single stream. The budget is counted in training characters.
-At `evals_per_trial` evenly spaced points the trainer scores bits/char on the validation text,
-samples some text and hands an `EvalRecord` to `report`.
+At the configured evaluation points (`TrainConfig.eval_points`) the trainer scores bits/char on the
+validation text, samples some text and hands an `EvalRecord` to `report`.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -23,12 +24,16 @@ from charrnn.config import TrainConfig
 from charrnn.corpus import Vocab
 from charrnn.metrics import LN2, lr_at
 from charrnn.model import CharRNN, detach_hidden
-from charrnn.sample import sample
+from charrnn.sample import sample_many
 
 EVAL_STREAMS = 64
 EVAL_CHUNK = 256
 # Steps between host syncs to check the loss. Each check costs a device sync, which is free on CPU.
 CHECK_EVERY = {"cpu": 1, "cuda": 25}
+# With a time limit, the budget is fixed once this much training time has given a stable rate.
+RATE_WARMUP_S = 15.0
+# The share of a time-limited run kept back for evaluations.
+EVAL_RESERVE = 0.08
 
 
 @dataclass
@@ -38,17 +43,35 @@ class EvalRecord:
     chars_seen: int
     wall_s: float
     train_bpc: float  # mean over the steps since the previous evaluation
-    val_bpc: float
-    best_val_bpc: float
+    val_bpc: float  # this evaluation
+    best_val_bpc: float  # the best evaluation so far
     lr: float
     sample: str
     sample_temperature: float
     is_best: bool
+    budget_chars: int = 0  # the budget the lr schedule spans (shrunk to fit a time limit, if one is set)
     done: bool = False  # the last record of a trial
     diverged: bool = False
+    stopped_early: bool = False  # done because `patience` evaluations brought no new best
     final_samples: dict[float, str] = field(default_factory=dict)  # from the best weights, on the last record
+    test_bpc: float = math.nan  # the best weights on the test text, on the last record when a test text is given
     eval_s: float = 0.0  # time spent evaluating so far
     save: Callable[[Path], None] | None = field(default=None, repr=False)  # writes model.pt + state.pt
+
+
+@dataclass
+class TrainState:
+    """The trainer's progress: everything `state.pt` holds besides the model and optimizer."""
+
+    budget_chars: int
+    chars_seen: int = 0
+    pos: int = 0  # position in the training streams
+    wall_s: float = 0.0  # wall time of earlier attempts (before a resume)
+    eval_s: float = 0.0
+    best_val_bpc: float = math.inf
+    best_chars_seen: int = 0
+    evals_since_best: int = 0  # for early stopping
+    budget_fixed: bool = False  # the time limit has been turned into a budget
 
 
 @dataclass
@@ -63,6 +86,8 @@ class TrainResult:
     device: str
     records: list[EvalRecord]
     peak_gpu_mem_bytes: int = 0
+    test_bpc: float = math.nan
+    budget_chars: int = 0
 
     @property
     def chars_per_s(self) -> float:
@@ -86,6 +111,28 @@ def as_streams(ids: torch.Tensor, n_streams: int) -> torch.Tensor:
     """Cut a 1-D id tensor into `n_streams` equal contiguous rows (the tail that does not fit is dropped)."""
     length = len(ids) // n_streams
     return ids[: n_streams * length].view(n_streams, length)
+
+
+def is_new_best(value: float, best: float, min_delta: float) -> bool:
+    """Whether an evaluation counts as an improvement for early stopping."""
+    return math.isfinite(value) and value < best - min_delta
+
+
+def should_stop_early(evals_since_best: int, patience: int) -> bool:
+    """Early stopping: `patience` evaluations in a row without a new best (patience 0 never stops)."""
+    return patience > 0 and evals_since_best >= patience
+
+
+def budget_for_time_limit(budget: int, chars_seen: int, train_s: float, elapsed_s: float, limit_s: float,
+                          chars_per_step: int) -> int:
+    """The budget that fits in `limit_s` at the rate measured so far (never more than `budget`).
+
+    `train_s` is training time without evaluations; a share of the remaining time is kept for them.
+    """
+    rate = chars_seen / max(train_s, 1e-9)
+    more = rate * max(limit_s - elapsed_s, 0.0) * (1.0 - EVAL_RESERVE)
+    fitted = chars_seen + int(more) // chars_per_step * chars_per_step
+    return max(chars_seen + chars_per_step, min(budget, fitted))
 
 
 @torch.inference_mode()
@@ -114,6 +161,36 @@ def evaluate_bpc(model: CharRNN, ids: torch.Tensor, bf16: bool = False) -> float
     return float(total) / count / LN2
 
 
+def save_checkpoint(directory: str | Path, config: TrainConfig, vocab: Vocab, model: CharRNN,
+                    optimizer: torch.optim.Optimizer, state: TrainState, best_model: dict | None,
+                    wall_s: float) -> None:
+    """Write `model.pt` (the best weights, for sampling) and `state.pt` (everything to resume from)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    best = best_model or model.state_dict()
+    atomic_torch_save(
+        model_payload(model.config, vocab, best, config.to_dict(), chars_seen=state.best_chars_seen,
+                      val_bpc=state.best_val_bpc),
+        directory / MODEL_FILE,
+    )
+    atomic_torch_save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_model": best,
+         **asdict(state), "wall_s": wall_s},
+        directory / STATE_FILE,
+    )
+
+
+def load_checkpoint(directory: str | Path, model: CharRNN, optimizer: torch.optim.Optimizer,
+                    device: torch.device) -> tuple[TrainState, dict]:
+    """Restore model and optimizer from `state.pt`; returns the trainer state and the best weights."""
+    saved = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    names = {f.name for f in fields(TrainState)}
+    state = TrainState(**{k: v for k, v in saved.items() if k in names})
+    return state, saved["best_model"]
+
+
 def train(
     config: TrainConfig,
     train_ids: np.ndarray,
@@ -121,6 +198,7 @@ def train(
     vocab: Vocab,
     report: Callable[[EvalRecord], object] = lambda record: None,
     resume_from: str | Path | None = None,
+    test_ids: np.ndarray | None = None,
 ) -> TrainResult:
     """Train one CharRNN for `config.budget_chars` characters; returns a `TrainResult`.
 
@@ -131,6 +209,8 @@ def train(
         vocab: the corpus vocabulary (saved with checkpoints).
         report: called with an `EvalRecord` at each evaluation; `record.save(dir)` writes a checkpoint.
         resume_from: a directory holding a `state.pt` written by `record.save`, to continue from.
+        test_ids: an encoded test text, scored once with the best weights when training ends
+            (`TrainResult.test_bpc` and the last record's `test_bpc`); None during a search.
 
     A loss that turns NaN/inf or explodes ends training with status "diverged" (reported with
     `diverged=True` and a NaN val_bpc); it does not raise.
@@ -142,8 +222,7 @@ def train(
         torch.set_num_threads(config.threads)
     gen = np.random.default_rng(config.seed)
 
-    n_train = config.train_chars or len(train_ids)
-    n_train = min(n_train, len(train_ids))
+    n_train = min(config.train_chars or len(train_ids), len(train_ids))
     # A private copy: arrays from Ray's object store are read-only.
     streams = as_streams(torch.from_numpy(np.array(train_ids[:n_train])).to(device), config.batch_size)
     if streams.shape[1] < config.seq_len + 1:
@@ -158,92 +237,73 @@ def train(
     optimizer = make_optimizer(model, config)
     vocab_size = len(vocab)
     explode_nats = 3.0 * math.log(max(vocab_size, 2))  # three times worse than guessing uniformly
-
-    chars_seen, pos, wall_offset, eval_s = 0, 0, 0.0, 0.0
-    best_val, best_chars, best_state = math.inf, 0, None
+    state, best_model = TrainState(budget_chars=config.budget_chars, budget_fixed=not config.time_limit_s), None
     if resume_from is not None:
-        state = torch.load(Path(resume_from) / STATE_FILE, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        chars_seen, pos = int(state["chars_seen"]), int(state["pos"])
-        wall_offset, eval_s = float(state["wall_s"]), float(state["eval_s"])
-        best_val, best_chars = float(state["best_val_bpc"]), int(state["best_chars_seen"])
-        best_state = state["best_model"]
-        gen = np.random.default_rng([config.seed, chars_seen])
-        torch.manual_seed(config.seed + chars_seen)
+        state, best_model = load_checkpoint(resume_from, model, optimizer, device)
+        gen = np.random.default_rng([config.seed, state.chars_seen])
+        torch.manual_seed(config.seed + state.chars_seen)
 
     def elapsed() -> float:
-        return wall_offset + time.perf_counter() - t_start
+        return state.wall_s + time.perf_counter() - t_start
 
-    def save(directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = dict(chars_seen=best_chars, val_bpc=best_val)
-        atomic_torch_save(
-            model_payload(model.config, vocab, best_state or model.state_dict(), config.to_dict(), **meta),
-            directory / MODEL_FILE,
-        )
-        atomic_torch_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "chars_seen": chars_seen,
-                "pos": pos,
-                "wall_s": elapsed(),
-                "eval_s": eval_s,
-                "best_val_bpc": best_val,
-                "best_chars_seen": best_chars,
-                "best_model": best_state or model.state_dict(),
-            },
-            directory / STATE_FILE,
-        )
+    def save(directory: Path, wall_s: float) -> None:
+        save_checkpoint(directory, config, vocab, model, optimizer, state, best_model, wall_s)
+
+    def evaluate(done: bool, stopped_early: bool = False) -> EvalRecord:
+        """Score, sample and (at the end) draw the final samples and the test score; returns the record."""
+        nonlocal best_model
+        t_eval = time.perf_counter()
+        val_bpc = evaluate_bpc(model, val, config.bf16)
+        is_best = val_bpc < state.best_val_bpc
+        state.evals_since_best = 0 if is_new_best(val_bpc, state.best_val_bpc, config.min_delta) else (
+            state.evals_since_best + 1)
+        if is_best:
+            state.best_val_bpc, state.best_chars_seen = val_bpc, state.chars_seen
+            best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        done = done or should_stop_early(state.evals_since_best, config.patience)
+        stopped_early = stopped_early or (done and state.chars_seen < end_chars())
+        seed = config.seed * 1_000_003 + state.chars_seen
+        text = sample_many(model, vocab, config.prime, config.sample_chars, [config.sample_temperature], seed)[0]
+        finals, test_bpc = {}, math.nan
+        if done and best_model is not None:
+            best = CharRNN(model.config).to(device)
+            best.load_state_dict(best_model)
+            temps = list(config.final_temperatures)
+            finals = dict(zip(temps, sample_many(best, vocab, config.prime, config.final_sample_chars, temps,
+                                                 config.seed)))
+            if test_ids is not None:
+                test_bpc = evaluate_bpc(best, torch.from_numpy(np.array(test_ids)).to(device), config.bf16)
+        model.train()
+        state.eval_s += time.perf_counter() - t_eval
+        return EvalRecord(state.chars_seen, elapsed(), math.nan, val_bpc, state.best_val_bpc, lr, text,
+                          config.sample_temperature, is_best, state.budget_chars, done=done,
+                          stopped_early=stopped_early, final_samples=finals, test_bpc=test_bpc,
+                          eval_s=state.eval_s, save=functools.partial(_save_at, save, elapsed))
+
+    def end_chars() -> int:
+        return min(config.stop_chars or state.budget_chars, state.budget_chars)
+
+    def next_eval_after(chars: int) -> int:
+        return next(p for p in config.eval_points(state.budget_chars) if p > chars or p == end_chars())
 
     records: list[EvalRecord] = []
     check_every = CHECK_EVERY.get(device.type, 25)
     step_losses = torch.zeros(check_every, device=device)
     loss_sum, loss_steps, pending = 0.0, 0, 0
     chars_per_step = config.batch_size * config.seq_len
-    next_eval = (chars_seen // config.eval_every + 1) * config.eval_every
+    next_eval = next_eval_after(state.chars_seen)
     hidden = None
-    lr = lr_at(chars_seen, config.budget_chars, config.lr, config.lr_schedule)
+    lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
     model.train()
     status = "completed"
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16)
 
-    def report_eval(done: bool) -> None:
-        nonlocal best_val, best_chars, best_state, eval_s, loss_sum, loss_steps
-        t_eval = time.perf_counter()
-        val_bpc = evaluate_bpc(model, val, config.bf16)
-        is_best = val_bpc < best_val
-        if is_best:
-            best_val, best_chars = val_bpc, chars_seen
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        seed = config.seed * 1_000_003 + chars_seen
-        text = sample(model, vocab, config.prime, config.sample_chars, config.sample_temperature, seed)
-        finals = {}
-        if done and best_state is not None:
-            best_model = CharRNN(model.config).to(device)
-            best_model.load_state_dict(best_state)
-            finals = {
-                t: sample(best_model, vocab, config.prime, config.final_sample_chars, t, config.seed)
-                for t in config.final_temperatures
-            }
-        model.train()
-        eval_s += time.perf_counter() - t_eval
-        train_bpc = loss_sum / loss_steps / LN2 if loss_steps else math.nan
-        loss_sum, loss_steps = 0.0, 0
-        record = EvalRecord(chars_seen, elapsed(), train_bpc, val_bpc, best_val, lr, text,
-                            config.sample_temperature, is_best, done=done, final_samples=finals,
-                            eval_s=eval_s, save=save)
-        records.append(record)
-        report(record)
-
-    while chars_seen < config.budget_chars:
-        if pos + config.seq_len + 1 > streams.shape[1]:
+    while state.chars_seen < end_chars():
+        if state.pos + config.seq_len + 1 > streams.shape[1]:
             # A new pass over the text: start at a random offset, as the lab does, with a fresh state.
-            pos, hidden = int(gen.integers(0, config.seq_len)), None
-        x = streams[:, pos : pos + config.seq_len].long()
-        y = streams[:, pos + 1 : pos + config.seq_len + 1].long()
+            state.pos, hidden = int(gen.integers(0, config.seq_len)), None
+        x = streams[:, state.pos : state.pos + config.seq_len].long()
+        y = streams[:, state.pos + 1 : state.pos + config.seq_len + 1].long()
         with torch.autocast(**amp):
             logits, hidden = model(x, hidden)
         loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), y.reshape(-1))
@@ -253,26 +313,34 @@ def train(
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         if config.lr_schedule != "constant":
-            lr = lr_at(chars_seen, config.budget_chars, config.lr, config.lr_schedule)
+            lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
         optimizer.step()
-        pos += config.seq_len
-        chars_seen += chars_per_step
+        state.pos += config.seq_len
+        state.chars_seen += chars_per_step
         step_losses[pending] = loss.detach()
         pending += 1
 
-        at_eval = chars_seen >= next_eval or chars_seen >= config.budget_chars
+        if not state.budget_fixed and elapsed() - state.eval_s >= min(RATE_WARMUP_S, config.time_limit_s / 20):
+            state.budget_chars = budget_for_time_limit(state.budget_chars, state.chars_seen,
+                                                       elapsed() - state.eval_s, elapsed(), config.time_limit_s,
+                                                       chars_per_step)
+            state.budget_fixed = True
+            next_eval = next_eval_after(state.chars_seen - 1)
+
+        at_eval = state.chars_seen >= next_eval or state.chars_seen >= end_chars()
         if pending == check_every or at_eval:
             losses = step_losses[:pending].tolist()  # the one host sync per `check_every` steps
             pending = 0
             bad = [i for i, v in enumerate(losses) if not math.isfinite(v) or v > explode_nats]
             if bad:
-                chars_seen -= (len(losses) - bad[0] - 1) * chars_per_step  # the step where it happened
+                state.chars_seen -= (len(losses) - bad[0] - 1) * chars_per_step  # the step where it happened
                 status = "diverged"
-                record = EvalRecord(chars_seen, elapsed(), math.nan, math.nan, best_val, lr, "",
-                                    config.sample_temperature, False, done=True, diverged=True,
-                                    eval_s=eval_s, save=save)
+                record = EvalRecord(state.chars_seen, elapsed(), math.nan, math.nan, state.best_val_bpc, lr, "",
+                                    config.sample_temperature, False, state.budget_chars, done=True,
+                                    diverged=True, eval_s=state.eval_s,
+                                    save=functools.partial(_save_at, save, elapsed))
                 records.append(record)
                 report(record)
                 break
@@ -280,14 +348,28 @@ def train(
             loss_steps += len(losses)
 
         if at_eval:
-            report_eval(done=chars_seen >= config.budget_chars)
-            next_eval += config.eval_every
+            record = evaluate(done=state.chars_seen >= end_chars())
+            record.train_bpc = loss_sum / loss_steps / LN2 if loss_steps else math.nan
+            loss_sum, loss_steps = 0.0, 0
+            records.append(record)
+            report(record)
+            if record.done:
+                break
+            next_eval = next_eval_after(state.chars_seen)
 
     if status == "completed" and not records:
         # Resumed from a checkpoint taken at the very end (the driver died before it heard of it):
         # report the final evaluation again so that the trial still ends with its results.
-        report_eval(done=True)
+        record = evaluate(done=True)
+        records.append(record)
+        report(record)
 
+    last = records[-1] if records else None
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return TrainResult(status, best_val, best_chars, chars_seen, elapsed(), eval_s, model.num_params(),
-                       str(device), records, peak)
+    return TrainResult(status, state.best_val_bpc, state.best_chars_seen, state.chars_seen, elapsed(),
+                       state.eval_s, model.num_params(), str(device), records, peak,
+                       test_bpc=last.test_bpc if last else math.nan, budget_chars=state.budget_chars)
+
+
+def _save_at(save: Callable[[Path, float], None], elapsed: Callable[[], float], directory: Path) -> None:
+    save(directory, elapsed())

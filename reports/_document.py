@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, pct
+from reports._final import final_blocks, final_model
 from reports._importance import agreement
 from reports._render import Block, Code, Figure, Heading, Para, Table
 
@@ -209,7 +210,13 @@ def _agreement_blocks(a: Analysis) -> list[Block]:
                       "Spearman rank correlation": ag["spearman"].round(2), "same top hyperparameter": ag["same_top"]})
     return [Para("Agreement between methods. Optuna's evaluators are shown for reference, as point estimates "
                  "normalized to sum to 100%; PED-ANOVA measures what it takes to reach the top 10% of trials, not "
-                 "a share of variance."), Table(t)]
+                 "a share of variance."), Table(t),
+            Para("optuna-dashboard's importance panel (optuna-dashboard sqlite:///RUN/optuna.db) gives other "
+                 "numbers, by design: it runs PED-ANOVA on the study's COMPLETE trials only, those that trained "
+                 "their whole budget (trials ASHA stopped are PRUNED there and left out, so it sees the few "
+                 "survivors the scheduler picked, or, in a study run before PRUNED was recorded, trials at mixed "
+                 "budgets), while this report compares every valid trial at one equal budget with a bootstrapped "
+                 "fANOVA on a Gaussian-process surrogate.")]
 
 
 def _sample_blocks(a: Analysis) -> list[Block]:
@@ -257,6 +264,7 @@ def document(a: Analysis) -> list[Block]:
     blocks: list[Block] = [
         Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
         Para(a.summary, lead=True),
+        *final_blocks(a.run, final_model(a.run)),
         Heading(2, "Importance"),
         Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
         Table(importance_table(a)),

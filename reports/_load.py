@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,12 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class RunData:
-    """The contract's tables, validated; `trials` always has a `role` column ("search"/"repeat")."""
+    """The contract's tables, validated; `trials` always has a `role` column ("search"/"repeat").
+
+    The final model's row (role "final") is kept apart in `final`, so that nothing that fits or compares the
+    search trials can mistake it for one; its curve and samples stay in `curves` and `samples`.
+    `baselines` holds baselines.parquet (method, split, bpc), empty for runs written before it existed.
+    """
 
     run_dir: pathlib.Path
     study: dict[str, Any]
@@ -60,6 +65,8 @@ class RunData:
     trials: pd.DataFrame
     curves: pd.DataFrame
     samples: pd.DataFrame
+    final: pd.DataFrame = field(default_factory=pd.DataFrame)
+    baselines: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["method", "split", "bpc"]))
 
     @property
     def metric(self) -> str:
@@ -164,8 +171,27 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     samples["text"] = samples["text"].fillna("").astype(str)
     curves = curves.replace([np.inf, -np.inf], np.nan)
+    final = trials[trials["role"] == "final"].reset_index(drop=True)
+    trials = trials[trials["role"] != "final"]
     return RunData(run_dir, study, tuple(params), trials.reset_index(drop=True),
-                   curves.reset_index(drop=True), samples.reset_index(drop=True))
+                   curves.reset_index(drop=True), samples.reset_index(drop=True), final, _baselines(run_dir))
+
+
+def _baselines(run_dir: pathlib.Path) -> pd.DataFrame:
+    """baselines.parquet when the run has one (optional in the contract), else an empty frame."""
+    path = run_dir / "baselines.parquet"
+    empty = pd.DataFrame(columns=["method", "split", "bpc"])
+    if not path.is_file():
+        return empty
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a corrupt file
+        raise RunDirError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    if not {"method", "split", "bpc"} <= set(df.columns):
+        raise RunDirError(f"{path} lacks required column(s) method, split, bpc")
+    df = df.astype({"method": str, "split": str})
+    df["bpc"] = pd.to_numeric(df["bpc"], errors="coerce").astype(float)
+    return df
 
 
 def load_runs(run_dirs: list[str | pathlib.Path]) -> RunData:
@@ -201,4 +227,5 @@ def load_runs(run_dirs: list[str | pathlib.Path]) -> RunData:
             tables[name].append(df)
     study = {**first.study, "pooled_from": [str(r.run_dir) for r in runs]}
     pooled = {name: pd.concat(dfs, ignore_index=True) for name, dfs in tables.items()}
-    return RunData(first.run_dir, study, first.params, pooled["trials"], pooled["curves"], pooled["samples"])
+    return RunData(first.run_dir, study, first.params, pooled["trials"], pooled["curves"], pooled["samples"],
+                   first.final, first.baselines)

@@ -120,12 +120,26 @@ def validation_curves(a: Analysis) -> bytes | None:
         if math.isfinite(a.budget.chars):
             ax.axvline(a.budget.chars, color="k", ls="--", lw=1)
             ax.annotate(" compared here", (a.budget.chars, ax.get_ylim()[1]), va="top", fontsize=8)
+        _baseline_lines(ax, a.run.baselines)
         sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=ax, label=f"final {label(a.run.metric)}")
         _chars_axis(ax)
         ax.set_ylabel(label(a.run.metric))
         ax.set_title("Validation curves of all search trials (grey: diverged or failed)")
     return _png(fig)
+
+
+def _baseline_lines(ax, baselines: pd.DataFrame) -> None:
+    """The compressors' validation bits/char as grey lines, the axis widened to show them."""
+    val = baselines[baselines["split"] == "val"] if len(baselines) else baselines
+    lo, hi = ax.get_ylim()
+    for r, style in zip(val.itertuples(), ("--", "-.", ":", "--")):
+        if math.isfinite(r.bpc) and r.bpc < hi:
+            ax.axhline(r.bpc, color="grey", ls=style, lw=1)
+            ax.annotate(f"{r.method} {r.bpc:.2f} ", (ax.get_xlim()[1], r.bpc), ha="right", va="bottom", fontsize=8,
+                        color="dimgrey")
+            lo = min(lo, r.bpc - 0.05)
+    ax.set_ylim(lo, hi)
 
 
 def best_trial(a: Analysis) -> bytes | None:
@@ -214,10 +228,16 @@ def sample_importance(a: Analysis) -> bytes | None:
     return _png(fig)
 
 
+def final(a: Analysis) -> bytes | None:
+    from reports._final import final_curve, final_model
+
+    return final_curve(a.run, final_model(a.run))
+
+
 FIGURES = {
     "importance.png": importance_bars, "marginals.png": marginals, "interaction.png": interaction,
     "curves.png": validation_curves, "best_trial.png": best_trial, "cost.png": cost,
-    "sample_importance.png": sample_importance,
+    "sample_importance.png": sample_importance, "final.png": final,
 }
 
 

@@ -2,7 +2,8 @@
 
 Prose blocks are escaped as a whole, so run-directory strings (trial ids, hyperparameter names and values,
 the study name) can be put in them freely; generated text goes in `Code` blocks: <pre> in HTML, a fence
-longer than any backtick run of the text in Markdown.
+longer than any backtick run of the text in Markdown. `Details` groups blocks under a title that a reader
+opens when they want them: a plain <details> element in HTML (no script), a titled section in Markdown.
 """
 
 from __future__ import annotations
@@ -44,7 +45,20 @@ class Code:
     text: str
 
 
-Block = Heading | Para | Table | Figure | Code
+@dataclass(frozen=True)
+class Details:
+    """A titled group of blocks, collapsed in HTML until the reader opens it (e.g. how a number was computed).
+
+    `level` is the heading level of the title in Markdown; headings inside should be deeper.
+    """
+
+    title: str
+    blocks: tuple[Block, ...]
+    level: int = 2
+    open: bool = False
+
+
+Block = Heading | Para | Table | Figure | Code | Details
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
 _MD_LINE_START = re.compile(r"^(\s*|\s*\d+)([#+\-=>]|(?<=\d)[.)])")
@@ -74,9 +88,16 @@ def _cell(v: object) -> str:
 
 def to_markdown(blocks: list[Block]) -> str:
     """Render blocks as Markdown; figures link to the PNG files written beside the .md file."""
+    return "\n\n".join(_markdown(blocks)) + "\n"
+
+
+def _markdown(blocks) -> list[str]:
     out = []
     for b in blocks:
-        if isinstance(b, Heading):
+        if isinstance(b, Details):  # Markdown has no collapsed section everywhere: a normal titled one
+            out.append("#" * b.level + " " + md_escape(b.title))
+            out.extend(_markdown(b.blocks))
+        elif isinstance(b, Heading):
             out.append("#" * b.level + " " + md_escape(b.text))
         elif isinstance(b, Para):
             out.append(f"**{md_escape(b.text)}**" if b.lead else md_escape(b.text))
@@ -90,7 +111,7 @@ def to_markdown(blocks: list[Block]) -> str:
             out.append(f"![{md_escape(b.caption)}]({b.name})\n\n*{md_escape(b.caption)}*")
         elif isinstance(b, Code):
             out.append(md_fence(b.text))
-    return "\n\n".join(out) + "\n"
+    return out
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:60rem;margin:2rem auto;
@@ -98,15 +119,27 @@ padding:0 1rem;color:#222;line-height:1.45}h1{font-size:1.6rem}h2{margin-top:2.2
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;
 text-align:left}th{background:#f4f4f4}img{max-width:100%}figure{margin:1rem 0}figcaption{font-size:.85rem;color:#555}
 pre{background:#f7f7f5;border:1px solid #e2e2dd;padding:.75rem;white-space:pre-wrap;word-break:break-word;
-font-size:.85rem}p.answer{font-size:1.15rem;background:#eef5ff;padding:.75rem 1rem;border-left:4px solid #3a78d8}"""
+font-size:.85rem}details{margin:1.5rem 0}summary{cursor:pointer;font-weight:600;font-size:1.1rem}
+p.answer{font-size:1.15rem;background:#eef5ff;padding:.75rem 1rem;border-left:4px solid #3a78d8}"""
 
 
 def to_html(blocks: list[Block], figures: dict[str, bytes], title: str) -> str:
-    """Render blocks as one self-contained HTML page (figures inlined as base64 PNG)."""
+    """Render blocks as one self-contained HTML page (figures inlined as base64 PNG); no script."""
+    e = html.escape
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{e(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(_html(blocks, figures))
+            + "\n</body></html>\n")
+
+
+def _html(blocks, figures: dict[str, bytes]) -> list[str]:
     e = html.escape
     body = []
     for b in blocks:
-        if isinstance(b, Heading):
+        if isinstance(b, Details):
+            inner = "\n".join(_html(b.blocks, figures))
+            body.append(f"<details{' open' if b.open else ''}><summary>{e(b.title)}</summary>\n{inner}\n</details>")
+        elif isinstance(b, Heading):
             body.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             cls = ' class="answer"' if b.lead else ""
@@ -122,7 +155,4 @@ def to_html(blocks: list[Block], figures: dict[str, bytes], title: str) -> str:
                         f"<figcaption>{e(b.caption)}</figcaption></figure>")
         elif isinstance(b, Code):
             body.append(f"<pre>{e(b.text)}</pre>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{e(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(body)
-            + "\n</body></html>\n")
+    return body

@@ -11,24 +11,32 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from charrnn.baselines import compute_baselines
+from charrnn.checkpoint import FINAL_MODEL_FILE, MODEL_FILE
 from charrnn.metrics import corpus_words, ngram_hashes
+from study._compat import set_restored_callbacks
 from study.inputs import UsageError
-from study.results import ResultsWriter, TextIndex
+from study.results import BASELINES_FILE, ResultsWriter, TextIndex, atomic_copy, write_baselines
+from study.schedule import QuorumASHA, default_quorum
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.trainable import run_trial
 
 SEARCH_EXPERIMENT = "tune"
 REPEAT_EXPERIMENT = "tune-repeats"
+FINAL_EXPERIMENT = "tune-final"
 TRIALS_PER_GPU = 4
+# When the best configuration diverges in a seed repeat, the next best is tried, up to this many in all.
+MAX_FINAL_CANDIDATES = 3
 
 
 class Interrupted(Exception):
@@ -57,8 +65,8 @@ def _sigterm_as_sigint():
             signal.signal(signal.SIGTERM, previous)
 
 
-def _fit(tuner, expected_trials: int) -> None:
-    """Run a Tuner to the end; raise Interrupted if a signal cut it short."""
+def _fit(tuner, expected_trials: int):
+    """Run a Tuner to the end and return its ResultGrid; raise Interrupted if a signal cut it short."""
     with _sigterm_as_sigint():
         results = tuner.fit()
     if _TERMINATED.is_set():
@@ -66,18 +74,28 @@ def _fit(tuner, expected_trials: int) -> None:
     # After Ctrl-C Tune returns normally, leaving trials unfinished or never started.
     if results.num_terminated + results.num_errors < expected_trials:
         raise Interrupted("SIGINT")
+    return results
 
 
-def start_ray(address: str | None) -> None:
-    # Tune's console tables and per-checkpoint chatter are replaced by ResultsWriter's progress lines;
+def start_ray(address: str | None, verbose: bool = False) -> None:
+    # Tune's console tables and per-checkpoint chatter are replaced by the progress line (study.progress);
     # a trial's errors still reach the user through Tune's error files (see results.error_summary).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Start-up chatter (Ray's token-authentication notice and "Started a local Ray instance", Optuna's
+    # "A new study created") only with --verbose; Ray's warnings after start-up still show.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    quiet = logging.INFO if verbose else logging.ERROR
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, logging_level=quiet, log_to_driver=verbose)
     else:
         # "local" always starts a fresh instance, never a stale cluster named in /tmp/ray.
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, logging_level=quiet, log_to_driver=verbose)
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
+    # On Ctrl-C these two say "Resume experiment with: Tuner.restore(...)" and that Tune's own result files
+    # are missing: the CLI prints the resume command of the study, and its results are in the tables.
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def check_storage_reachable(storage: str) -> None:
@@ -120,15 +138,17 @@ def make_text_index(corpus) -> TextIndex:
 
 
 def run_study(plan) -> str:
-    """Run (or resume) the search and the repeats; returns the closing summary text."""
+    """Run (or resume) the search, the seed repeats and the final model; returns the closing summary text."""
     spec, run_dir = plan.spec, plan.run_dir.resolve()
-    start_ray(plan.address)
+    baselines = _start_baselines(plan)
+    start_ray(plan.address, plan.verbose)
     try:
         check_storage_reachable(_storage(plan))
         gpus = gpus_per_trial(plan.gpus_per_trial)
         cpus = plan.cpus_per_trial
         val_chars = spec.val_chars or len(plan.corpus.val)
         # Into the object store once; every trial reads these arrays without re-reading or re-encoding.
+        # The test text is not among them: only the final model sees it, once.
         data = {"train": plan.corpus.train, "val": plan.corpus.val[:val_chars], "vocab": plan.corpus.vocab.chars}
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus), {"cpu": cpus, "gpu": gpus}
@@ -137,13 +157,31 @@ def run_study(plan) -> str:
         writer = ResultsWriter(run_dir, list(spec.search), index, role="search", total_trials=plan.trials)
         try:
             _search(plan, trainable, writer)
-            if plan.repeats > 0:
-                _repeat_best(plan, trainable, writer)
+            chosen = _choose_final(plan, trainable, writer)
+            if plan.final_chars > 0 and chosen is not None:
+                _final(plan, chosen, writer)
         finally:
             writer.write()
     finally:
         ray.shutdown()
+        baselines.join()
     return _summary(plan, run_dir, writer)
+
+
+def _start_baselines(plan) -> threading.Thread:
+    """Score the compressor baselines on the validation and test text, beside the study (lzma and PPMd
+    release the GIL); written once to baselines.parquet, kept when resuming."""
+    def work():
+        if (plan.run_dir / BASELINES_FILE).exists():
+            return
+        c, vocab = plan.corpus, plan.corpus.vocab
+        rows = compute_baselines(vocab.decode_array(c.train), vocab.decode_array(c.val), vocab.decode_array(c.test),
+                                 vocab.chars)
+        write_baselines(plan.run_dir, rows)
+
+    thread = threading.Thread(target=work, name="baselines", daemon=True)
+    thread.start()
+    return thread
 
 
 def _storage(plan) -> str:
@@ -175,7 +213,7 @@ def _restored(plan, name: str, trainable, writer: ResultsWriter) -> tune.Tuner |
     tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     # The restored run config holds the callbacks of the killed driver; use this driver's writer.
-    tuner._local_tuner.get_run_config().callbacks = [writer]
+    set_restored_callbacks(tuner, [writer])
     writer.echo(f"resuming {path}")
     return tuner
 
@@ -187,15 +225,15 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
         searcher = StudySearch(
             optuna_space(spec), metric="val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
-            study_name=spec.name, storage=storage,
+            study_name=plan.study_name, storage=storage,
         )
         if plan.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
         if spec.scheduler["name"] == "asha":
-            scheduler = ASHAScheduler(
-                time_attr="chars_seen", max_t=spec.budget_chars,
-                grace_period=spec.eval_every * spec.scheduler["grace_evals"],
-                reduction_factor=spec.scheduler["reduction_factor"],
+            rungs, rf = spec.rungs(), spec.scheduler["reduction_factor"]
+            scheduler = QuorumASHA(
+                time_attr="chars_seen", max_t=spec.budget_chars, grace_period=spec.grace_chars,
+                reduction_factor=rf, rungs=rungs, quorum=default_quorum(len(rungs), rf),
             )
         else:
             scheduler = FIFOScheduler()
@@ -221,9 +259,11 @@ def _fail_orphans(plan) -> None:
     treating it as in flight and the dashboard would show it running forever.
     """
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
-    study = optuna.load_study(study_name=plan.spec.name, storage=storage)
+    study = optuna.load_study(study_name=plan.study_name, storage=storage)
+    study_id = storage.get_study_id_from_name(plan.study_name)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "status", "orphaned")
+        storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+                                    "status", "orphaned")
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
@@ -240,74 +280,179 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def best_search_trial(trials: pd.DataFrame) -> pd.Series | None:
-    """The search trial with the lowest val_bpc among those that trained their whole budget."""
-    search = trials[(trials.get("role", "search") == "search")]
-    done = search[(search["status"] == "completed") & search["val_bpc"].notna()]
-    if done.empty:
-        done = search[search["val_bpc"].notna() & search["status"].isin(["completed", "stopped"])]
-    if done.empty:
+def ranked_search_trials(trials: pd.DataFrame, eval_at: list[int]) -> pd.DataFrame:
+    """Search trials that trained normally, best first: those that got to a later evaluation point first (a
+    value at a smaller budget is not comparable with one at a larger), by val_bpc among equals."""
+    search = trials[trials.get("role", "search") == "search"]
+    ok = search[search["val_bpc"].notna() & search["status"].isin(["completed", "stopped"])].copy()
+    ok["_reached"] = np.searchsorted(np.asarray(eval_at), ok["chars_seen"].to_numpy(), side="right")
+    return ok.sort_values(["_reached", "val_bpc"], ascending=[False, True]).drop(columns="_reached")
+
+
+def best_search_trial(trials: pd.DataFrame, eval_at: list[int]) -> pd.Series | None:
+    """The search trial with the lowest val_bpc among those that got furthest (normally: the whole budget)."""
+    ranked = ranked_search_trials(trials, eval_at)
+    return None if ranked.empty else ranked.iloc[0]
+
+
+def _params(plan, trial: pd.Series) -> dict:
+    params = {name: trial[f"param.{name}"] for name in plan.spec.search}
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
+
+
+def unstable_repeats(trials: pd.DataFrame, trial_id: str) -> tuple[int, int]:
+    """(repeats that diverged or failed, repeats) of one search trial's configuration."""
+    rep = trials[(trials.get("role", "search") == "repeat") & (trials.get("repeat_of") == trial_id)]
+    return int(rep["status"].isin(["diverged", "failed"]).sum()), len(rep)
+
+
+def _choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
+    """Retrain the best configuration with `repeats` other seeds (the noise floor for the report, and a check
+    that it trains reliably); a configuration that diverges in any seed is not handed over as the final model,
+    and the next best is checked instead. Returns the search trial whose configuration the final model trains."""
+    ranked = ranked_search_trials(writer.trials_frame(), plan.spec.eval_at())
+    if ranked.empty:
+        writer.echo("no trial finished; skipping the seed repeats and the final model")
         return None
-    return done.loc[done["val_bpc"].idxmin()]
+    if plan.repeats == 0:
+        return ranked.iloc[0]
+    for k, (_, candidate) in enumerate(ranked.head(MAX_FINAL_CANDIDATES).iterrows()):
+        _repeat(plan, trainable, writer, candidate, REPEAT_EXPERIMENT if k == 0 else f"{REPEAT_EXPERIMENT}-{k + 1}")
+        bad, n = unstable_repeats(writer.trials_frame(), str(candidate["trial_id"]))
+        if not bad:
+            return candidate
+        writer.echo(f"trial {candidate['trial_id']}'s configuration is unstable: it diverged or failed in {bad} of "
+                    f"{n} seed repeats; it is not handed over as the final model")
+    writer.echo(f"none of the {MAX_FINAL_CANDIDATES} best configurations trained reliably in every seed; "
+                "no final model")
+    return None
 
 
-def _repeat_best(plan, trainable, writer: ResultsWriter) -> None:
-    """Retrain the best configuration with `repeats` other seeds: the seed noise floor for the report."""
-    trials = writer.trials_frame()
-    best = best_search_trial(trials)
-    if best is None:
-        writer.echo("no trial finished; skipping the seed repeats")
-        return
+def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
+    """Retrain one configuration with `repeats` other seeds, on the search's schedule up to `repeat_chars`."""
     seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
-    params = {name: best[f"param.{name}"] for name in plan.spec.search}
-    params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
     writer.role, writer.total_trials = "repeat", plan.repeats
     writer.extra = {"repeat_of": str(best["trial_id"])}
-    tuner = _restored(plan, REPEAT_EXPERIMENT, trainable, writer)
+    tuner = _restored(plan, experiment, trainable, writer)
     if tuner is not None:
         _fit(tuner, plan.repeats)
         return
-    writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds}")
+    stop = plan.spec.repeat_chars or plan.spec.budget_chars
+    writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds} "
+                f"to {stop:,} characters")
     tuner = tune.Tuner(
         trainable,
-        param_space={**plan.spec.fixed, **plan.spec.run_settings(), **params, "seed": tune.grid_search(seeds)},
+        param_space={**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, best), "stop_chars": stop,
+                     "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(metric="val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
                                     reuse_actors=_reuse_actors(plan), trial_dirname_creator=_trial_dirname),
-        run_config=_run_config(plan, REPEAT_EXPERIMENT, writer),
+        run_config=_run_config(plan, experiment, writer),
     )
     _fit(tuner, len(seeds))
 
 
+def final_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) for the final model: a whole node, the largest one, not one trial's share."""
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    cpus = max((r.get("CPU", 0) for r in nodes), default=1)
+    gpus = 1.0 if any(r.get("GPU", 0) >= 1 for r in nodes) else 0.0
+    return max(1.0, float(cpus)), gpus
+
+
+def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
+    """Train the chosen configuration to convergence and score it once on the test text."""
+    final = plan.spec.final
+    cpus, gpus = final_resources()
+    corpus = plan.corpus
+    data = {"train": corpus.train, "val": corpus.val[: final["val_chars"] or len(corpus.val)], "test": corpus.test,
+            "vocab": corpus.vocab.chars}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
+                                    {"cpu": cpus, "gpu": gpus})
+    writer.role, writer.total_trials = "final", 1
+    writer.extra = {"repeat_of": str(chosen["trial_id"])}
+    tuner = _restored(plan, FINAL_EXPERIMENT, trainable, writer)
+    if tuner is None:
+        minutes = plan.final_minutes
+        writer.echo(f"final model: trial {chosen['trial_id']}'s configuration, up to {plan.final_chars:,} characters"
+                    + (f" or {minutes:g} minutes" if minutes else "") + f", on {cpus:g} CPUs"
+                    + (" and a GPU" if gpus else "") + "; scored once on the test text")
+        tuner = tune.Tuner(
+            trainable,
+            param_space={**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, chosen),
+                         "budget_chars": plan.final_chars, "eval_at": [], "evals_per_trial": final["evals"],
+                         "val_chars": 0, "patience": final["patience"], "min_delta": final["min_delta"],
+                         "time_limit_s": 60.0 * minutes, "seed": plan.seed},
+            tune_config=tune.TuneConfig(metric="val_bpc", mode="min", num_samples=1,
+                                        trial_dirname_creator=_trial_dirname),
+            run_config=_run_config(plan, FINAL_EXPERIMENT, writer),
+        )
+    results = _fit(tuner, 1)
+    result = results[0]
+    if result.checkpoint is not None and not result.error:
+        with result.checkpoint.as_directory() as directory:
+            atomic_copy(Path(directory) / MODEL_FILE, plan.run_dir / FINAL_MODEL_FILE)
+
+
 def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:
+    """The closing summary: the final model first (its test score beside the baselines, its text, how to sample
+    more), then the search."""
     trials = writer.trials_frame()
+    samples = pd.DataFrame(writer.samples)
+    lines = _final_lines(plan, run_dir, trials, samples)
     search = trials[trials["role"] == "search"]
     counts = search["status"].value_counts().to_dict()
-    lines = [f"study {plan.spec.name}: {len(search)} trials "
-             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    best = best_search_trial(trials)
+    lines.append(f"study {plan.spec.name}: {len(search)} search trials "
+                 + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    best = best_search_trial(trials, plan.spec.eval_at())
     if best is None:
         lines.append("no trial reached an evaluation.")
     else:
         params = ", ".join(f"{n}={_fmt(best[f'param.{n}'])}" for n in plan.spec.search)
-        lines.append(f"best trial {best['trial_id']}: val_bpc {best['val_bpc']:.4f} after "
+        lines.append(f"best search trial {best['trial_id']}: val_bpc {best['val_bpc']:.4f} after "
                      f"{int(best['chars_seen']):,} chars ({best['wall_s']:.0f} s)")
         lines.append(f"  {params}")
-        repeats = trials[(trials["role"] == "repeat") & trials["val_bpc"].notna()]
+        repeats = trials[(trials["role"] == "repeat") & (trials.get("repeat_of") == best["trial_id"])]
         if len(repeats):
-            lines.append(f"  retrained with {len(repeats)} other seeds: val_bpc "
-                         + ", ".join(f"{v:.4f}" for v in repeats["val_bpc"]))
-        samples = pd.DataFrame(writer.samples)
-        mine = samples[samples["trial_id"] == best["trial_id"]] if len(samples) else samples
-        if len(mine):
-            finals = mine[mine["kind"] == "final"]
-            pick = (finals.iloc[(finals["temperature"] - 0.8).abs().argsort()].iloc[0] if len(finals)
-                    else mine.iloc[-1])
-            lines.append(f"  sample (temperature {pick['temperature']}):")
-            lines.append("    " + str(pick["text"]).strip().replace("\n", "\n    "))
-        if best.get("checkpoint"):
-            lines.append(f"  checkpoint: {best['checkpoint']}/model.pt")
+            lines.append(f"  retrained with {len(repeats)} other seeds: "
+                         + ", ".join(f"{v:.4f}" if np.isfinite(v) else s
+                                     for v, s in zip(repeats["val_bpc"], repeats["status"])))
+            bad, n = unstable_repeats(trials, str(best["trial_id"]))
+            if bad:
+                lines.append(f"  unstable: it diverged or failed in {bad} of {n} seeds, so it is not the final model")
     lines.append(f"run directory: {run_dir}")
     return "\n".join(lines)
+
+
+def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> list[str]:
+    final = trials[trials["role"] == "final"]
+    if final.empty:
+        why = ("--final-chars 0" if plan.final_chars == 0 else "no configuration trained reliably"
+               if len(trials[trials["role"] == "repeat"]) else "no search trial finished")
+        return [f"no final model ({why})."]
+    row = final.iloc[-1]
+    if row["status"] != "completed" or not np.isfinite(row.get("test_bpc", np.nan)):
+        return [f"final model {row['trial_id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else "")]
+    refs = _baseline_refs(run_dir)
+    lines = [f"final model: test {row['test_bpc']:.3f} bits/char" + (f" ({refs})" if refs else "")
+             + f"; val {row['val_bpc']:.3f} after {int(row['chars_seen']):,} chars in {row['wall_s'] / 60:.1f} min",
+             "  " + ", ".join(f"{n}={_fmt(row[f'param.{n}'])}" for n in plan.spec.search)
+             + f" (search trial {row['repeat_of']}'s configuration)"]
+    mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
+    for _, s in mine.sort_values("temperature").iterrows():
+        lines.append(f"  sample at temperature {s['temperature']:g}:")
+        lines.append("    " + str(s["text"]).strip().replace("\n", "\n    "))
+    lines.append(f"  more text: python -m charrnn.sample --run {run_dir} --temperature 0.8 --length 1000")
+    return lines
+
+
+def _baseline_refs(run_dir: Path) -> str:
+    path = run_dir / BASELINES_FILE
+    if not path.exists():
+        return ""
+    b = pd.read_parquet(path)
+    b = b[b["split"] == "test"].set_index("method")["bpc"]
+    names = {"ppmd": "PPMd", "xz": "xz", "unigram": "unigram"}
+    return ", ".join(f"{names.get(m, m)} {v:.3f}" for m, v in b.items())
 
 
 def _fmt(v) -> str:

@@ -8,52 +8,47 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from charrnn import corpora
 from charrnn.corpus import Corpus, CorpusError, load_corpus
 from study.spec import SpecError, StudySpec, load_spec
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-JOBS_DIR = REPO_ROOT / "jobs"
-DEFAULT_SPEC = JOBS_DIR / "sherlock.toml"
+SPECS_DIR = Path(__file__).resolve().parent / "specs"  # package data: found from any working directory
+DEFAULT_SPEC = "sherlock"
 
 
 class UsageError(ValueError):
     """Bad input from the user: one line, exit status 2."""
 
 
-def data_dirs() -> list[Path]:
-    """Where named corpora are looked up, in order."""
-    dirs = []
-    if os.environ.get("CHARRNN_DATA"):
-        dirs.append(Path(os.environ["CHARRNN_DATA"]))
-    dirs += [Path.cwd() / "data", REPO_ROOT.parent / "shared" / "data"]
-    return dirs
-
-
 def resolve_corpus(name_or_path: str) -> tuple[str, Path]:
-    """A corpus name (found as NAME.txt in the data folders) or a path -> (name, path)."""
+    """A corpus name or a path -> (name, path); names resolve as `charrnn.corpora.find` says."""
     path = Path(name_or_path).expanduser()
     looks_like_path = os.sep in name_or_path or path.suffix or path.exists()
     if looks_like_path:
         return path.stem, path
-    for d in data_dirs():
-        candidate = d / f"{name_or_path}.txt"
-        if candidate.exists():
-            return name_or_path, candidate
-    where = ", ".join(str(d) for d in data_dirs())
-    raise UsageError(f"corpus {name_or_path!r} not found as {name_or_path}.txt in {where} (set $CHARRNN_DATA or pass a path)")
+    try:
+        return name_or_path, corpora.find(name_or_path)
+    except CorpusError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def spec_names() -> list[str]:
+    """The names of the specs that ship with the package (`sherlock`, `shakespeare`, `smoke`)."""
+    return sorted(p.stem for p in SPECS_DIR.glob("*.toml"))
 
 
 def resolve_spec(value: str | None) -> StudySpec:
-    """--spec PATH, or a name in jobs/ (e.g. 'smoke'), or the default sherlock spec."""
-    if value is None:
-        path = DEFAULT_SPEC
-    else:
-        path = Path(value)
-        if not path.exists() and not path.suffix and (JOBS_DIR / f"{value}.toml").exists():
-            path = JOBS_DIR / f"{value}.toml"
+    """--spec PATH, or the name of a bundled spec (e.g. 'smoke'), or the default sherlock spec."""
+    value = value or DEFAULT_SPEC
+    path = Path(value).expanduser()
+    if not path.exists() and not path.suffix and os.sep not in value:
+        if value not in spec_names():
+            raise UsageError(f"spec {value!r} is neither a file nor a bundled spec ({', '.join(spec_names())})")
+        path = SPECS_DIR / f"{value}.toml"
     try:
         return load_spec(path)
     except SpecError as exc:
@@ -90,6 +85,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
     if args.repeats is not None and args.repeats < 0:
         raise UsageError(f"--repeats must be >= 0, got {args.repeats}")
+    if args.final_chars is not None and args.final_chars < 0:
+        raise UsageError(f"--final-chars must be >= 0 (0 skips the final model), got {args.final_chars}")
+    if args.final_minutes is not None and not args.final_minutes >= 0:
+        raise UsageError(f"--final-minutes must be >= 0 (0 = no limit), got {args.final_minutes}")
     if args.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
     if args.seed is not None and args.seed < 0:
@@ -103,9 +102,16 @@ def check_args(args: argparse.Namespace) -> None:
                              "(use --gpus-per-trial 0, or --address to join a cluster that has GPUs)")
 
 
-def default_out(spec: StudySpec) -> Path:
+def study_name(spec: StudySpec, corpus: Corpus) -> str:
+    """The spec's name, followed by the corpus's when it is not the spec's own (e.g. "sherlock-mynovel")."""
+    if corpus.name == Path(spec.corpus).stem:
+        return spec.name
+    return f"{spec.name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', corpus.name).strip('._') or 'corpus'}"
+
+
+def default_out(name: str) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path("runs") / f"{spec.name}-{stamp}"
+    return Path("runs") / f"{name}-{stamp}"
 
 
 def is_run_dir(path: Path) -> bool:

@@ -10,7 +10,6 @@ import functools
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,12 +21,14 @@ import pandas as pd
 from ray.tune import Callback
 
 from charrnn.metrics import copied_frac, known_word_frac
+from study.progress import Progress, Tally
 
 SCHEMA_VERSION = 1
 STUDY_FILE = "study.json"
 TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
 SAMPLES_FILE = "samples.parquet"
+BASELINES_FILE = "baselines.parquet"
 STATUSES = ("completed", "stopped", "diverged", "failed", "running")
 FINAL_STATUSES = ("completed", "stopped", "diverged", "failed")
 
@@ -47,6 +48,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    atomic_write_bytes(dst, Path(src).read_bytes())
+
+
+def write_baselines(run_dir: Path, rows: list[dict]) -> None:
+    """baselines.parquet: `method, split, bpc, detail`, one row per baseline and split (val, test)."""
+    df = pd.DataFrame(rows, columns=["method", "split", "bpc", "detail"])
+    for col in ("method", "split", "detail"):
+        df[col] = df[col].astype("string")
+    df["bpc"] = df["bpc"].astype("float64")
+    atomic_write_parquet(Path(run_dir) / BASELINES_FILE, df)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -101,10 +115,6 @@ def summarize_error(text: str) -> str:
     return line[:1000]
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def _unless_final(hook):
     """A ResultsWriter hook that leaves alone the trials an interrupted driver saw finish (`_final`)."""
     @functools.wraps(hook)
@@ -122,13 +132,15 @@ class ResultsWriter(Callback):
     """
 
     def __init__(self, run_dir: Path, search_params: list[str], text_index: TextIndex | None = None,
-                 role: str = "search", total_trials: int = 0, echo: Callable[[str], None] = _stderr):
+                 role: str = "search", total_trials: int = 0, echo: Callable[[str], None] | None = None,
+                 progress: Progress | None = None):
         self.run_dir = Path(run_dir)
         self.search_params = list(search_params)
         self.text_index = text_index
         self.role = role
         self.total_trials = total_trials
-        self.echo = echo
+        self.progress = progress or Progress(write=echo)
+        self.echo = self.progress.log
         self.trials: dict[str, dict] = {}
         self.curves: list[dict] = []
         self.samples: list[dict] = []
@@ -159,6 +171,7 @@ class ResultsWriter(Callback):
         row = self._row(trial)
         row["status"] = "running"
         self.write()
+        self.progress.update(self._tally())
 
     @_unless_final
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -203,11 +216,18 @@ class ResultsWriter(Callback):
         if not result.get("diverged"):
             row["val_bpc"] = float(result["val_bpc"])
             row["best_chars_seen"] = int(self._best_chars(tid))
+        if "budget_chars" in result:
+            row["budget_chars"] = int(result["budget_chars"])
+        if _finite(result.get("test_bpc")):
+            row["test_bpc"] = float(result["test_bpc"])
+        if result.get("stopped_early"):
+            row["stopped_early"] = True
         train_s = max(row["wall_s"] - row["eval_s"], 1e-9)
         row["chars_per_s"] = chars / train_s
         best = self.best_val_bpc()
-        if self.role == "search" and best < prev_best:
-            self.echo(f"{self._counts()} new best val_bpc {best:.4f} (trial {tid}, {chars:,} chars)")
+        new_best = self.role == "search" and best < prev_best
+        self.progress.update(self._tally(), note=f"new best val_bpc {best:.4f} (trial {tid}, {chars:,} chars)"
+                             if new_best else None)
         self.write(throttle=2.0)
 
     @_unless_final
@@ -226,8 +246,9 @@ class ResultsWriter(Callback):
             row["error"] = row.get("error") or "trial ended without reporting a result"
         row["checkpoint"] = _checkpoint_path(trial)
         self.write()
-        self.echo(f"{self._counts()} trial {trial.trial_id} {row['status']}"
-                  + (f", val_bpc {row['val_bpc']:.4f}" if _finite(row.get("val_bpc")) else ""))
+        self.progress.log(f"trial {trial.trial_id} {row['status']}"
+                          + (f", val_bpc {row['val_bpc']:.4f}" if _finite(row.get("val_bpc")) else ""),
+                          self._tally())
 
     @_unless_final
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -235,10 +256,14 @@ class ResultsWriter(Callback):
         row["status"] = "failed"
         row["error"] = error_summary(trial)
         self.write()
-        self.echo(f"{self._counts()} trial {trial.trial_id} failed: {row['error']}")
+        self.progress.log(f"trial {trial.trial_id} failed: {row['error']}", self._tally())
+
+    def on_step_end(self, iteration, trials, **info):
+        self.progress.tick()
 
     def on_experiment_end(self, trials, **info):
         self.write()
+        self.progress.close()
 
     # ---- tables -------------------------------------------------------------------------------------
     def _row(self, trial) -> dict:
@@ -267,12 +292,11 @@ class ResultsWriter(Callback):
         vals = [r["val_bpc"] for r in self.trials.values() if r.get("role") == "search" and _finite(r.get("val_bpc"))]
         return min(vals) if vals else math.inf
 
-    def _counts(self) -> str:
+    def _tally(self) -> Tally:
         rows = [r for r in self.trials.values() if r.get("role") == self.role]
         done = sum(r["status"] != "running" for r in rows)
-        running = len(rows) - done
-        total = self.total_trials or len(rows)
-        return f"[{self.role} {done}/{total} done, {running} running]"
+        failed = sum(r["status"] in ("failed", "diverged") for r in rows)
+        return Tally(self.role, self.total_trials or len(rows), done, len(rows) - done, failed, self.best_val_bpc())
 
     def trials_frame(self) -> pd.DataFrame:
         df = pd.DataFrame(list(self.trials.values()))
@@ -284,11 +308,13 @@ class ResultsWriter(Callback):
                     "checkpoint", "repeat_of"):
             if col in df:
                 df[col] = df[col].astype("string")
-        for col in ("val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s"):
+        for col in ("val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s", "test_bpc"):
             if col in df:
                 df[col] = df[col].astype("float64")
+        if "stopped_early" in df:
+            df["stopped_early"] = df["stopped_early"].astype("boolean").fillna(False).astype(bool)
         for col in ("chars_seen", "best_chars_seen", "trial_index", "seed", "retries", "threads",
-                    "peak_gpu_mem_bytes"):
+                    "peak_gpu_mem_bytes", "budget_chars"):
             if col in df:
                 df[col] = df[col].fillna(0).astype("int64")
         return df

@@ -1,7 +1,7 @@
 """Run a hyperparameter study of CharRNNs with Ray Tune + Optuna.
 
     python -m study.run --trials 50
-    python -m study.run --spec jobs/smoke.toml --trials 4 --out runs/smoke
+    python -m study.run --spec smoke --trials 4 --out runs/smoke
     python -m study.run --resume runs/sherlock-20261124T190000Z
 """
 from __future__ import annotations
@@ -13,16 +13,17 @@ import os
 import platform
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from charrnn.config import BASE_LR
 from charrnn.corpus import Corpus
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
-                          resolve_spec)
+                          resolve_spec, study_name)
 from study.results import STUDY_FILE, atomic_write_json
-from study.spec import SpecError, StudySpec, load_spec
+from study.spec import SpecError, StudySpec, fit_to_corpus, load_spec
 
 SCHEMA_VERSION = 1
 
@@ -36,10 +37,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m study.run", description="Run a CharRNN hyperparameter study (Ray Tune + Optuna).")
     p.add_argument("--trials", type=int, help="number of search trials (default: the spec's, 50 for sherlock)")
-    p.add_argument("--spec", help="job spec TOML, or a name in jobs/ (default: jobs/sherlock.toml)")
+    p.add_argument("--spec", help="job spec TOML, or a bundled spec: sherlock (the default), shakespeare, smoke")
     p.add_argument("--corpus", help="corpus name (sherlock, shakespeare) or path to a UTF-8 text file")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default utf-8)")
-    p.add_argument("--out", help="run directory (default: runs/<spec name>-<UTC timestamp>)")
+    p.add_argument("--out", help="run directory (default: runs/<study name>-<UTC timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted study in RUN_DIR")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial; torch threads = this (default 1)")
@@ -47,10 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per trial, fractions share a GPU (default: 0.25 when the cluster has GPUs, else 0)")
     p.add_argument("--seed", type=int, help="seed of the sampler and of the trials (default: the spec's)")
     p.add_argument("--repeats", type=int, help="retrain the best config with this many other seeds (default: spec's, 3)")
+    p.add_argument("--final-chars", type=int,
+                   help="train the best configuration for up to this many characters as the final model, scored "
+                        "once on the test text (default: the spec's; 0 skips the final model)")
+    p.add_argument("--final-minutes", type=float,
+                   help="at most this many minutes for the final model: its budget shrinks to fit (default: the "
+                        "spec's; 0 = no limit)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial from its checkpoint")
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one (or set RAY_ADDRESS)")
     p.add_argument("--storage", help="where Tune keeps checkpoints: a path or a pyarrow URI (default RUN/)")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and Optuna's start-up messages and the trials' own output")
     return p
 
 
@@ -64,6 +73,8 @@ class Plan:
     trials: int
     seed: int
     repeats: int
+    final_chars: int
+    final_minutes: float
     cpus_per_trial: float
     gpus_per_trial: float | None
     max_concurrent: int | None
@@ -73,6 +84,12 @@ class Plan:
     encoding: str
     resume: bool
     report: bool
+    study_name: str = ""  # names the Optuna study and the default run directory; the spec's name if empty
+    adjusted: dict = field(default_factory=dict)  # what fit_to_corpus changed in the spec, for study.json
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        self.study_name = self.study_name or self.spec.name
 
 
 def prepare(args: argparse.Namespace) -> Plan:
@@ -91,13 +108,18 @@ def prepare(args: argparse.Namespace) -> Plan:
         corpus = load_checked_corpus(spec, inv["corpus_path"], inv["encoding"])
         if corpus.sha256 != saved["corpus"]["sha256"]:
             raise UsageError(f"the corpus {inv['corpus_path']} changed since the study started (sha256 differs)")
-        return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"], inv["cpus_per_trial"],
+        spec, adjusted = fit_to_corpus(spec, len(corpus.train), len(corpus.val))  # as when it started
+        return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"],
+                    inv.get("final_chars", 0), inv.get("final_minutes", 0.0), inv["cpus_per_trial"],
                     inv["gpus_per_trial"], inv["max_concurrent"], args.max_failures,
                     args.address or os.environ.get("RAY_ADDRESS") or inv.get("address"), inv["storage"],
-                    inv["encoding"], True, not args.no_report)
+                    inv["encoding"], True, not args.no_report,
+                    study_name=saved.get("name", spec.name), adjusted=adjusted, verbose=args.verbose)
     spec = resolve_spec(args.spec)
     corpus = load_checked_corpus(spec, args.corpus, args.encoding)
-    run_dir = Path(args.out) if args.out else default_out(spec)
+    spec, adjusted = fit_to_corpus(spec, len(corpus.train), len(corpus.val))
+    name = study_name(spec, corpus)
+    run_dir = Path(args.out) if args.out else default_out(name)
     check_out_dir(run_dir)
     storage = args.storage or str(run_dir.resolve())
     return Plan(
@@ -107,6 +129,8 @@ def prepare(args: argparse.Namespace) -> Plan:
         trials=args.trials or spec.trials,
         seed=spec.seed if args.seed is None else args.seed,
         repeats=spec.repeats if args.repeats is None else args.repeats,
+        final_chars=spec.final["chars"] if args.final_chars is None else args.final_chars,
+        final_minutes=spec.final["minutes"] if args.final_minutes is None else args.final_minutes,
         cpus_per_trial=args.cpus_per_trial or 1.0,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
@@ -116,11 +140,15 @@ def prepare(args: argparse.Namespace) -> Plan:
         encoding=args.encoding,
         resume=False,
         report=not args.no_report,
+        study_name=name,
+        adjusted=adjusted,
+        verbose=args.verbose,
     )
 
 
 def study_metadata(plan: Plan) -> dict:
     """study.json: the results contract's description of the study."""
+    from study.schedule import default_quorum
     from study.space import describe_space
 
     spec = plan.spec
@@ -130,10 +158,10 @@ def study_metadata(plan: Plan) -> dict:
             versions[dist.replace("-", "_")] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist.replace("-", "_")] = None
-    grace = spec.eval_every * spec.scheduler["grace_evals"]
     return {
         "schema_version": SCHEMA_VERSION,
-        "name": spec.name,
+        "name": plan.study_name,
+        "spec": spec.name,
         "metric": "val_bpc",
         "mode": "min",
         "budget_chars": spec.budget_chars,
@@ -141,24 +169,44 @@ def study_metadata(plan: Plan) -> dict:
         "fixed": spec.fixed,
         "corpus": plan.corpus.describe(),
         "eval": {"val_chars": min(spec.val_chars or len(plan.corpus.val), len(plan.corpus.val)),
-                 "evals_per_trial": spec.evals_per_trial, "eval_every_chars": spec.eval_every},
+                 "eval_at_chars": spec.eval_at(), "evals_per_rung": spec.evals_per_rung},
+        "lr_base": ({"searched_as": "lr_scale", "rates": BASE_LR} if "lr_scale" in {*spec.search, *spec.fixed}
+                    else {"searched_as": "lr"}),
+        "repeat_chars": spec.repeat_chars or spec.budget_chars,
+        "final": {"chars": plan.final_chars, "minutes": plan.final_minutes, "evals": spec.final["evals"],
+                  "val_chars": spec.final["val_chars"] or len(plan.corpus.val), "patience": spec.final["patience"],
+                  "min_delta": spec.final["min_delta"], "test_chars": len(plan.corpus.test)},
         "sampler": {"name": "TPESampler" if spec.sampler["name"] == "tpe" else "RandomSampler", "seed": plan.seed,
                     **{k: v for k, v in spec.sampler.items() if k != "name"}},
-        "scheduler": ({"name": "ASHA", "time_attr": "chars_seen", "grace_period": grace,
-                       "reduction_factor": spec.scheduler["reduction_factor"], "max_t": spec.budget_chars}
+        "scheduler": ({"name": "ASHA", "time_attr": "chars_seen", "grace_period": spec.grace_chars,
+                       "reduction_factor": spec.scheduler["reduction_factor"], "max_t": spec.budget_chars,
+                       "rungs": spec.rungs(), "quorum": default_quorum(len(spec.rungs()),
+                                                                         spec.scheduler["reduction_factor"])}
                       if spec.scheduler["name"] == "asha" else {"name": "FIFO"}),
         "seed": plan.seed,
         "num_trials": plan.trials,
         "repeats": plan.repeats,
+        **({"adjusted": plan.adjusted} if plan.adjusted else {}),
         "versions": versions,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "invocation": {
-            "trials": plan.trials, "seed": plan.seed, "repeats": plan.repeats,
+            "trials": plan.trials, "seed": plan.seed, "repeats": plan.repeats, "final_chars": plan.final_chars,
+            "final_minutes": plan.final_minutes,
             "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
             "max_concurrent": plan.max_concurrent, "storage": plan.storage, "encoding": plan.encoding,
             "corpus_path": plan.corpus.path, "spec_path": spec.path, "address": plan.address,
         },
     }
+
+
+def adjusted_note(plan: Plan) -> str:
+    """The one line that says how the spec was fitted to a corpus smaller than it expects."""
+    def show(v) -> str:
+        return f"{v['low']:,}..{v['high']:,}" if isinstance(v, dict) else f"{v:,}"
+
+    changes = "; ".join(f"{name} {show(a['to'])} instead of {show(a['from'])} ({a['why']})"
+                        for name, a in plan.adjusted.items())
+    return f"note: corpus {plan.corpus.name} is smaller than spec {plan.spec.name} expects: {changes}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if plan.adjusted and not plan.resume:
+        print(adjusted_note(plan), file=sys.stderr)
     if not plan.resume:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plan.spec.path, plan.run_dir / "spec.toml")

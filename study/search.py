@@ -1,33 +1,129 @@
-"""The Optuna searcher, adjusted so that Optuna never learns from a broken trial.
+"""The Optuna searcher: Ray Tune's Searcher interface over Optuna's ask-and-tell, public APIs only.
 
-Ray's OptunaSearch tells Optuna the last reported value of a trial. A diverged trial reports a NaN
-val_bpc, which Ray passes on as a failed `tell` and leaves RUNNING in optuna.db; here it is told
-as FAIL. Every Optuna trial also records the Tune trial id it ran as, so the two can be joined.
+optuna.db tells the same story as the results tables, so that optuna-dashboard agrees with the report:
+
+- every evaluation is an intermediate value, `trial.report(eval_val_bpc, step=chars_seen)`: the value
+  measured at that evaluation (curves.parquet's `val_bpc`), at the same character counts for every trial;
+- a trial that trained its whole budget is COMPLETE with its best val_bpc;
+- a trial ASHA stopped early is PRUNED (Optuna then takes its last intermediate value as its value), so
+  its partial value is never ranked beside full-budget ones;
+- a diverged or crashed trial is FAIL (Optuna never learns from a broken value); its user attribute
+  `status` says which.
+
+Every Optuna trial records the Tune trial id it ran as (`tune_trial_id`), so the two can be joined.
 """
 from __future__ import annotations
 
 import math
+import pickle
 
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 
-class StudySearch(OptunaSearch):
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
-            # Told already by a driver that was then killed, before Tune saved its own state: Tune resumed the
-            # trial, but Optuna keeps the result it has.
-            self._completed_trials.add(trial_id)
+class StudySearch(Searcher):
+    """Suggest configurations from an Optuna study and tell it how each Tune trial went.
+
+    Args:
+        space: hyperparameter name -> Optuna distribution (`study.space.optuna_space`).
+        metric, mode: the Tune result key told as the trial's value, and its direction.
+        sampler: the Optuna sampler.
+        study_name, storage: the Optuna study (created, or loaded when it exists: a resumed study).
+    """
+
+    def __init__(self, space: dict[str, optuna.distributions.BaseDistribution], metric: str, mode: str,
+                 sampler: optuna.samplers.BaseSampler, study_name: str, storage: optuna.storages.BaseStorage):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
+        super().__init__(metric=metric, mode=mode)
+        self.space = dict(space)
+        self._storage = storage
+        self.study = optuna.create_study(
+            study_name=study_name, storage=storage, sampler=sampler, load_if_exists=True,
+            direction="minimize" if mode == "min" else "maximize")
+        self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial asked for it
+        self._last_step: dict[str, int] = {}        # last intermediate value reported, per Tune trial
+        self._told: set[str] = set()
+
+    # ---- Searcher interface ------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._trials:
+            trial = self.study.ask(fixed_distributions=self.space)
+            trial.set_user_attr("tune_trial_id", trial_id)
+            self._trials[trial_id] = trial
+        return dict(self._trials[trial_id].params)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        trial = self._trials.get(trial_id)
+        value = result.get("eval_val_bpc")
+        step = int(result.get("chars_seen", -1))
+        if (trial is None or trial_id in self._told or result.get("diverged") or value is None
+                or not math.isfinite(float(value)) or step <= self._last_step.get(trial_id, -1)):
+            # A retried trial re-reports from its checkpoint: the steps it already reported are kept.
             return
-        if ot_trial is not None and trial_id not in self._completed_trials:
-            ot_trial.set_user_attr("tune_trial_id", trial_id)
-            value = (result or {}).get(self.metric)
-            broken = error or (result or {}).get("diverged") or (
-                value is not None and not math.isfinite(float(value)))
-            if broken:
-                ot_trial.set_user_attr("status", "diverged" if (result or {}).get("diverged") else "failed")
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-                self._completed_trials.add(trial_id)
-                return
-        super().on_trial_complete(trial_id, result=result, error=error)
+        try:
+            trial.report(float(value), step)
+        except UpdateFinishedTrialError:
+            self._told.add(trial_id)  # told by a driver that was killed before Tune saved its own state
+            return
+        self._last_step[trial_id] = step
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self._trials.get(trial_id)
+        if trial is None or trial_id in self._told:
+            return
+        if result:  # Tune passes a trial's last result (the one it ended or was stopped at) only here
+            self.on_trial_result(trial_id, result)
+        self._told.add(trial_id)
+        state, value, status = outcome(result, error, self.metric)
+        try:
+            if status is not None:
+                trial.set_user_attr("status", status)
+            # skip_if_finished: a driver killed after telling, before Tune saved its state, resumes the trial;
+            # Optuna keeps the value it was told first.
+            self.study.tell(trial, value, state=state, skip_if_finished=True)
+        except UpdateFinishedTrialError:
+            pass
+
+    # ---- checkpointing (Tune saves the searcher with its experiment state) ---------------------------
+    def save(self, checkpoint_path: str) -> None:
+        # The sampler is pickled as Optuna's resuming guide does, so a resumed TPE continues its random
+        # stream; the trials are kept as numbers and found again in the storage on restore.
+        state = {"sampler": self.study.sampler, "numbers": {k: t.number for k, t in self._trials.items()},
+                 "last_step": dict(self._last_step), "told": sorted(self._told)}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        from study._compat import optuna_trial
+
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.study = optuna.load_study(study_name=self.study.study_name, storage=self._storage,
+                                       sampler=state["sampler"])
+        self._last_step = dict(state["last_step"])
+        self._told = set(state["told"])
+        # Trials a killed driver told after this checkpoint was saved: Tune may resume them, Optuna keeps them.
+        finished = {t.number for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self._told |= {k for k, n in state["numbers"].items() if n in finished}
+        self._trials = {k: optuna_trial(self.study, self._storage, n) for k, n in state["numbers"].items()
+                        if k not in self._told}
+
+
+def outcome(result: dict | None, error: bool, metric: str) -> tuple[TrialState, float | None, str | None]:
+    """How a finished Tune trial is told to Optuna: (state, value, the `status` user attribute or None).
+
+    COMPLETE with the metric for a trial that trained its whole budget (`finished`), PRUNED for one the
+    scheduler stopped early, FAIL for one that crashed, diverged or reported no finite value.
+    """
+    result = result or {}
+    value = result.get(metric)
+    if result.get("diverged"):
+        return TrialState.FAIL, None, "diverged"
+    if error or value is None or not math.isfinite(float(value)):
+        return TrialState.FAIL, None, "failed"
+    if result.get("finished"):
+        return TrialState.COMPLETE, float(value), None
+    return TrialState.PRUNED, None, "stopped"

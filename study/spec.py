@@ -1,4 +1,4 @@
-"""Job specs: TOML files in jobs/ that say what a study searches, how long trials train, and how.
+"""Job specs: TOML files (bundled: study/specs/) that say what a study searches, how long trials train, and how.
 
 A spec is data: it is parsed with tomllib and validated field by field; nothing in it is evaluated.
 Unknown keys are errors, so a typo never silently falls back to a default.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +46,45 @@ class StudySpec:
     corpus: str = "sherlock"
     trials: int = 50
     budget_chars: int = 1_000_000
-    evals_per_trial: int = 8
+    evals_per_rung: int = 2
     val_chars: int = 40_000
-    repeats: int = 3
+    repeats: int = 2
+    repeat_chars: int = 0  # where the seed repeats stop (0 = budget_chars)
     seed: int = 0
     search: dict[str, Param] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=lambda: dict(_SAMPLER_DEFAULTS))
-    scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "asha", "grace_evals": 1, "reduction_factor": 3})
+    scheduler: dict[str, Any] = field(default_factory=lambda: dict(_SCHEDULER_DEFAULTS))
     sampling: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=lambda: dict(_FINAL_DEFAULTS))
     path: str = ""
 
     @property
-    def eval_every(self) -> int:
-        return max(1, self.budget_chars // self.evals_per_trial)
+    def grace_chars(self) -> int:
+        return min(int(self.scheduler["grace_chars"]), self.budget_chars)
+
+    def rungs(self) -> list[int]:
+        """ASHA's milestones: grace x rf^k below the budget (the budget itself ends every full trial)."""
+        rf, out, t = self.scheduler["reduction_factor"], [], self.grace_chars
+        while t < self.budget_chars:
+            out.append(t)
+            t *= rf
+        return out
+
+    def eval_at(self) -> list[int]:
+        """Where every trial is evaluated: each rung, `evals_per_rung - 1` points spaced geometrically between
+        successive rungs (for the curves), and the budget. Every trial is scored at the same points."""
+        rf, k = self.scheduler["reduction_factor"], self.evals_per_rung
+        points = []
+        for rung in self.rungs():
+            points += [int(round(rung * rf ** (j / k))) for j in range(k)]
+        return sorted({p for p in points if p < self.budget_chars} | {self.budget_chars})
 
     def run_settings(self) -> dict[str, Any]:
         """The TrainConfig fields every trial of this study shares (budget, evaluation, sampling)."""
         settings = {
             "budget_chars": self.budget_chars,
-            "evals_per_trial": self.evals_per_trial,
+            "eval_at": self.eval_at(),
             "val_chars": self.val_chars,
             "seed": self.seed,
         }
@@ -84,14 +103,59 @@ class StudySpec:
         return biggest("batch_size") * (biggest("seq_len") + 1)
 
 
-_TOP = {"name", "corpus", "trials", "budget_chars", "evals_per_trial", "val_chars", "repeats", "seed",
-        "search", "fixed", "sampler", "scheduler", "sampling"}
+def fit_to_corpus(spec: StudySpec, train_chars: int, val_chars: int) -> tuple[StudySpec, dict[str, dict]]:
+    """Fit a spec's text sizes to a corpus with `train_chars` training and `val_chars` validation characters.
+
+    A `train_chars` range reaching past the training text is clipped at its length: the trials keep the sizes
+    the spec asked for that the text has, rather than all asking for "the whole text" under different numbers.
+    When even the low end is past it, the range is scaled down to end there, keeping its low/high ratio (and
+    at least one batch of text), so the study still compares small and large training sets. A fixed
+    `train_chars`, or a `val_chars` (the search's or the final model's) above what the text has, becomes all of it.
+
+    Returns:
+        The spec to run, and {name: {"from", "to", "why"}} for what changed ({} when the spec fits as it is).
+    """
+    adjusted: dict[str, dict] = {}
+    why = f"the corpus has {train_chars:,} training characters"
+    param = spec.search.get("train_chars")
+    if param is not None and param.high > train_chars:
+        kind = int if param.type == "int" else float
+        low = param.low
+        if low > train_chars:
+            low = max(spec.min_train_chars_needed(), kind(param.low * train_chars / param.high))
+        high = train_chars if not param.step else low + (train_chars - low) // param.step * param.step
+        clipped = replace(param, low=kind(low), high=kind(high))
+        spec = replace(spec, search={**spec.search, "train_chars": clipped})
+        adjusted["train_chars"] = {"from": {"low": param.low, "high": param.high},
+                                   "to": {"low": clipped.low, "high": clipped.high}, "why": why}
+    fixed = spec.fixed.get("train_chars")
+    if fixed and fixed > train_chars:
+        spec = replace(spec, fixed={**spec.fixed, "train_chars": train_chars})
+        adjusted["train_chars"] = {"from": fixed, "to": train_chars, "why": why}
+    if spec.val_chars > val_chars:
+        adjusted["val_chars"] = {"from": spec.val_chars, "to": val_chars,
+                                 "why": f"the corpus has {val_chars:,} validation characters"}
+        spec = replace(spec, val_chars=val_chars)
+    if spec.final["val_chars"] > val_chars:
+        adjusted["final.val_chars"] = {"from": spec.final["val_chars"], "to": val_chars,
+                                       "why": f"the corpus has {val_chars:,} validation characters"}
+        spec = replace(spec, final={**spec.final, "val_chars": val_chars})
+    return spec, adjusted
+
+
+_TOP = {"name", "corpus", "trials", "budget_chars", "evals_per_rung", "val_chars", "repeats", "repeat_chars",
+        "seed", "search", "fixed", "sampler", "scheduler", "sampling", "final"}
 _PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
 _SAMPLER_DEFAULTS = {"name": "tpe", "n_startup_trials": 10, "startup": "lhs"}
 _SAMPLER_KEYS = set(_SAMPLER_DEFAULTS)
 _STARTUPS = {"lhs", "random"}
 _SAMPLERS = {"tpe", "random"}
-_SCHEDULER_KEYS = {"name", "grace_evals", "reduction_factor"}
+_SCHEDULER_DEFAULTS = {"name": "asha", "grace_chars": 100_000, "reduction_factor": 3}
+_SCHEDULER_KEYS = set(_SCHEDULER_DEFAULTS)
+# The final model: the best configuration trained for `chars` characters (0 skips the stage), at most
+# `minutes` (the budget shrinks to fit, 0 = no limit), evaluated `evals` times on `val_chars` validation
+# characters (0 = all), stopped early after `patience` evaluations without a gain of `min_delta` bits/char.
+_FINAL_DEFAULTS = {"chars": 0, "minutes": 0.0, "evals": 12, "val_chars": 0, "patience": 3, "min_delta": 0.002}
 _SCHEDULERS = {"asha", "fifo"}
 _SAMPLING_KEYS = {"prime", "temperature", "chars", "final_temperatures", "final_chars"}
 
@@ -200,12 +264,22 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
     if sampler["startup"] not in _STARTUPS:
         raise SpecError(f"sampler.startup must be one of {', '.join(sorted(_STARTUPS))}, got {sampler['startup']!r}")
     _int("sampler.n_startup_trials", sampler["n_startup_trials"], 0)
-    scheduler = {"name": "asha", "grace_evals": 1, "reduction_factor": 3, **raw.get("scheduler", {})}
+    scheduler = {**_SCHEDULER_DEFAULTS, **raw.get("scheduler", {})}
     _check_keys("scheduler", scheduler, _SCHEDULER_KEYS)
     if scheduler["name"] not in _SCHEDULERS:
         raise SpecError(f"scheduler.name must be one of {', '.join(sorted(_SCHEDULERS))}, got {scheduler['name']!r}")
-    _int("scheduler.grace_evals", scheduler["grace_evals"], 1)
+    _int("scheduler.grace_chars", scheduler["grace_chars"], 1)
     _int("scheduler.reduction_factor", scheduler["reduction_factor"], 2)
+    final = {**_FINAL_DEFAULTS, **raw.get("final", {})}
+    _check_keys("final", final, set(_FINAL_DEFAULTS))
+    for key in ("chars", "evals", "val_chars", "patience"):
+        _int(f"final.{key}", final[key], 1 if key == "evals" else 0)
+    for key in ("minutes", "min_delta"):
+        if isinstance(final[key], bool) or not isinstance(final[key], (int, float)) or not final[key] >= 0:
+            raise SpecError(f"final.{key} must be a number >= 0, got {final[key]!r}")
+        final[key] = float(final[key])
+    if "lr" in set(search_raw) | set(fixed_raw) and "lr_scale" in set(search_raw) | set(fixed_raw):
+        raise SpecError("spec: give lr or lr_scale, not both (lr_scale x the optimizer's base rate is the lr)")
     sampling = dict(raw.get("sampling", {}))
     _check_keys("sampling", sampling, _SAMPLING_KEYS)
     try:
@@ -219,19 +293,21 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         corpus=corpus,
         trials=_int("spec: trials", raw.get("trials", 50), 1),
         budget_chars=_int("spec: budget_chars", raw.get("budget_chars", 1_000_000), 1),
-        evals_per_trial=_int("spec: evals_per_trial", raw.get("evals_per_trial", 8), 1),
+        evals_per_rung=_int("spec: evals_per_rung", raw.get("evals_per_rung", 2), 1),
         val_chars=_int("spec: val_chars", raw.get("val_chars", 40_000), 0),
-        repeats=_int("spec: repeats", raw.get("repeats", 3), 0),
+        repeats=_int("spec: repeats", raw.get("repeats", 2), 0),
+        repeat_chars=_int("spec: repeat_chars", raw.get("repeat_chars", 0), 0),
         seed=_int("spec: seed", raw.get("seed", 0), 0),
         search=search,
         fixed=dict(fixed_raw),
         sampler=sampler,
         scheduler=scheduler,
         sampling=sampling,
+        final=final,
         path=path,
     )
-    if spec.scheduler["grace_evals"] > spec.evals_per_trial:
-        raise SpecError("scheduler.grace_evals must not exceed evals_per_trial")
+    if spec.repeat_chars > spec.budget_chars:
+        raise SpecError(f"spec: repeat_chars ({spec.repeat_chars:,}) exceeds budget_chars ({spec.budget_chars:,})")
     return spec
 
 

@@ -35,10 +35,22 @@ def _trial_device(gpus: float) -> str:
     return "cpu"
 
 
+# Below this many hidden units x streams a step's matmuls are too small to share between threads: a second
+# thread then waits at every op (measured on the smoke models: 2 threads ran 20x slower than 1 on a busy CPU).
+MIN_WORK_PER_EXTRA_THREAD = 128 * 32
+
+
+def useful_threads(cpus: float, config: dict) -> int:
+    """Torch threads for a trial given `cpus`: all of them, unless the model is too small to use them."""
+    threads = max(1, int(math.floor(cpus)))
+    work = int(config.get("hidden_size", 512)) * int(config.get("batch_size", 64))
+    return threads if work >= MIN_WORK_PER_EXTRA_THREAD else 1
+
+
 def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> None:
     """Train one trial; `data` holds the encoded corpus from Ray's object store."""
     device = _trial_device(gpus)
-    threads = max(1, int(math.floor(cpus)))
+    threads = useful_threads(cpus, config)
     trial_config = TrainConfig.from_flat({**config, "device": device, "threads": threads})
     vocab = Vocab(data["vocab"])
     node_id = ray.get_runtime_context().get_node_id()
@@ -61,6 +73,9 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
             "sample": record.sample,
             "sample_temperature": record.sample_temperature,
             "final_samples_json": json.dumps({str(t): s for t, s in record.final_samples.items()}),
+            "budget_chars": record.budget_chars,
+            "stopped_early": record.stopped_early,
+            "test_bpc": record.test_bpc,
             "finished": record.done and not record.diverged,
             "diverged": record.diverged,
             "device": device,
@@ -80,6 +95,7 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
 
     if checkpoint is not None:
         with checkpoint.as_directory() as resume_dir:
-            train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir)
+            train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir,
+                  test_ids=data.get("test"))
     else:
-        train(trial_config, data["train"], data["val"], vocab, report=report)
+        train(trial_config, data["train"], data["val"], vocab, report=report, test_ids=data.get("test"))

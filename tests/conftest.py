@@ -8,7 +8,6 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 PROSE = (
     "To Sherlock Holmes she is always the woman. I have seldom heard him mention her under any other name. "
@@ -27,7 +26,7 @@ def tiny_text() -> str:
 
 @pytest.fixture
 def sherlock_path() -> Path:
-    path = SHARED_DATA / "sherlock.txt"
-    if not path.exists():
-        pytest.fail(f"test data missing: {path} (the repository expects ../shared/data beside it)")
-    return path
+    """The Sherlock Holmes canon bundled with the package (no data beside the repository needed)."""
+    from charrnn.corpora import BUNDLED_DIR
+
+    return BUNDLED_DIR / "sherlock.txt"

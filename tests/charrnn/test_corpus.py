@@ -44,7 +44,7 @@ def test_encode_rejects_unknown_character():
 def test_load_real_corpus_figures(sherlock_path):
     corpus = load_corpus(sherlock_path)
     d = corpus.describe()
-    assert d["chars"] == 3_010_866 and d["vocab_size"] == 99  # the figures in shared/data/SOURCES.md
+    assert d["chars"] == 3_010_866 and d["vocab_size"] == 99  # the figures in charrnn/corpora/SOURCES.md
     assert d["sha256"] == "dc830e0866bd57bc42d8b3b76fc9616aa5fc2dce11b7decb2d2169d82c03d99f"
 
 

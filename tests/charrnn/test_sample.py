@@ -38,3 +38,19 @@ def test_sample_cli(tiny_text, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path), "--prime", "\u2603", "--length", "5"]) == 2
     assert "outside the model's vocabulary" in capsys.readouterr().err
     assert main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_temperatures_in_one_batch_greedy_rows_and_seeds(tiny_text):
+    from charrnn.corpus import from_text
+    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.sample import sample, sample_many
+
+    corpus = from_text(tiny_text)
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=len(corpus.vocab), embedding_dim=8, hidden_size=16, num_layers=1))
+    texts = sample_many(model, corpus.vocab, "The ", 50, [0.0, 0.8, 0.8], seed=3)
+    assert [len(t) for t in texts] == [50, 50, 50]
+    assert texts[0] == sample(model, corpus.vocab, "The ", 50, 0.0)  # greedy rows do not depend on the draw
+    assert texts[1] != texts[2]  # rows draw independently
+    assert sample_many(model, corpus.vocab, "The ", 50, [0.0, 0.8, 0.8], seed=3) == texts
+    assert sample_many(model, corpus.vocab, "The ", 5, [], seed=3) == []

@@ -105,3 +105,74 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert not TrainConfig(precision="fp32").bf16
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp8")
+
+
+def test_early_stopping_rule():
+    from charrnn.train import is_new_best, should_stop_early
+
+    assert is_new_best(1.9, 2.0, 0.05) and not is_new_best(1.96, 2.0, 0.05)
+    assert not is_new_best(float("nan"), 2.0, 0.0)
+    assert not should_stop_early(5, 0)  # patience 0 never stops
+    assert not should_stop_early(2, 3) and should_stop_early(3, 3)
+
+
+def test_time_limit_budget_fits_the_measured_rate():
+    from charrnn.train import EVAL_RESERVE, budget_for_time_limit
+
+    # 10k chars/s measured over 10 s, 100 s left of 110: about 1M more characters, less the evaluation reserve.
+    got = budget_for_time_limit(50_000_000, 100_000, 10.0, 10.0, 110.0, chars_per_step=1000)
+    assert got == 100_000 + int(1_000_000 * (1 - EVAL_RESERVE)) // 1000 * 1000
+    assert budget_for_time_limit(500_000, 100_000, 10.0, 10.0, 110.0, 1000) == 500_000  # never more than asked
+    assert budget_for_time_limit(500_000, 100_000, 10.0, 200.0, 110.0, 1000) == 101_000  # out of time: one step
+
+
+def test_eval_points_end_at_the_stop_and_listed_points_are_kept():
+    cfg = TrainConfig(budget_chars=900, eval_at=(100, 173, 300, 520))
+    assert cfg.eval_points() == [100, 173, 300, 520, 900]
+    assert TrainConfig(budget_chars=900, eval_at=(100, 173, 300, 520), stop_chars=300).eval_points() == [100, 173, 300]
+    assert TrainConfig(budget_chars=1000, evals_per_trial=4).eval_points() == [250, 500, 750, 1000]
+    with pytest.raises(ValueError, match="eval_at"):
+        TrainConfig(eval_at=(300, 100))
+
+
+def test_lr_scale_is_relative_to_the_optimizers_usual_rate():
+    from charrnn.config import BASE_LR
+
+    assert TrainConfig(optimizer="sgd", lr_scale=0.5).lr == pytest.approx(0.5 * BASE_LR["sgd"])
+    flat = TrainConfig.from_flat({"optimizer": "adam", "lr_scale": 2.0}).to_dict()
+    assert TrainConfig.from_flat(flat).lr == pytest.approx(2.0 * BASE_LR["adam"])
+
+
+def test_stop_chars_ends_on_the_budgets_schedule_and_scores_the_test_text_once(tiny_text):
+    corpus = from_text(tiny_text)
+    records = []
+    cfg = TrainConfig(budget_chars=60_000, stop_chars=20_000, **{**TINY, "lr_schedule": "cosine"})
+    result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append, test_ids=corpus.test)
+    assert 20_000 <= result.chars_seen < 20_000 + 8 * 32
+    assert records[-1].done and not records[-1].stopped_early
+    # The lr schedule spans the 60k budget: at 20k it has not decayed to its floor.
+    assert records[-1].lr > 0.5 * cfg.lr
+    assert math.isfinite(result.test_bpc) and result.test_bpc == records[-1].test_bpc
+    assert all(math.isnan(r.test_bpc) for r in records[:-1])
+    assert math.isnan(train(cfg, corpus.train, corpus.val, corpus.vocab).test_bpc)  # no test text, no score
+
+
+def test_patience_stops_a_run_that_no_longer_improves(tiny_text):
+    corpus = from_text(tiny_text)
+    records = []
+    # A learning rate of 0 never improves on the first evaluation: stopped after `patience` more.
+    cfg = TrainConfig(budget_chars=60_000, patience=2, **{**TINY, "lr": 1e-12})
+    result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
+    assert len(records) == 3 and records[-1].done and records[-1].stopped_early
+    assert result.status == "completed" and result.chars_seen < 60_000
+    assert records[-1].final_samples  # the final samples come from the best weights as usual
+
+
+def test_time_limit_shrinks_the_budget_once_and_records_it(tiny_text):
+    corpus = from_text(tiny_text)
+    records = []
+    cfg = TrainConfig(budget_chars=50_000_000, time_limit_s=3.0, **TINY)
+    result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
+    assert result.status == "completed" and result.budget_chars < 50_000_000
+    assert result.chars_seen >= result.budget_chars and result.wall_s < 30
+    assert len({r.budget_chars for r in records}) == 1 and len(records) == 8

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.inputs import UsageError, check_args
+from study.inputs import UsageError, check_args, resolve_spec
 from study.run import build_parser
-from study.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
@@ -69,10 +68,12 @@ def check_study_commands(shell_texts: list[str], where: str, monkeypatch, needs_
             check_args(args)
         except UsageError as exc:
             pytest.fail(f"{where}: `{shlex.join(argv)}`: {exc}")
-        if args.spec:
-            spec = REPO / args.spec
-            assert spec.is_file(), f"{where} names the spec {args.spec}, which is not in the repository"
-            load_spec(spec)
+        if args.spec:  # a bundled spec's name, or a file in the repository
+            monkeypatch.chdir(REPO)
+            try:
+                resolve_spec(args.spec)
+            except UsageError as exc:
+                pytest.fail(f"{where}: --spec {args.spec}: {exc}")
     new = [a for a in parsed if not a.resume]
     resume = [a for a in parsed if a.resume]
     assert len(new) == 1 and len(resume) <= 1, f"{where}: expected one new-study command, got {commands}"

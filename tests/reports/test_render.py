@@ -4,7 +4,8 @@ import re
 
 import pandas as pd
 
-from reports._render import Code, Figure, Heading, Para, Table, md_escape, md_fence, to_html, to_markdown
+from reports._render import (Code, Details, Figure, Heading, Para, Table, md_escape, md_fence, to_html,
+                            to_markdown)
 
 HOSTILE = "<script>alert(1)</script> ``` `````` </pre> & | [x](javascript:y) *b* _i_\n# not a heading"
 
@@ -44,3 +45,27 @@ def test_markdown_escapes_every_block():
     assert "<script>" not in outside and "\n# not" not in outside
     assert "a\\|b" in md
     assert "```````text\n" + HOSTILE + "\n```````" in md
+
+
+def _details() -> Details:
+    return Details(HOSTILE, (Para("how it was computed"), Figure("fig.png", "a plot"),
+                             Details("deeper", (Code(HOSTILE),), level=3)))
+
+
+def test_details_is_a_plain_details_element_in_html():
+    page = to_html([Para("answer first"), _details()], {"fig.png": b"\x89PNG"}, "t")
+    body = page.split("<body>", 1)[1]
+    assert body.count("<details>") == 2 and body.count("</details>") == 2
+    assert "<summary>&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<summary>deeper</summary>" in body
+    assert body.index("answer first") < body.index("<details>") < body.index("how it was computed")
+    assert body.index("data:image/png;base64,") < body.index("</details>")
+    assert "<script" not in page.lower()
+    assert "<details open>" in to_html([Details("shown", (Para("x"),), open=True)], {}, "t")
+
+
+def test_details_is_a_titled_section_in_markdown():
+    md = to_markdown([Para("answer first"), _details()])
+    lines = md.splitlines()
+    assert lines[2] == "## " + md_escape(HOSTILE)
+    assert "how it was computed" in md and "![a plot](fig.png)" in md and "### deeper" in md
+    assert md_fence(HOSTILE) in md and "<details" not in md

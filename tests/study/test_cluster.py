@@ -177,7 +177,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def cluster_run(cluster: Cluster):
     out, storage = cluster.tmp / "run", cluster.tmp / "storage"
-    cmd = [sys.executable, "-m", "study.run", "--spec", str(REPO / "jobs" / "smoke.toml"), "--trials", "4",
+    cmd = [sys.executable, "-m", "study.run", "--spec", "smoke", "--trials", "4",
            "--address", cluster.address, "--out", str(out), "--storage", str(storage), "--no-report"]
     log = cluster.tmp / "study.log"
     with open(log, "wb") as sink:

@@ -45,6 +45,7 @@ def files(tmp_path):
         (["--spec", "{d}/bad.toml"], "unknown key(s) colour"),
         (["--spec", "{d}/range.toml"], "low (0.1) is greater than high (0.01)"),
         (["--spec", "{d}/nope.toml"], "spec not found"),
+        (["--spec", "nosuchspec"], "neither a file nor a bundled spec (shakespeare, sherlock, smoke)"),
         (["--trials", "0"], "--trials must be >= 1"),
         (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
         (["--gpus-per-trial", "1"], "no CUDA GPU"),
@@ -81,3 +82,33 @@ def test_named_corpus_lookup_order(tmp_path, monkeypatch):
     assert resolve_corpus("mine") == ("mine", tmp_path / "mine.txt")
     name, path = resolve_corpus("sherlock")
     assert name == "sherlock" and path.name == "sherlock.txt" and path.exists()
+
+
+def test_bundled_specs_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
+    from study.inputs import SPECS_DIR, resolve_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_spec(None).name == "sherlock"
+    for name in ("sherlock", "shakespeare", "smoke"):
+        spec = resolve_spec(name)
+        assert spec.name == name and spec.path == str(SPECS_DIR / f"{name}.toml")
+
+
+def test_a_spec_path_still_wins_over_a_bundled_name(tmp_path, monkeypatch):
+    from study.inputs import SPECS_DIR, resolve_spec
+
+    mine = tmp_path / "mine.toml"
+    mine.write_text((SPECS_DIR / "smoke.toml").read_text().replace('name = "smoke"', 'name = "mine"'))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_spec("mine.toml").name == "mine"
+    assert resolve_spec(str(mine)).name == "mine"
+
+
+def test_a_damaged_bundled_corpus_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
+    from charrnn import corpora
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHARRNN_DATA", raising=False)
+    monkeypatch.setattr(corpora, "pinned_sha256", lambda: {"sherlock": "0" * 64, "shakespeare": "0" * 64})
+    code, err = _run(capsys, SMOKE)
+    assert code == 2 and len(err.splitlines()) == 1 and "bundled corpus" in err and "damaged" in err, err

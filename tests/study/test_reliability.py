@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "study.run", "--spec", "jobs/smoke.toml", "--out", str(out), "--no-report",
+    return [sys.executable, "-m", "study.run", "--spec", "smoke", "--out", str(out), "--no-report",
             "--repeats", "0", *extra]
 
 

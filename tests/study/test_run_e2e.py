@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -21,7 +23,7 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "run"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(
-        [sys.executable, "-m", "study.run", "--spec", "jobs/smoke.toml", "--trials", "4", "--out", str(out),
+        [sys.executable, "-m", "study.run", "--spec", "smoke", "--trials", "4", "--out", str(out),
          "--no-report"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -43,6 +45,8 @@ def test_contract_files(smoke_run):
     trials = pd.read_parquet(out / "trials.parquet")
     search = trials[trials["role"] == "search"]
     assert len(search) == 4 and len(trials[trials["role"] == "repeat"]) == 1
+    assert meta["eval"]["eval_at_chars"] == [12_000, 16_971, 24_000, 33_941, 48_000]
+    assert meta["scheduler"]["rungs"] == [12_000, 24_000] and meta["final"]["chars"] == 60_000
     assert set(trials["status"]) <= {"completed", "stopped", "diverged", "failed"}
     assert "running" not in set(trials["status"])
     for name in meta["search_space"]:
@@ -60,8 +64,8 @@ def test_contract_files(smoke_run):
     for tid, rows in curves.groupby("trial_id"):
         assert rows["chars_seen"].is_monotonic_increasing
         row = trials.set_index("trial_id").loc[tid]
-        if row["status"] == "completed":
-            assert len(rows) == 8
+        if row["status"] == "completed" and row["role"] == "search":
+            assert len(rows) == 5
             assert row["val_bpc"] == pytest.approx(rows["val_bpc"].min())
 
     samples = pd.read_parquet(out / "samples.parquet")
@@ -81,8 +85,59 @@ def test_optuna_study_in_sqlite(smoke_run):
 
 def test_progress_and_summary(smoke_run):
     out, proc = smoke_run
-    assert "done" in proc.stderr and "running]" in proc.stderr
-    assert "best trial" in proc.stdout and str(out) in proc.stdout
+    # Not a terminal: plain lines, each with the status (study.progress); no start-up chatter without --verbose.
+    assert "[search 4/4 done, 0 running | best val_bpc" in proc.stderr and "elapsed" in proc.stderr
+    assert "A new study created" not in proc.stderr and "Token authentication" not in proc.stderr
+    assert "best search trial" in proc.stdout and str(out) in proc.stdout
+    # The summary leads with the final model: its test score beside the baselines, and how to sample more.
+    assert proc.stdout.startswith("final model: test ")
+    assert "PPMd" in proc.stdout.splitlines()[0]
+    assert f"python -m charrnn.sample --run {out}" in proc.stdout
+
+
+def test_final_model_row_baselines_and_sampling_by_run(smoke_run):
+    out, _ = smoke_run
+    trials = pd.read_parquet(out / "trials.parquet")
+    final = trials[trials["role"] == "final"]
+    assert len(final) == 1
+    row = final.iloc[0]
+    assert row["status"] == "completed" and np.isfinite(row["test_bpc"]) and np.isfinite(row["val_bpc"])
+    assert row["repeat_of"] in set(trials.loc[trials["role"] == "search", "trial_id"])
+    assert row["chars_seen"] >= 60_000 or row["stopped_early"]
+    # Only the final model is scored on the test text.
+    assert trials.loc[trials["role"] != "final", "test_bpc"].isna().all()
+    samples = pd.read_parquet(out / "samples.parquet")
+    finals = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")]
+    assert sorted(finals["temperature"]) == [0.5, 0.8]
+    baselines = pd.read_parquet(out / "baselines.parquet")
+    assert set(zip(baselines["method"], baselines["split"])) == {
+        (m, s) for m in ("unigram", "xz", "ppmd") for s in ("val", "test")}
+    assert baselines["bpc"].between(0.5, 8).all()
+    proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--run", str(out), "--length", "200"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and len(proc.stdout) >= 200
+
+
+def test_optuna_study_as_the_dashboard_reads_it(smoke_run):
+    """optuna.db tells the tables' story: COMPLETE = completed, PRUNED = stopped, FAIL = diverged/failed, and
+    each trial's intermediate values are its evaluations (curves.parquet) at chars_seen."""
+    out, _ = smoke_run
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["smoke"]
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    trials = pd.read_parquet(out / "trials.parquet").set_index("trial_id")
+    curves = pd.read_parquet(out / "curves.parquet")
+    state = {"completed": "COMPLETE", "stopped": "PRUNED", "diverged": "FAIL", "failed": "FAIL"}
+    assert len(study.trials) == len(trials[trials["role"] == "search"])
+    for trial in study.trials:
+        row = trials.loc[trial.user_attrs["tune_trial_id"]]
+        assert trial.state.name == state[row["status"]]
+        evals = curves[curves["trial_id"] == row.name]
+        assert trial.intermediate_values == pytest.approx(dict(zip(evals["chars_seen"], evals["val_bpc"])))
+        if row["status"] == "completed":
+            assert trial.value == pytest.approx(row["val_bpc"])
+        elif row["status"] == "stopped":
+            assert trial.value == pytest.approx(evals["val_bpc"].iloc[-1])
 
 
 def test_best_checkpoint_samples(smoke_run):

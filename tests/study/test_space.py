@@ -7,12 +7,12 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from study.inputs import JOBS_DIR
+from study.inputs import SPECS_DIR
 from study.space import LatinHypercubeStartup, from_unit, make_sampler, optuna_space
 from study.spec import load_spec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-SHERLOCK = load_spec(JOBS_DIR / "sherlock.toml")
+SHERLOCK = load_spec(SPECS_DIR / "sherlock.toml")
 
 
 def _ask_tell(study, space, n):

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from study.inputs import JOBS_DIR
+from study.inputs import SPECS_DIR
 from study.space import optuna_space
-from study.spec import SpecError, load_spec, parse_spec
+from study.spec import SpecError, fit_to_corpus, load_spec, parse_spec
 
 BASE = {
     "name": "t",
@@ -15,15 +15,15 @@ BASE = {
 
 @pytest.mark.parametrize("name", ["sherlock", "shakespeare", "smoke"])
 def test_repository_specs_are_valid(name):
-    spec = load_spec(JOBS_DIR / f"{name}.toml")
+    spec = load_spec(SPECS_DIR / f"{name}.toml")
     assert spec.name == name and spec.search
     space = optuna_space(spec)
     assert set(space) == set(spec.search)
 
 
 def test_lab_hyperparameters_are_searched_by_default():
-    spec = load_spec(JOBS_DIR / "sherlock.toml")
-    lab = {"train_chars", "embedding_dim", "hidden_size", "num_layers", "cell", "lr", "optimizer", "seq_len",
+    spec = load_spec(SPECS_DIR / "sherlock.toml")
+    lab = {"train_chars", "embedding_dim", "hidden_size", "num_layers", "cell", "lr_scale", "optimizer", "seq_len",
            "batch_size", "dropout", "grad_clip"}
     assert lab <= set(spec.search)
     assert set(spec.search["cell"].choices) == {"rnn_tanh", "rnn_relu", "gru", "lstm"}
@@ -58,6 +58,12 @@ def _with(**changes):
         (_with(scheduler={"name": "asha", "patience": 3}), "unknown key"),
         (_with(search_num_layers={"type": "int", "low": 1.5, "high": 3}), "finite integer"),
         (_with(name=""), "name"),
+        (_with(fixed={"lr_scale": 2.0}), "lr or lr_scale"),
+        (_with(final={"chars": -1}), "final.chars"),
+        (_with(final={"minutes": "ten"}), "final.minutes"),
+        (_with(final={"patients": 3}), "unknown key"),
+        (_with(scheduler={"name": "asha", "grace_evals": 1}), "unknown key"),
+        (_with(budget_chars=1000, repeat_chars=2000), "repeat_chars"),
     ],
 )
 def test_bad_specs_are_rejected_with_a_reason(raw, message):
@@ -80,3 +86,65 @@ def test_nothing_in_a_spec_is_evaluated(tmp_path):
                     '[search.cell]\ntype = "categorical"\nchoices = ["gru"]\n')
     spec = load_spec(path)
     assert spec.name.startswith("__import__") and not (tmp_path / "pwned").exists()
+
+
+# --- fitting a spec to a corpus smaller than it expects --------------------------------------------------------
+
+TRAIN_CHARS = {"type": "int", "low": 50_000, "high": 2_700_000, "log": True}
+
+
+def test_a_spec_that_fits_its_corpus_is_left_alone():
+    spec = parse_spec(_with(search_train_chars=TRAIN_CHARS, val_chars=40_000))
+    assert fit_to_corpus(spec, 2_709_779, 150_543) == (spec, {})
+
+
+def test_train_chars_beyond_the_text_is_clipped_at_its_length():
+    spec = parse_spec(_with(search_train_chars=TRAIN_CHARS))
+    fitted, adjusted = fit_to_corpus(spec, 381_612, 21_200)
+    p = fitted.search["train_chars"]
+    assert (p.low, p.high, p.log, p.type) == (50_000, 381_612, True, "int")
+    assert adjusted["train_chars"] == {"from": {"low": 50_000, "high": 2_700_000},
+                                       "to": {"low": 50_000, "high": 381_612},
+                                       "why": "the corpus has 381,612 training characters"}
+    assert fitted.search["lr"] == spec.search["lr"] and spec.search["train_chars"].high == 2_700_000
+
+
+def test_a_range_wholly_beyond_the_text_keeps_its_ratio_below_it():
+    spec = parse_spec(_with(search_train_chars={"type": "int", "low": 500_000, "high": 2_000_000, "log": True}))
+    fitted, adjusted = fit_to_corpus(spec, 400_000, 21_000)
+    p = fitted.search["train_chars"]
+    assert (p.low, p.high) == (100_000, 400_000)  # 1:4, as asked
+    assert adjusted["train_chars"]["to"] == {"low": 100_000, "high": 400_000}
+
+
+def test_a_rescaled_low_end_still_holds_one_batch():
+    spec = parse_spec(_with(search_train_chars={"type": "int", "low": 100_000, "high": 100_000_000},
+                            fixed={"batch_size": 64, "seq_len": 100}))
+    fitted, _ = fit_to_corpus(spec, 90_000, 5_000)
+    assert fitted.search["train_chars"].low == 64 * 101 and fitted.search["train_chars"].high == 90_000
+
+
+def test_a_stepped_range_ends_on_its_step():
+    spec = parse_spec(_with(search_train_chars={"type": "int", "low": 10_000, "high": 1_000_000, "step": 10_000}))
+    fitted, _ = fit_to_corpus(spec, 381_612, 21_200)
+    assert (fitted.search["train_chars"].low, fitted.search["train_chars"].high) == (10_000, 380_000)
+
+
+def test_fixed_train_chars_and_val_chars_beyond_the_text_become_all_of_it():
+    spec = parse_spec(_with(fixed={"train_chars": 1_000_000}, val_chars=40_000))
+    fitted, adjusted = fit_to_corpus(spec, 381_612, 21_200)
+    assert fitted.fixed["train_chars"] == 381_612 and fitted.val_chars == 21_200
+    assert adjusted["train_chars"]["from"] == 1_000_000 and adjusted["val_chars"]["to"] == 21_200
+    assert fit_to_corpus(parse_spec(_with(val_chars=0)), 381_612, 21_200)[1] == {}  # 0 means all of it already
+    fitted, adjusted = fit_to_corpus(parse_spec(_with(final={"chars": 10_000, "val_chars": 50_000})), 381_612, 21_200)
+    assert fitted.final["val_chars"] == 21_200 and adjusted["final.val_chars"]["from"] == 50_000
+
+
+def test_rungs_and_evaluation_points_of_the_default_spec():
+    spec = load_spec(SPECS_DIR / "sherlock.toml")
+    assert spec.rungs() == [100_000, 300_000]
+    points = spec.eval_at()
+    assert set(spec.rungs()) <= set(points) and points[-1] == spec.budget_chars == 900_000
+    assert points == [100_000, 173_205, 300_000, 519_615, 900_000]  # each rung, one point between, the budget
+    assert spec.run_settings()["eval_at"] == points
+    assert spec.repeat_chars in points and spec.final["chars"] > 5 * spec.budget_chars

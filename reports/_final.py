@@ -1,0 +1,177 @@
+"""The final model: the study's second deliverable, set beside what a compressor does on the same text.
+
+Compute first (`final_model`, `baseline_table`), draw second (`final_curve`), then the report's blocks
+(`final_blocks`). Runs without a final model or without baselines.parquet (older runs) still render.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from reports._load import RunData
+from reports._render import Block, Code, Figure, Heading, Para, Table
+
+BASELINE_NAMES = {"unigram": "unigram (character frequencies)", "xz": "xz -9e", "ppmd": "PPMd order 8"}
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The final model's row, samples and the command that samples more from it."""
+
+    trial_id: str
+    source_trial: str  # the search trial whose configuration it trains
+    status: str
+    test_bpc: float
+    val_bpc: float
+    chars_seen: int
+    wall_s: float
+    stopped_early: bool
+    params: dict
+    samples: pd.DataFrame  # temperature, text, known_word_frac
+    command: str
+    error: str = ""
+
+
+def unstable_configurations(run: RunData) -> pd.DataFrame:
+    """Search trials whose configuration diverged or failed in a seed repeat: (trial_id, bad, repeats)."""
+    t = run.trials
+    if "repeat_of" not in t.columns:
+        return pd.DataFrame(columns=["trial_id", "bad", "repeats"])
+    rep = t[t["role"] == "repeat"]
+    g = rep.groupby("repeat_of")["status"]
+    out = pd.DataFrame({"bad": g.apply(lambda s: int(s.isin(["diverged", "failed"]).sum())), "repeats": g.size()})
+    return out[out["bad"] > 0].rename_axis("trial_id").reset_index()
+
+
+def final_model(run: RunData) -> FinalModel | None:
+    """The run's final model, or None when it has none (skipped, older run, or no reliable configuration)."""
+    if run.final.empty:
+        return None
+    row = run.final.iloc[-1]
+    s = run.samples[(run.samples["trial_id"] == row["trial_id"])]
+    if "kind" in s.columns:
+        s = s[s["kind"] == "final"]
+    cols = [c for c in ("temperature", "text", "known_word_frac") if c in s.columns]
+    params = {p.name: row.get(p.column) for p in run.params}
+    source = row.get("repeat_of")
+    return FinalModel(
+        trial_id=str(row["trial_id"]), source_trial="" if pd.isna(source) else str(source), status=str(row["status"]),
+        test_bpc=_float(row.get("test_bpc")), val_bpc=_float(row.get("val_bpc")),
+        chars_seen=int(row.get("chars_seen") or 0), wall_s=_float(row.get("wall_s")),
+        stopped_early=bool(row.get("stopped_early", False) == True), params=params,  # noqa: E712 (numpy bool)
+        samples=s.sort_values("temperature")[cols].reset_index(drop=True),
+        command=f"python -m charrnn.sample --run {run.run_dir} --temperature 0.8 --length 1000",
+        error="" if pd.isna(row.get("error")) else str(row.get("error")),
+    )
+
+
+def baseline_table(run: RunData, fm: FinalModel | None) -> pd.DataFrame:
+    """Bits/char on the validation and test text: the final model, then each baseline, best first."""
+    rows = []
+    if fm is not None and math.isfinite(fm.test_bpc):
+        rows.append({"model": "final model (this study)", "validation": fm.val_bpc, "test": fm.test_bpc})
+    b = run.baselines
+    for method in b["method"].unique() if len(b) else []:
+        by = b[b["method"] == method].set_index("split")["bpc"]
+        rows.append({"model": BASELINE_NAMES.get(method, method), "validation": by.get("val", math.nan),
+                     "test": by.get("test", math.nan)})
+    best_search = run.trials.loc[(run.trials["role"] == "search") & (run.trials["status"] == "completed"), "val_bpc"]
+    if len(best_search.dropna()):
+        rows.append({"model": "best search trial (its budget)", "validation": float(best_search.min()),
+                     "test": math.nan})
+    df = pd.DataFrame(rows, columns=["model", "validation", "test"])
+    return df.sort_values("validation", na_position="last").reset_index(drop=True) if len(df) else df
+
+
+def final_curve(run: RunData, fm: FinalModel | None) -> bytes | None:
+    """The final model's validation curve with the baselines as horizontal lines."""
+    if fm is None:
+        return None
+    c = run.curves[run.curves["trial_id"] == fm.trial_id].sort_values("chars_seen")
+    if c.empty:
+        return None
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from reports._plots import _chars_axis, _png
+
+    with sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.plot(c["chars_seen"], c["val_bpc"], marker="o", ms=3, label="final model, validation")
+        if "train_bpc" in c:
+            ax.plot(c["chars_seen"], c["train_bpc"], alpha=0.6, lw=1, label="final model, training")
+        val = run.baselines[run.baselines["split"] == "val"] if len(run.baselines) else run.baselines
+        for (_, r), style in zip(val.iterrows(), ("--", "-.", ":", "--")):
+            if math.isfinite(r["bpc"]) and r["bpc"] < 1.5 * float(c["val_bpc"].max()):
+                ax.axhline(r["bpc"], color="grey", ls=style, lw=1)
+                ax.annotate(f" {BASELINE_NAMES.get(r['method'], r['method'])} {r['bpc']:.2f}",
+                            (c["chars_seen"].iloc[0], r["bpc"]), va="bottom", fontsize=8, color="dimgrey")
+        _chars_axis(ax)
+        ax.set_ylabel("bits/char")
+        ax.legend(fontsize=8, loc="upper right")
+        ax.set_title("Final model against the compressors on the same validation text")
+    return _png(fig)
+
+
+def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
+    """The report's opening section on the final model (or why there is none)."""
+    blocks: list[Block] = [Heading(2, "The model: text that most resembles the corpus")]
+    unstable = unstable_configurations(run)
+    notes = [f"Search trial {r.trial_id}'s configuration diverged or failed in {r.bad} of {r.repeats} seed repeats: "
+             "it does not train reliably, so it was not handed over as the final model."
+             for r in unstable.itertuples()]
+    if fm is None or fm.status != "completed" or not math.isfinite(fm.test_bpc):
+        why = ("This run has no final model (the final stage was skipped with --final-chars 0, the run predates it, "
+               "or no configuration trained reliably)." if fm is None else
+               f"The final model ({fm.trial_id}) did not finish: {fm.status}{': ' + fm.error if fm.error else ''}.")
+        blocks += [Para(why), *[Para(n) for n in notes]]
+        table = baseline_table(run, None)
+        return blocks + ([Table(_fmt(table))] if len(table) else [])
+    ppmd = run.baselines[(run.baselines["method"] == "ppmd") & (run.baselines["split"] == "test")]["bpc"]
+    versus = ""
+    if len(ppmd) and math.isfinite(ppmd.iloc[0]):
+        gap = fm.test_bpc - float(ppmd.iloc[0])
+        versus = (f" That is {abs(gap):.3f} bits/char {'better' if gap < 0 else 'worse'} than PPMd, a compressor "
+                  f"that has read all the text before it ({ppmd.iloc[0]:.3f}).")
+    params = ", ".join(f"{k}={_value(v)}" for k, v in fm.params.items())
+    blocks += [
+        Para(f"The final model scores {fm.test_bpc:.3f} bits/char on the test text, which no part of the search saw "
+             f"and which it was scored on once.{versus} It is search trial {fm.source_trial}'s configuration "
+             f"({params}), trained for {fm.chars_seen:,} characters in {fm.wall_s / 60:.1f} minutes"
+             + (", stopped early when validation stopped improving" if fm.stopped_early else "") + ".", lead=True),
+        Table(_fmt(baseline_table(run, fm))),
+        *[Para(n) for n in notes],
+    ]
+    for r in fm.samples.itertuples():
+        known = getattr(r, "known_word_frac", math.nan)
+        blocks.append(Para(f"Sample at temperature {r.temperature:g}"
+                           + (f" ({known:.0%} of its words occur in the corpus)" if math.isfinite(known) else "")
+                           + ":"))
+        blocks.append(Code(str(r.text)))
+    blocks += [Para("More text from it:"), Code(fm.command),
+               Figure("final.png", "The final model's validation and training bits/char; grey: the baselines on "
+                                   "the same validation text")]
+    return blocks
+
+
+def _fmt(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for col in ("validation", "test"):
+        out[col] = [f"{v:.3f}" if math.isfinite(v) else "" for v in out[col]]
+    return out
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _value(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return f"{int(v):,}"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,89 @@
+"""The report's final-model section: with and without a final model and baselines (older runs stay readable)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from reports import build_report
+from reports._final import baseline_table, final_model, unstable_configurations
+from reports._load import load_run
+from tests.reports.conftest import HOSTILE
+
+BASELINES = [("unigram", "val", 4.45), ("unigram", "test", 4.45), ("xz", "val", 2.23), ("xz", "test", 2.20),
+             ("ppmd", "val", 1.76), ("ppmd", "test", 1.72)]
+
+
+def _add_final(run_dir, test_bpc=1.20, hostile=False):
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    best = trials[trials["role"] == "search"].sort_values("val_bpc").iloc[0]
+    row = best.copy()
+    row["trial_id"], row["role"], row["status"], row["repeat_of"] = "final_0", "final", "completed", best["trial_id"]
+    row["val_bpc"], row["chars_seen"], row["wall_s"] = test_bpc + 0.03, 9_000_000, 600.0
+    trials["test_bpc"] = np.nan
+    row["test_bpc"] = test_bpc
+    trials = pd.concat([trials, row.to_frame().T], ignore_index=True).astype(trials.dtypes.to_dict())
+    trials.to_parquet(run_dir / "trials.parquet", index=False)
+    curves = pd.read_parquet(run_dir / "curves.parquet")
+    extra = pd.DataFrame({"trial_id": "final_0", "chars_seen": [3_000_000, 6_000_000, 9_000_000],
+                          "wall_s": [200.0, 400.0, 600.0], "train_bpc": [1.9, 1.75, 1.7],
+                          "val_bpc": [1.95, 1.8, test_bpc + 0.03]})
+    pd.concat([curves, extra], ignore_index=True).astype({"trial_id": "string"}).to_parquet(
+        run_dir / "curves.parquet", index=False)
+    samples = pd.read_parquet(run_dir / "samples.parquet")
+    text = HOSTILE if hostile else "Holmes looked at me across the table."
+    extra = pd.DataFrame({"trial_id": "final_0", "chars_seen": 9_000_000, "temperature": [0.5, 0.8],
+                          "text": [text, text + " And so"], "kind": "final", "known_word_frac": [0.97, 0.95]})
+    pd.concat([samples, extra], ignore_index=True).to_parquet(run_dir / "samples.parquet", index=False)
+    pd.DataFrame(BASELINES, columns=["method", "split", "bpc"]).to_parquet(run_dir / "baselines.parquet", index=False)
+    return run_dir
+
+
+def test_an_older_run_without_final_model_or_baselines_still_builds(make_run, tmp_path):
+    run = load_run(make_run(n_trials=20))
+    assert run.final.empty and run.baselines.empty and final_model(run) is None
+    out = build_report(run.run_dir, tmp_path / "r", n_bootstrap=10)
+    md = (out / "report.md").read_text()
+    assert "This run has no final model" in md and not (out / "final.png").exists()
+
+
+def test_the_final_model_leads_with_its_test_score_beside_the_baselines(make_run, tmp_path):
+    run_dir = _add_final(make_run(n_trials=20))
+    run = load_run(run_dir)
+    # The final row never counts as a search trial.
+    assert "final_0" not in set(run.trials["trial_id"]) and list(run.final["trial_id"]) == ["final_0"]
+    fm = final_model(run)
+    assert fm.test_bpc == 1.20 and fm.source_trial and list(fm.samples["temperature"]) == [0.5, 0.8]
+    table = baseline_table(run, fm)
+    assert table["model"].iloc[0] == "final model (this study)"  # best first: it beats PPMd's 1.76 here
+    assert set(table["model"]) >= {"PPMd order 8", "xz -9e", "unigram (character frequencies)"}
+    out = build_report(run_dir, tmp_path / "r", n_bootstrap=10)
+    md = (out / "report.md").read_text()
+    first = md.index("The final model scores 1.200 bits/char on the test text")
+    assert first < md.index("Importance")
+    assert "0.520 bits/char better than PPMd" in md and f"charrnn.sample --run {run_dir}" in md
+    assert (out / "final.png").exists()
+
+
+def test_final_samples_are_escaped_and_fenced(make_run, tmp_path):
+    run_dir = _add_final(make_run(n_trials=20), hostile=True)
+    out = build_report(run_dir, tmp_path / "r", n_bootstrap=10)
+    html = (out / "index.html").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    md = (out / "report.md").read_text()
+    assert "````" in md  # a fence longer than the sample's backtick runs
+
+
+def test_unstable_configurations_are_found_from_the_repeats(make_run):
+    run_dir = make_run(n_trials=20)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    rep = trials[trials["role"] == "repeat"]
+    assert len(rep) >= 2
+    best = trials[trials["role"] == "search"].sort_values("val_bpc")["trial_id"].iloc[0]
+    trials["repeat_of"] = pd.Series([best if r == "repeat" else None for r in trials["role"]], dtype="string")
+    trials.loc[rep.index[0], "status"] = "diverged"
+    trials.to_parquet(run_dir / "trials.parquet", index=False)
+    got = unstable_configurations(load_run(run_dir))
+    assert len(got) == 1 and got["bad"].iloc[0] == 1 and got["repeats"].iloc[0] == len(rep)
+    assert got["trial_id"].iloc[0] == best and not math.isnan(got["repeats"].iloc[0])

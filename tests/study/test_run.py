@@ -1,0 +1,73 @@
+"""Planning a study (no Ray): a corpus of one's own names the study and fits the spec's text sizes."""
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from study.run import adjusted_note, build_parser, prepare, study_metadata
+
+
+@pytest.fixture
+def novel(tmp_path, tiny_text):
+    """A 'novel' of 100k characters: 90k of training text, fewer than the smoke spec's 200k."""
+    path = tmp_path / "my novel.txt"
+    path.write_text((tiny_text * 6)[:100_000])
+    return path
+
+
+def _plan(tmp_path, *argv):
+    return prepare(build_parser().parse_args(["--spec", "smoke", "--out", str(tmp_path / "run"), *argv]))
+
+
+def test_the_spec_own_corpus_keeps_the_spec_name_and_range(tmp_path):
+    plan = _plan(tmp_path)
+    assert plan.study_name == "smoke" and plan.adjusted == {}
+    assert plan.spec.search["train_chars"].high == 200_000
+    meta = study_metadata(plan)
+    assert meta["name"] == meta["spec"] == "smoke" and "adjusted" not in meta
+
+
+def test_a_small_corpus_of_ones_own_fits_the_spec_and_names_the_study(tmp_path, novel, monkeypatch):
+    plan = _plan(tmp_path, "--corpus", str(novel))
+    assert plan.study_name == "smoke-my_novel"
+    assert len(plan.corpus.train) == 90_000
+    assert (plan.spec.search["train_chars"].low, plan.spec.search["train_chars"].high) == (20_000, 90_000)
+    meta = json.loads(json.dumps(study_metadata(plan)))
+    assert meta["name"] == "smoke-my_novel" and meta["spec"] == "smoke"
+    assert meta["search_space"]["train_chars"]["high"] == 90_000
+    assert meta["adjusted"]["train_chars"]["from"] == {"low": 20_000, "high": 200_000}
+    assert "val_chars" not in meta["adjusted"]  # 5,000 validation characters: the smoke spec's 4,000 fit
+    note = adjusted_note(plan)
+    assert "\n" not in note and "train_chars 20,000..90,000 instead of 20,000..200,000" in note
+
+    monkeypatch.chdir(tmp_path)  # without --out, the run directory is named after the study too
+    plan = prepare(build_parser().parse_args(["--spec", "smoke", "--corpus", str(novel)]))
+    assert plan.run_dir.parent.name == "runs" and plan.run_dir.name.startswith("smoke-my_novel-")
+
+
+def test_the_optuna_study_is_the_plans(tmp_path, novel):
+    """The driver creates the study under plan.study_name and closes orphans of that same study."""
+    from study.driver import _fail_orphans
+
+    plan = _plan(tmp_path, "--corpus", str(novel))
+    plan.run_dir.mkdir()
+    study = optuna.create_study(study_name=plan.study_name, storage=f"sqlite:///{plan.run_dir / 'optuna.db'}")
+    orphan = study.ask()
+    _fail_orphans(plan)
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+
+
+def test_resume_keeps_the_study_name_and_the_fitted_spec(tmp_path, novel):
+    import shutil
+
+    from study.results import STUDY_FILE, atomic_write_json
+
+    first = _plan(tmp_path, "--corpus", str(novel))
+    first.run_dir.mkdir()
+    shutil.copyfile(first.spec.path, first.run_dir / "spec.toml")
+    atomic_write_json(first.run_dir / STUDY_FILE, study_metadata(first))
+    again = prepare(build_parser().parse_args(["--resume", str(first.run_dir)]))
+    assert again.resume and again.study_name == "smoke-my_novel"
+    assert again.spec.search["train_chars"] == first.spec.search["train_chars"] and again.adjusted == first.adjusted

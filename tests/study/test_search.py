@@ -1,0 +1,95 @@
+"""StudySearch tells Optuna what the results tables say, without starting Ray."""
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from study.search import StudySearch, outcome
+
+SPACE = {"lr": FloatDistribution(1e-3, 1e-1, log=True), "cell": CategoricalDistribution(["gru", "lstm"])}
+
+
+def _searcher(storage) -> StudySearch:
+    return StudySearch(SPACE, metric="val_bpc", mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
+                       study_name="s", storage=storage)
+
+
+def _result(chars: int, eval_bpc: float, best: float, **extra) -> dict:
+    return {"chars_seen": chars, "eval_val_bpc": eval_bpc, "val_bpc": best, "finished": False,
+            "diverged": False, **extra}
+
+
+def _by_tune_id(storage) -> dict[str, optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="s", storage=storage)
+    return {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+
+
+@pytest.mark.parametrize("result, error, expected", [
+    ({"val_bpc": 2.0, "finished": True}, False, (TrialState.COMPLETE, 2.0, None)),
+    ({"val_bpc": 2.5, "finished": False}, False, (TrialState.PRUNED, None, "stopped")),
+    ({"val_bpc": math.nan, "diverged": True}, False, (TrialState.FAIL, None, "diverged")),
+    ({"val_bpc": 2.0}, True, (TrialState.FAIL, None, "failed")),
+    (None, False, (TrialState.FAIL, None, "failed")),
+    ({"val_bpc": math.inf, "finished": True}, False, (TrialState.FAIL, None, "failed")),
+])
+def test_outcome(result, error, expected):
+    assert outcome(result, error, "val_bpc") == expected
+
+
+def test_states_and_intermediate_values_follow_the_tables():
+    storage = optuna.storages.InMemoryStorage()
+    search = _searcher(storage)
+    for tid in ("done", "stopped", "diverged", "crashed"):
+        params = search.suggest(tid)
+        assert set(params) == set(SPACE)
+    search.on_trial_result("done", _result(100, 3.0, 3.0))
+    search.on_trial_result("done", _result(200, 3.2, 3.0))
+    search.on_trial_result("done", _result(100, 3.0, 3.0))  # a retry re-reports from its checkpoint
+    search.on_trial_complete("done", _result(300, 2.5, 2.5, finished=True))  # the last result comes only here
+    search.on_trial_result("stopped", _result(100, 3.6, 3.6))
+    search.on_trial_complete("stopped", _result(200, 3.7, 3.6))
+    search.on_trial_result("diverged", _result(100, 3.9, 3.9))
+    search.on_trial_result("diverged", _result(150, math.nan, math.nan, diverged=True))
+    search.on_trial_complete("diverged", _result(150, math.nan, math.nan, diverged=True))
+    search.on_trial_complete("crashed", None, error=True)
+
+    trials = _by_tune_id(storage)
+    assert trials["done"].state == TrialState.COMPLETE and trials["done"].value == 2.5
+    assert trials["done"].intermediate_values == {100: 3.0, 200: 3.2, 300: 2.5}  # each evaluation's own value
+    # PRUNED: Optuna's value is the last intermediate value, the evaluation it was stopped at.
+    assert trials["stopped"].state == TrialState.PRUNED and trials["stopped"].value == 3.7
+    assert trials["stopped"].intermediate_values == {100: 3.6, 200: 3.7}
+    assert trials["stopped"].user_attrs["status"] == "stopped"
+    assert trials["diverged"].state == TrialState.FAIL and trials["diverged"].user_attrs["status"] == "diverged"
+    assert trials["diverged"].intermediate_values == {100: 3.9}
+    assert trials["crashed"].state == TrialState.FAIL and trials["crashed"].user_attrs["status"] == "failed"
+
+
+def test_a_restored_searcher_continues_and_keeps_what_optuna_was_told(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    first = _searcher(storage)
+    first.suggest("a")
+    first.suggest("b")
+    first.on_trial_result("a", _result(100, 3.0, 3.0))
+    first.on_trial_result("b", _result(100, 3.5, 3.5))
+    first.save(str(tmp_path / "searcher.pkl"))
+    # After the save, the driver told "a" and was killed before Tune saved its own state again.
+    first.on_trial_result("a", _result(200, 2.0, 2.0, finished=True))
+    first.on_trial_complete("a", _result(200, 2.0, 2.0, finished=True))
+
+    resumed = _searcher(storage)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_result("a", _result(200, 2.2, 2.2, finished=True))  # Tune resumed "a": ignored
+    resumed.on_trial_complete("a", _result(200, 2.2, 2.2, finished=True))
+    resumed.on_trial_result("b", _result(200, 3.1, 3.1, finished=True))
+    resumed.on_trial_complete("b", _result(200, 3.1, 3.1, finished=True))
+    assert set(resumed.suggest("c")) == set(SPACE)
+
+    trials = _by_tune_id(storage)
+    assert trials["a"].value == 2.0 and trials["a"].intermediate_values == {100: 3.0, 200: 2.0}
+    assert trials["b"].state == TrialState.COMPLETE and trials["b"].intermediate_values == {100: 3.5, 200: 3.1}
+    assert trials["c"].state == TrialState.RUNNING and len(trials) == 3
