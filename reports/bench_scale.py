@@ -3,13 +3,15 @@
 Writes a known-answer run directory of n trials (the calibration harness's 11-hyperparameter "sherlock-11" shape,
 with ASHA's early stopping, diverged trials, three seed repeats and sample metrics) through the results contract,
 times `python -m reports.build` on it in this process (load, analysis, figures, HTML/Markdown), and prints one line
-per size with the wall time and the leader it found.
+per size with the wall time, the CPU time of this process (the figure that does not depend on what else runs on
+a shared machine; the analysis is single-threaded) and the leader it found.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 import tempfile
@@ -70,12 +72,15 @@ def bench(n_trials: list[int], *, seed: int = 0, n_bootstrap: int = 100) -> pd.D
     with tempfile.TemporaryDirectory() as tmp:
         for n in n_trials:
             run_dir = write_synthetic_run(pathlib.Path(tmp) / f"run{n}", n, seed=seed)
-            t0 = time.perf_counter()
+            load0, t0, c0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
             out = build_report(run_dir, n_bootstrap=n_bootstrap, seed=seed)
-            secs = time.perf_counter() - t0
+            secs, cpu = time.perf_counter() - t0, time.process_time() - c0
             t = pd.read_csv(out / "importance.csv")
-            rows.append({"trials": n, "seconds": round(secs, 1), "leader": t.sort_values("rank")["param"].iloc[0]})
-            print(f"{n:5d} trials: {secs:6.1f} s, leader {rows[-1]['leader']}", flush=True)
+            rows.append({"trials": n, "seconds": round(secs, 1), "cpu_seconds": round(cpu, 1),
+                         "load": round((load0 + os.getloadavg()[0]) / 2, 1),
+                         "leader": t.sort_values("rank")["param"].iloc[0]})
+            print(f"{n:5d} trials: {secs:6.1f} s wall, {cpu:6.1f} s CPU (load average ~{rows[-1]['load']}), "
+                  f"leader {rows[-1]['leader']}", flush=True)
     return pd.DataFrame(rows)
 
 
