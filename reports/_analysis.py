@@ -11,7 +11,8 @@ from scipy.stats import chi2
 
 from reports import _budget
 from reports._budget import Budget, NoiseFloor, TrialCounts
-from reports._importance import METHODS, ImportanceResult, agreement, compute_importance, interaction_grid
+from reports._importance import (METHODS, ImportanceResult, agreement, compute_importance, interaction_grid,
+                                 interaction_shares)
 from reports._load import RunData
 from reports._reference import optuna_importances
 
@@ -19,6 +20,46 @@ SAMPLE_METRICS = ("known_word_frac", "copy20_frac")
 # The answer names one hyperparameter as the most important only if it ranks first in at least FIRST_SURE of
 # the bootstrap resamples; otherwise it names every one that ranks first in at least CONTENDER of them.
 FIRST_SURE, CONTENDER = 0.8, 0.1
+# A surrogate whose held-out R^2 is below this predicts trials hardly better than their mean: its numbers are
+# not evidence (shown as such, never as a second opinion).
+PREDICTS = 0.1
+# Trials per hyperparameter a ranking needs: the GP fits one amplitude and one length scale per hyperparameter,
+# and below two trials each the calibration's small shapes already lose coverage. With fewer, the answer says so.
+TRIALS_PER_PARAM, MIN_RANK_TRIALS = 2, 10
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The best search trial and its seed repeats: its expected score is the repeats' mean; the gap to its own
+    search score is the selection bias of picking the best of many noisy trials."""
+
+    trial_id: str
+    search: float
+    repeats: tuple[float, ...]
+
+    @property
+    def expected(self) -> float:
+        return float(np.mean(self.repeats)) if self.repeats else math.nan
+
+    @property
+    def gap(self) -> float:
+        return self.expected - self.search
+
+
+@dataclass(frozen=True)
+class BudgetStep:
+    """Importance at one evaluation milestone that enough trials reached, and how trial quality there ranks
+    against the previous milestone (Spearman over the trials that reached both)."""
+
+    chars: float
+    n_trials: int
+    leader: str
+    share: float
+    ci_low: float
+    ci_high: float
+    spearman_prev: float  # NaN for the first
+    n_both: int
+    clear: bool = True  # the leader's interval clears the noise floor
 
 
 @dataclass(frozen=True)
@@ -74,6 +115,9 @@ class Analysis:
     target: str = "val_bpc"  # what the importance fit explains the variance of
     log_target: bool = False
     survivors: Fit | None = None  # secondary check at a later milestone, survivors of the scheduler only
+    interactions: pd.DataFrame | None = None  # pairwise interaction shares, largest first (interval on the first)
+    best: BestTrial | None = None
+    budgets: list[BudgetStep] = field(default_factory=list)
 
 
 def pct(x: float) -> str:
@@ -104,7 +148,7 @@ def _seed_noise(floor: NoiseFloor, total_var: float, log: bool) -> SeedNoise:
                      var_fit * df / chi2.ppf(0.975, df) / total_var)
 
 
-def _fit(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: int,
+def fit_budget(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: int,
          methods: tuple[str, ...] = METHODS) -> Fit:
     """Importance of the hyperparameters for the metric at `budget`, judged against the seed noise there.
 
@@ -185,6 +229,148 @@ def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
     if noise:
         s += f"; {_join(noise)} {'is' if len(noise) == 1 else 'are'} within noise"
     return s + "."
+
+
+def _ci_text(lo: float, hi: float) -> str:
+    return f"{pct(lo)}–{pct(hi)}"
+
+
+def rank_need(k: int) -> int:
+    """Comparable trials a ranking of k hyperparameters needs (see TRIALS_PER_PARAM)."""
+    return max(MIN_RANK_TRIALS, TRIALS_PER_PARAM * k)
+
+
+def answer(imp: ImportanceResult, budget: Budget, metric: str, *, interactions: pd.DataFrame | None = None,
+           budgets: list[BudgetStep] | None = None) -> str:
+    """The report's first sentence: `_summary`'s ranking, unless the trials cannot carry one, with what else a
+    careful reader needs in it: the methods' disagreement, a leader that acts through an interaction, and
+    whether the leader holds at the later budgets."""
+    t, k, n = imp.table, len(imp.table), imp.n_trials
+    if n < 5 or not np.isfinite(t["importance"]).any():
+        return _summary(imp, budget, metric)
+    top = t.iloc[0]
+    where = f"{n} trials compared at {chars(budget.chars)} training characters"
+    if n < rank_need(k):
+        return (f"{n} comparable trials cannot rank {k} hyperparameters (a ranking needs about {rank_need(k)}, "
+                f"{TRIALS_PER_PARAM} per hyperparameter): {top['param']} leads in this sample "
+                f"({pct(top['importance'])}, 95% CI {_ci_text(top['ci_low'], top['ci_high'])}, of the variance in "
+                f"{imp.target} across {where}), which is no ranking; a study of at least {rank_need(k)} trials, or "
+                f"a second study pooled with this one (python -m reports.build RUN_A RUN_B --out DIR), would "
+                f"settle it.")
+    r2 = imp.fit.get("gp_loo_r2", math.nan)
+    if math.isfinite(r2) and r2 < PREDICTS:
+        return (f"No hyperparameter's effect can be told from noise across {where}: the surrogate predicts a "
+                f"left-out trial no better than the mean of the others (leave-one-out R² {r2:.2f}).")
+    s = _summary(imp, budget, metric).rstrip(".")
+    lead = top["param"]
+    prefix = ""
+    if interactions is not None and len(interactions):
+        pair = interactions.iloc[0]
+        if pair["share"] > top["importance"]:
+            ci = (f", 95% CI {_ci_text(pair['ci_low'], pair['ci_high'])}"
+                  if math.isfinite(pair["ci_low"]) else "")
+            if lead in (pair["a"], pair["b"]):
+                other = pair["b"] if pair["a"] == lead else pair["a"]
+                prefix = (f"{lead}, through its interaction with {other} ({pct(pair['share'])} of the variance"
+                          f"{ci}, more than any main effect): ")
+            else:
+                prefix = (f"{pair['a']} and {pair['b']} act mostly together (their interaction explains "
+                          f"{pct(pair['share'])}{ci}, more than any main effect): ")
+    if "permutation" in t and imp.fit.get("trees_oob_r2", math.nan) >= PREDICTS:
+        perm = t.sort_values("permutation", ascending=False).iloc[0]
+        mine = t.set_index("param").loc[lead]
+        apart = (mine["permutation_ci_high"] < mine["ci_low"]) or (mine["permutation_ci_low"] > mine["ci_high"])
+        if perm["param"] != lead:
+            prefix += (f"The two methods disagree — fANOVA (GP) names {lead} ({pct(top['importance'])}, "
+                       f"{_ci_text(top['ci_low'], top['ci_high'])}), permutation names {perm['param']} "
+                       f"({pct(perm['permutation'])}, {_ci_text(perm['permutation_ci_low'], perm['permutation_ci_high'])}"
+                       f"): ")
+        elif apart:
+            prefix += (f"The two methods name {lead} but disagree on its share — fANOVA (GP) "
+                       f"{pct(top['importance'])} ({_ci_text(top['ci_low'], top['ci_high'])}), permutation "
+                       f"{pct(mine['permutation'])} ({_ci_text(mine['permutation_ci_low'], mine['permutation_ci_high'])}"
+                       f"), intervals apart: ")
+    if prefix:
+        s = prefix + s
+    later = [b for b in (budgets or []) if b.chars > budget.chars]
+    if later:
+        changes = [b for b in later if b.leader != lead and b.clear]
+        vague = [b for b in later if not b.clear]
+        rhos = ", ".join(f"{b.spearman_prev:.2f}" for b in later if math.isfinite(b.spearman_prev))
+        last = later[-1]
+        if changes:
+            how = "the leader changes: " + ", ".join(f"{b.leader} at {chars(b.chars)} ({b.n_trials} trials, "
+                                                     f"{pct(b.share)}, {_ci_text(b.ci_low, b.ci_high)})"
+                                                     for b in changes)
+        elif not vague:
+            how = f"the leader stays {lead} (up to {chars(last.chars)}, {last.n_trials} trials)"
+        else:
+            how = (f"the leader stays {lead} where any hyperparameter stands out" if len(vague) < len(later)
+                   else "no hyperparameter stands out from noise")
+        if vague and (changes or len(vague) < len(later)):
+            how += "; none stands out at " + ", ".join(f"{chars(b.chars)} ({b.n_trials} trials)" for b in vague)
+        elif vague:
+            how += " at " + ", ".join(f"{chars(b.chars)} ({b.n_trials} trials)" for b in vague)
+        s += (f"; this holds at {chars(budget.chars)} characters, and at the later budgets {how}"
+              + (f"; rank correlation of trial quality between successive budgets {rhos}" if rhos else ""))
+    return s + "."
+
+
+def best_trial_repeats(run: RunData) -> BestTrial | None:
+    """The best search trial by final val_bpc and its seed repeats (role repeat, repeat_of = its id; without a
+    repeat_of column, every valid repeat)."""
+    t = run.trials
+    ok = _budget.valid_mask(t)
+    search = t[(t["role"] != "repeat") & ok]
+    reps = t[(t["role"] == "repeat") & ok]
+    if search.empty:
+        return None
+    best = search.loc[search["val_bpc"].idxmin()]
+    if "repeat_of" in reps.columns and reps["repeat_of"].notna().any():
+        reps = reps[reps["repeat_of"].astype(str) == str(best["trial_id"])]
+    return BestTrial(str(best["trial_id"]), float(best["val_bpc"]), tuple(float(v) for v in reps["val_bpc"]))
+
+
+def budget_steps(run: RunData, primary: Fit, *, n_bootstrap: int, random_state: int,
+                 survivors: Fit | None = None) -> list[BudgetStep]:
+    """Importance (fANOVA) at the milestones from the compared budget on that at least `rank_need` valid search
+    trials reached (the compared one and the last before each drop in trials), and the Spearman rank correlation
+    of trial quality with the previous such milestone over the trials that reached both."""
+    from scipy.stats import spearmanr
+
+    need = rank_need(len(run.params))
+    table = primary.budget.milestones
+    if table is None or table.empty:
+        return []
+    chosen = table[(table["chars_seen"] >= primary.budget.chars * (1 - 1e-9)) & (table["n_trials"] >= need)]
+    # Between two ASHA rungs the same trials train on: of each run of milestones with one trial count, the last
+    # (the most training for the same trials) stands for it, besides the compared budget itself.
+    last = chosen.groupby("n_trials")["chars_seen"].transform("max") == chosen["chars_seen"]
+    chosen = chosen[last | np.isclose(chosen["chars_seen"], primary.budget.chars)]
+    steps, prev = [], None
+    curves = _budget.with_milestones(run.curves, run.study)
+    for chars_ in chosen["chars_seen"]:
+        if math.isclose(chars_, primary.budget.chars, rel_tol=1e-9):
+            f = primary
+        elif survivors is not None and math.isclose(chars_, survivors.budget.chars, rel_tol=1e-9):
+            f = survivors
+        else:
+            b = _budget._budget_at(run, curves, table, float(chars_), need, survivors=True)
+            f = fit_budget(run, b, n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
+        vals = f.budget.values.set_index("trial_id")["y"]
+        rho, both = math.nan, 0
+        if prev is not None:
+            common = vals.index.intersection(prev.index)
+            both = len(common)
+            if both >= 3:
+                rho = float(spearmanr(prev.loc[common], vals.loc[common]).statistic)
+        top = f.importance.table.iloc[0]
+        if f.importance.n_trials >= 5 and np.isfinite(top["importance"]):
+            steps.append(BudgetStep(float(chars_), f.importance.n_trials, str(top["param"]), float(top["importance"]),
+                                    float(top["ci_low"]), float(top["ci_high"]), rho, both,
+                                    not bool(top["within_noise"])))
+        prev = vals
+    return steps
 
 
 def _join(items: list[str]) -> str:
@@ -274,7 +460,7 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
                      "their search trials are fitted together; the seed noise floor is the first study's.")
     counts = _budget.count_trials(run.trials)
     budget = _budget.choose_budget(run, min_trials)
-    fit = _fit(run, budget, n_bootstrap=n_bootstrap, random_state=random_state)
+    fit = fit_budget(run, budget, n_bootstrap=n_bootstrap, random_state=random_state)
     imp, seed = fit.importance, fit.seed
     params = run.trials.set_index("trial_id").loc[budget.values["trial_id"]]
     y = np.minimum(budget.values["y"].to_numpy(float), fit.cap)  # as in the fit
@@ -290,8 +476,12 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     later = _budget.survivor_budget(run, budget)
     survivors = None
     if later is not None and later.n_trials >= 5:
-        survivors = _fit(run, later, n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
+        survivors = fit_budget(run, later, n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
     samples = _sample_targets(run, budget, max(n_bootstrap // 2, 0), random_state)
+    interactions = interaction_shares(imp, random_state=random_state) if imp.surrogate is not None else None
+    steps = budget_steps(run, fit, n_bootstrap=max(n_bootstrap // 2, 0), random_state=random_state,
+                         survivors=survivors)
+    best = best_trial_repeats(run)
     if fit.capped:
         notes.append(f"{fit.capped} compared trial{'s' if fit.capped > 1 else ''} scored worse than guessing "
                      f"uniformly over the vocabulary ({fit.cap:.2f} bits/char) and {'are' if fit.capped > 1 else 'is'}"
@@ -300,5 +490,6 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     if not seed.floor.known:
         notes.append("Seed noise floor unknown: fewer than two repeat trials (role == repeat) reached the "
                      "compared budget; hyperparameters are judged against the null-probe floor only.")
+    summary = answer(imp, budget, run.metric, interactions=interactions, budgets=steps)
     return Analysis(run, counts, budget, seed, imp, interaction, samples, _showcase(run), _pareto(run),
-                    _summary(imp, budget, run.metric), notes, fit.target, fit.log, survivors)
+                    summary, notes, fit.target, fit.log, survivors, interactions, best, steps)

@@ -7,9 +7,11 @@ milestones hold only the trials the scheduler promoted, which were selected for 
 sit in one corner of the search space), so the spread among them is range-restricted and says little about
 the search space. The highest milestone with enough survivors is kept as a secondary check.
 
-A milestone is nominal: evaluations sit at the first step past each multiple of `eval_every_chars`, so their
-chars_seen differ a little from trial to trial (125,200 vs 128,000 for a 125k milestone) and are mapped back
-to the multiple they belong to.
+A milestone is nominal: evaluations sit at the first step past each listed character count (study.json's
+`eval.eval_at_chars`, an increasing list; ASHA's rungs are among them) or, in run directories written before
+that list existed, past each multiple of `eval.eval_every_chars`. Their chars_seen therefore differ a little
+from trial to trial (125,200 vs 128,000 for a 125k milestone) and are mapped back to the milestone they belong
+to: the largest listed count (or multiple) not above them.
 """
 
 from __future__ import annotations
@@ -115,8 +117,29 @@ def _every(study: dict) -> float | None:
     return every if math.isfinite(every) and every > 0 else None
 
 
+def _eval_at(study: dict) -> np.ndarray | None:
+    at = (study.get("eval") or {}).get("eval_at_chars")
+    if not isinstance(at, (list, tuple)) or not at:
+        return None
+    try:
+        m = np.array([float(x) for x in at])
+    except (TypeError, ValueError):
+        return None
+    return np.unique(m[np.isfinite(m) & (m > 0)]) if np.isfinite(m).any() else None
+
+
 def milestone_of(chars_seen: pd.Series, study: dict) -> pd.Series | None:
-    """The nominal milestone of each chars_seen (None when study.json does not say how often trials evaluate)."""
+    """The nominal milestone of each chars_seen (None when study.json does not say when trials evaluate).
+
+    With `eval.eval_at_chars`: the largest listed count <= chars_seen (NaN below the first). Else with
+    `eval_every_chars` (or budget_chars / evals_per_trial): the largest multiple of it <= chars_seen.
+    """
+    at = _eval_at(study)
+    if at is not None and len(at):
+        c = np.asarray(chars_seen, dtype=float)
+        i = np.searchsorted(at, c * (1 + 1e-9), side="right") - 1
+        out = np.where(i >= 0, at[np.clip(i, 0, None)], np.nan)
+        return pd.Series(out, index=getattr(chars_seen, "index", None))
     every = _every(study)
     return None if every is None else np.floor(chars_seen / every + 1e-9) * every
 
@@ -124,8 +147,9 @@ def milestone_of(chars_seen: pd.Series, study: dict) -> pd.Series | None:
 def with_milestones(curves: pd.DataFrame, study: dict) -> pd.DataFrame:
     """`curves` with a `milestone` column: the nominal budget (characters) each evaluation belongs to.
 
-    With `eval_every_chars` (or budget_chars / evals_per_trial) in study.json, an evaluation at the first step
-    past k * every gets milestone k * every; without, the k-th evaluation of every trial is milestone k, named
+    With `eval_at_chars` in study.json, an evaluation gets the largest listed count not above its chars_seen;
+    with `eval_every_chars` (or budget_chars / evals_per_trial), an evaluation at the first step past k * every
+    gets milestone k * every; without, the k-th evaluation of every trial is milestone k, named
     by the median chars_seen of those evaluations.
     """
     c = curves.copy()
@@ -160,7 +184,8 @@ def _search_ids(run: RunData) -> list[str]:
 
 
 def _milestone_table(run: RunData, curves: pd.DataFrame) -> pd.DataFrame:
-    c = curves[curves["trial_id"].isin(_search_ids(run)) & np.isfinite(curves["val_bpc"])]
+    c = curves[curves["trial_id"].isin(_search_ids(run)) & np.isfinite(curves["val_bpc"])
+               & np.isfinite(curves["milestone"])]
     reached = c.groupby("trial_id")["milestone"].max()
     milestones = np.sort(c["milestone"].unique())
     counts = np.array([(reached >= m).sum() for m in milestones], dtype=int)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports._analysis import FIRST_SURE, Analysis, chars, pct
+from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, pct
 from reports._final import final_blocks, final_model
 from reports._importance import agreement
 from reports._render import Block, Code, Figure, Heading, Para, Table
@@ -28,14 +28,50 @@ def importance_table(a: Analysis) -> pd.DataFrame:
                         "within noise": t["within_noise"].astype(bool)})
     if "p_first" in t and np.isfinite(t["p_first"].astype(float)).any():
         out.insert(4, "first in", [pct(v) for v in t["p_first"]])  # share of bootstrap resamples
-    if "permutation" in t:
+    if "permutation" in t and _trees_predict(a):
         out["permutation"] = [pct(v) for v in t["permutation"]]
         out["permutation 95% CI"] = [_ci(lo, hi) for lo, hi in zip(t["permutation_ci_low"],
                                                                      t["permutation_ci_high"])]
+    elif "permutation" in t:
+        out["permutation"] = "not predictive"  # see the paragraph below the table
     for col, name in (("optuna_fanova", "Optuna fANOVA"), ("optuna_ped_anova", "Optuna PED-ANOVA")):
         if col in t:
             out[name] = [pct(v) for v in t[col]]
     return out
+
+
+def _trees_predict(a: Analysis) -> bool:
+    r2 = a.importance.fit.get("trees_oob_r2", math.nan)
+    return math.isfinite(r2) and r2 >= PREDICTS
+
+
+def _interaction_blocks(a: Analysis) -> list[Block]:
+    i = a.interactions
+    if i is None or i.empty:
+        return []
+    top = i.iloc[0]
+    rest = ", ".join(f"{r.a} × {r.b} {pct(r.share)}" for r in i.iloc[1:4].itertuples())
+    return [Para(f"Largest pairwise interaction: {top['a']} × {top['b']}, {pct(top['share'])} of the variance of "
+                 f"{a.target} (95% CI {_ci(top['ci_low'], top['ci_high'])}; the joint effect of the two, minus both "
+                 f"main effects, from the same GP, percentile bootstrap over trials). Next: {rest or 'none'}.")]
+
+
+def _budget_step_blocks(a: Analysis) -> list[Block]:
+    if len(a.budgets) < 2:
+        return []
+    t = pd.DataFrame({"characters": [f"{b.chars:,.0f}" for b in a.budgets],
+                      "trials": [b.n_trials for b in a.budgets],
+                      "leader": [b.leader for b in a.budgets],
+                      "its share (95% CI)": [f"{pct(b.share)} ({_ci(b.ci_low, b.ci_high)})" for b in a.budgets],
+                      "Spearman with previous budget": ["" if not math.isfinite(b.spearman_prev) else
+                                                        f"{b.spearman_prev:.2f} ({b.n_both} trials)"
+                                                        for b in a.budgets]})
+    return [Heading(3, "Importance at each budget"),
+            Para("fANOVA at every evaluation milestone that at least max(10, 2 per hyperparameter) valid search "
+                 "trials reached, and the rank correlation of trial quality (best val_bpc up to the milestone) with "
+                 "the previous one over the trials that reached both. Later milestones hold only the scheduler's "
+                 "survivors: a changed leader there says what matters among configurations already good."),
+            Table(t)]
 
 
 def _budget_blocks(a: Analysis) -> list[Block]:
@@ -103,6 +139,13 @@ def _noise_blocks(a: Analysis) -> list[Block]:
     else:
         out.append(Para("The seed noise floor is unknown: the run has fewer than two repeat trials that reached "
                         "the compared budget (study.run --repeats K retrains the best configuration with K seeds)."))
+    b = a.best
+    if b is not None and b.repeats:
+        out.append(Para(
+            f"The best search trial, {b.trial_id}, scored {b.search:.4f} bits/char; its {len(b.repeats)} reruns with "
+            f"other seeds average {b.expected:.4f}, its expected score. The gap, {b.gap:+.4f}, is selection bias: "
+            f"the best of many noisy trials is partly the luckiest. The noise floor above is measured on the reruns "
+            f"alone, never on the selected trial's own score."))
     out.append(Para(
         f"A column of random numbers, fitted alongside the hyperparameters on every resample, gets up to "
         f"{pct(null)} importance (95th percentile) from the same estimator. A hyperparameter whose interval "
@@ -142,14 +185,23 @@ def _method_paras(a: Analysis) -> list[Block]:
                f"{pct(fit.get('gp_noise_share', math.nan))}, is what the GP cannot predict for a trial left out "
                f"(seed noise and structure it missed), counted as noise.")
     out = [Para(text), Para(quality)]
-    if fit.get("trees_oob_r2", 1.0) < 0.1:
-        out.append(Para("The boosted trees predict held-out trials hardly better than their mean (or worse): with "
-                        "this few trials the permutation importances carry little information."))
+    if fit.get("subsampled"):
+        out.append(Para(f"{a.importance.n_trials} trials are more than the GP needs: it is fitted on "
+                        f"{fit['subsampled']:.0f} of them drawn at random (kernel hyperparameters on "
+                        f"{fit.get('hyper_fit_trials', fit['subsampled']):.0f}), and each bootstrap resample draws "
+                        f"{fit['subsampled']:.0f} trials with replacement, so the intervals are those of a "
+                        f"{fit['subsampled']:.0f}-trial study (conservative). Optuna's evaluators see the same number."))
+    if fit.get("trees_oob_r2", 1.0) < PREDICTS:
+        out.append(Para(f"The boosted trees predict held-out trials no better than their mean (median out-of-bag R² "
+                        f"{fit.get('trees_oob_r2', math.nan):.2f}): their permutation importances are not evidence "
+                        f"and are not shown."))
     return out
 
 
 def _agreement_blocks(a: Analysis) -> list[Block]:
     ag = a.importance.agreement
+    if not _trees_predict(a):  # a surrogate that does not predict is no second opinion
+        ag = ag[(ag["method_a"] != "permutation") & (ag["method_b"] != "permutation")]
     if ag.empty:
         return []
     names = {"fanova": "fANOVA (GP)", "permutation": "permutation", "optuna_fanova": "Optuna fANOVA",
@@ -216,6 +268,8 @@ def document(a: Analysis) -> list[Block]:
         Heading(2, "Importance"),
         Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
         Table(importance_table(a)),
+        *_interaction_blocks(a),
+        *_budget_step_blocks(a),
         *_method_paras(a),
         *_agreement_blocks(a),
         *_budget_blocks(a),

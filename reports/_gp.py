@@ -81,7 +81,9 @@ class AdditiveGP:
         for j in range(k):
             grad[j] = 0.5 * np.sum(W * amps[j] * m[j])
             dm = _dmatern_dlog_l(r[j])
-            others = np.prod([m[i] for i in range(k) if i != j], axis=0) if k > 1 else 1.0
+            # Matern factors are > 0 at any distance in the unit box (>= 1e-27): dividing is safe, and k times
+            # cheaper than the product of the others.
+            others = prod / m[j] if k > 1 else 1.0
             grad[k + j] = 0.5 * np.sum(W * (amps[j] * dm + a_int * others * dm))
         grad[2 * k] = 0.5 * np.sum(W * a_int * prod)
         grad[2 * k + 1] = 0.5 * noise * np.trace(W)
@@ -93,6 +95,12 @@ class AdditiveGP:
         entries of theta to optimize: the others stay at `theta0`."""
         dists = _distances(X, X, self.groups)
         bounds = self._bounds()
+        if free is not None and not free:  # the posterior only, at theta0
+            self.theta, self.nlml_, self.X_ = np.asarray(theta0, float).copy(), math.nan, X
+            self._set_alpha(dists, y)
+            return self
+        if free is not None and len(free) == 2 and free[1] == free[0] + self.k and free[0] < self.k:
+            return self._fit_one(X, y, np.asarray(theta0, float), free[0], dists)
         if free is not None:
             t0 = np.asarray(theta0, float)
             bounds = [b if i in free else (t0[i], t0[i]) for i, b in enumerate(bounds)]
@@ -111,6 +119,40 @@ class AdditiveGP:
                 best = res
         self.theta = best.x
         self.nlml_ = float(best.fun)
+        self.X_ = X
+        self._set_alpha(dists, y)
+        return self
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray, theta0: np.ndarray, j: int,
+                 dists: list[np.ndarray]) -> AdditiveGP:
+        """`fit` with only group j's amplitude and length scale free: the other groups' kernel terms are summed
+        and multiplied once, so each step of the optimizer costs one Cholesky factorization (the bootstrap's
+        probe refit; the general path recomputes every group at every step)."""
+        k, n = self.k, len(y)
+        amps, ls = np.exp(theta0[:k]), np.exp(theta0[k:2 * k])
+        a_int, noise = math.exp(theta0[2 * k]), math.exp(theta0[2 * k + 1])
+        fixed = [_matern(d / l) for i, (d, l) in enumerate(zip(dists, ls)) if i != j]
+        A = sum((a * mi for a, mi in zip(np.delete(amps, j), fixed)), np.zeros((n, n))) + noise * np.eye(n)
+        P = a_int * (np.prod(fixed, axis=0) if fixed else np.ones((n, n)))
+
+        def nlml(t: np.ndarray) -> tuple[float, np.ndarray]:
+            a, r = math.exp(t[0]), dists[j] / math.exp(t[1])
+            mj = _matern(r)
+            try:
+                c = cho_factor(A + (a + P) * mj, lower=True)
+            except np.linalg.LinAlgError:
+                return 1e10, np.zeros(2)
+            alpha = cho_solve(c, y)
+            W = np.outer(alpha, alpha) - cho_solve(c, np.eye(n))
+            val = 0.5 * y @ alpha + np.log(np.diag(c[0])).sum() + 0.5 * n * math.log(2 * math.pi)
+            return float(val), -0.5 * np.array([np.sum(W * a * mj), np.sum(W * (a + P) * _dmatern_dlog_l(r))])
+
+        bounds = [AMP, LENGTH]
+        start = np.clip([theta0[j], theta0[k + j]], [b[0] for b in bounds], [b[1] for b in bounds])
+        res = minimize(nlml, start, jac=True, method="L-BFGS-B", bounds=bounds)
+        self.theta = theta0.copy()
+        self.theta[[j, k + j]] = res.x
+        self.nlml_ = float(res.fun)
         self.X_ = X
         self._set_alpha(dists, y)
         return self
@@ -148,6 +190,12 @@ class AdditiveGP:
         (their encoded columns side by side). Exact and cheap: the kernel is a sum and a product over
         hyperparameters, so the average over `base` factors out of the grid. `m_base` is
         `base_kernels(base)`, passed when several calls share one `base`."""
+        return self.pd_kernel(base, js, rows, m_base) @ self.alpha_
+
+    def pd_kernel(self, base: np.ndarray, js: list[int], rows: np.ndarray,
+                  m_base: list[np.ndarray] | None = None) -> np.ndarray:
+        """Covariance (prior) between the partial dependence at `rows` (see `partial_dependence`) and the latent
+        function at the training rows: (len(rows), n)."""
         k = self.k
         amps, ls, a_int = np.exp(self.theta[:k]), np.exp(self.theta[k:2 * k]), math.exp(self.theta[2 * k])
         if m_base is None:
@@ -164,7 +212,34 @@ class AdditiveGP:
             K += amps[j] * m
             P *= m
             start += w
-        return (K + P) @ self.alpha_
+        return K + P
+
+    def kernel_means(self, base: np.ndarray) -> np.ndarray:
+        """E[m_j(x_j, x'_j)] over independent pairs of rows of `base`, per hyperparameter (the double average
+        of each factor of the kernel over the search space)."""
+        ls = np.exp(self.theta[self.k:2 * self.k])
+        return np.array([_matern(d / l).mean() for d, l in zip(_distances(base, base, self.groups), ls)])
+
+    def main_effect_draws(self, j: int, rows: np.ndarray, pd_k: np.ndarray, kappa: np.ndarray,
+                          size: int, rng: np.random.Generator) -> np.ndarray:
+        """Draws of hyperparameter j's main-effect curve at `rows` from the GP posterior, each centred (the
+        curve is known only up to a constant, which a variance does not see): (size, len(rows)).
+
+        The prior covariance of the curve is a_j m_j(g, g') + a_int m_j(g, g') prod_{i != j} kappa_i plus a
+        constant (the other hyperparameters averaged over the space); the posterior subtracts
+        pd_k (K + noise I)^-1 pd_k^T, with `pd_k` from `pd_kernel`.
+        """
+        k = self.k
+        amp, l_j, a_int = math.exp(self.theta[j]), math.exp(self.theta[k + j]), math.exp(self.theta[2 * k])
+        mj = _matern(_group_distance(rows, rows) / l_j)
+        others = np.prod(np.delete(kappa, j)) if k > 1 else 1.0
+        cov = amp * mj + a_int * others * mj - pd_k @ cho_solve(self.chol_, pd_k.T)
+        g = len(rows)
+        H = np.eye(g) - 1.0 / g
+        cov = H @ cov @ H
+        vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
+        root = vecs * np.sqrt(np.clip(vals, 0.0, None))
+        return (pd_k @ self.alpha_)[None, :] + rng.standard_normal((size, g)) @ root.T
 
     def loo_residuals(self) -> np.ndarray:
         """Leave-one-out residuals in closed form (Rasmussen & Williams eq. 5.12)."""

@@ -11,18 +11,18 @@
   draws of it, over 2 * Var(y) (equal to the variance share for an additive response).
 
 Both estimates are means over bootstrap resamples of the trials (bagging; the single full-data GP fit is kept
-as `fanova_full`), and intervals are percentiles of the same resamples. `p_first` is the share of resamples in
-which a hyperparameter has the largest importance: whether the data settle which one is first.
+as `fanova_full`). `p_first` is the share of resamples in which a hyperparameter has the largest importance:
+whether the data settle which one is first.
 
 For "fanova" the GP's kernel hyperparameters (which inputs matter, how smooth, how noisy) are fitted once, on
-all trials, and held fixed on every resample; only the posterior is recomputed, so an interval says how the
-estimate moves with the sample of trials given that structure. Refitting them on every resample let the
-marginal likelihood switch an input on in one resample and off in the next: on a real 49-trial study the lower
-end of the top hyperparameter's interval went from 0.3% to 2.5% over five bootstrap seeds (fixed: 23% to 32%),
-and ci_low sat at ~0 for every hyperparameter. On 16 synthetic studies with known shares the fixed-structure
-intervals cover the true share 88-94% of the time (refitting: 94-100%) at three quarters of the width, and 3x
-faster. What they leave out is the choice between hyperparameters the search never varied independently; the
-permutation method, refitted from scratch, is the check on that.
+all trials, and held fixed on every resample; only the posterior is recomputed. Refitting them on every resample
+let the marginal likelihood switch an input on in one resample and off in the next. The interval is not the
+spread of the resampled posterior means, which ignores what the surrogate does not know (it held the true share
+in 75-83% of known-answer cases, `python -m reports.calibrate`): each resample contributes one draw of every
+main-effect curve from its GP posterior (`AdditiveGP.main_effect_draws`), and the interval is the percentiles of
+those draws' shares (96-100% on every calibration shape). For "permutation" the interval is the percentiles of
+the resamples. What the intervals leave out is the choice between hyperparameters the search never varied
+independently; the permutation method, refitted from scratch, is the check on that.
 
 Both fits carry a "null probe", a column of random numbers redrawn on every resample (for "fanova" its own
 amplitude and length scale are refitted each time, from switched on): its bootstrap distribution is the
@@ -50,6 +50,9 @@ from reports._load import ParamSpec
 METHODS = ("fanova", "permutation")
 NULL_QUANTILE = 0.95
 RESOLUTION = 0.01  # smallest share called an effect: the report prints shares as whole percentages
+MAX_FIT = 300  # trials the GP is fitted on (see `_compute_importance`)
+HYPER_FIT = 150  # trials its kernel hyperparameters are fitted on
+KAPPA_ROWS = 256  # search-space points for the double average of the kernel (posterior draws)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Surrogate:
     base: np.ndarray  # uniform search-space points the other hyperparameters are averaged over
     y_mean: float
     y_sd: float
+    y: np.ndarray | None = None  # standardized targets of the rows the GP holds (gp.X_)
+    total: float = math.nan  # total variance in standardized units (the shares' denominator)
 
 
 @dataclass(frozen=True)
@@ -89,15 +94,25 @@ class ImportanceResult:
 
 
 def _main_effects(gp: AdditiveGP, grids: list[np.ndarray], weights: list[np.ndarray], mc: np.ndarray,
-                  mc_total: np.ndarray, unexplained: float) -> tuple[np.ndarray, list[np.ndarray], float]:
+                  mc_total: np.ndarray, unexplained: float, draw: tuple[np.ndarray, np.random.Generator] | None = None
+                  ) -> tuple[np.ndarray, list[np.ndarray], float, np.ndarray | None]:
     """Shares of variance of each group's main effect, the main-effect curves and the total variance
-    (`unexplained` included), all in standardized units."""
+    (`unexplained` included), all in standardized units. With `draw` = (kernel means, rng), also the shares of
+    one draw of every main-effect curve from the GP posterior (what the surrogate does not know)."""
     m_base = gp.base_kernels(mc)
-    curves = [gp.partial_dependence(mc, [j], g, m_base) for j, g in enumerate(grids)]
+    pd_ks = [gp.pd_kernel(mc, [j], g, m_base) for j, g in enumerate(grids)]
+    curves = [pk @ gp.alpha_ for pk in pd_ks]
     main = [float(w @ (f - w @ f) ** 2) for f, w in zip(curves, weights)]
     # Main effects cannot explain more than the whole; the guard absorbs Monte Carlo error in the total.
     total = max(float(np.var(gp.predict(mc_total))), sum(main)) + unexplained
-    return np.array(main) / total, curves, total
+    drawn = None
+    if draw is not None:
+        kappa, rng = draw
+        curves_d = [gp.main_effect_draws(j, g, pk, kappa, 1, rng)[0] for j, (g, pk) in enumerate(zip(grids, pd_ks))]
+        main_d = np.array([float(w @ (f - w @ f) ** 2) for f, w in zip(curves_d, weights)])
+        # The drawn function's total: its own main effects, the rest (interactions, noise) as estimated.
+        drawn = main_d / (total - sum(main) + main_d.sum())
+    return np.array(main) / total, curves, total, drawn
 
 
 def _probe_reopened(theta: np.ndarray, k: int, amp: float = 0.05,
@@ -176,9 +191,9 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
     all_groups = groups + [np.array([probe_col])]
     grids = [_encode.grid(s, n_grid)[0] for s in specs] + [np.linspace(0, 1, n_grid)[:, None]]
     weights = [_encode.grid_weights(s, n_grid) for s in specs] + [_encode.grid_weights(None, n_grid)]
-    mc_params = _encode.uniform_sample(specs, n_mc, rng)
+    mc_params = _encode.sample_space(specs, n_mc, rng)
     mc = np.hstack([mc_params, rng.random((n_mc, 1))])
-    mc_total = np.hstack([_encode.uniform_sample(specs, 2 * n_mc, rng), rng.random((2 * n_mc, 1))])
+    mc_total = np.hstack([_encode.sample_space(specs, 2 * n_mc, rng), rng.random((2 * n_mc, 1))])
     k = len(specs)
 
     point: dict[str, np.ndarray] = {}
@@ -186,29 +201,47 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
     fit: dict[str, float] = {}
     full_probe = rng.random(n)
     Xf = np.hstack([X, full_probe[:, None]])
-    gp = AdditiveGP(all_groups, random_state=random_state).fit(Xf, ys) if "fanova" in methods else None
+    # Past MAX_FIT trials the GP is fitted on MAX_FIT of them (drawn at random), and each resample draws MAX_FIT
+    # with replacement (an m-out-of-n bootstrap: intervals as wide as a MAX_FIT-trial study's, so conservative).
+    # A GP costs n^3 per fit; a few hundred trials already pin down main effects over ~10 hyperparameters.
+    m = min(n, MAX_FIT)
+    sub = np.sort(rng.choice(n, m, replace=False)) if n > m else np.arange(n)
+    if n > m:
+        fit["subsampled"] = float(m)
+    gp = None
+    if "fanova" in methods:
+        # Kernel hyperparameters from at most HYPER_FIT trials (each optimizer step costs k n^2), the posterior
+        # from all `m`.
+        hyp = sub if m <= HYPER_FIT else np.sort(rng.choice(sub, HYPER_FIT, replace=False))
+        gp = AdditiveGP(all_groups, random_state=random_state).fit(Xf[hyp], ys[hyp])
+        if len(hyp) < m:
+            gp = AdditiveGP(all_groups).fit(Xf[sub], ys[sub], theta0=gp.theta, free=[])
+            fit["hyper_fit_trials"] = float(len(hyp))
     if gp is not None:
         # What the GP cannot predict out of sample is noise to the decomposition. Its own noise term is not
         # enough: the interaction kernel over inputs with short length scales acts as a nugget, soaks up seed
         # noise at the trials and vanishes between them, which left the total short and every share too high
         # (on synthetic studies the noise term sat at its bound, 0.1%, where 7% of the variance is noise).
         unexplained = max(gp.noise, float(np.mean(gp.loo_residuals() ** 2)))
-        point["fanova"], curves, total = _main_effects(gp, grids, weights, mc, mc_total, unexplained)
+        point["fanova"], curves, total, _ = _main_effects(gp, grids, weights, mc, mc_total, unexplained)
         fit["total_var"] = total * y_sd ** 2
-        fit["gp_loo_r2"] = _loo_r2(gp, ys)
+        fit["gp_loo_r2"] = _loo_r2(gp, ys[sub])
         fit["gp_noise_share"] = unexplained / total
         fit["interaction_share"] = max(0.0, 1.0 - fit["gp_noise_share"] - float(point["fanova"][:k].sum()))
         boot_theta, probe_free = _probe_reopened(gp.theta, len(all_groups))
     boot_curves = [np.full((n_bootstrap, len(g)), np.nan) for g in grids[:k]]
+    drawn = {m: np.full((n_bootstrap, k + 1), np.nan) for m in methods}
     oob_r2 = []
     for b in range(n_bootstrap):
-        idx = rng.integers(0, n, n)
+        idx = rng.integers(0, n, m)
         Xb = np.hstack([X, rng.random((n, 1))])
         if "fanova" in methods:
             # Kernel hyperparameters (noise included) stay at the full fit's: duplicated trials in a resample
             # would otherwise look noise-free and make the GP interpolate.
             gpb = AdditiveGP(all_groups).fit(Xb[idx], ys[idx], theta0=boot_theta, free=probe_free)
-            boot["fanova"][b], cb, _ = _main_effects(gpb, grids, weights, mc, mc_total, unexplained)
+            kappa = gpb.kernel_means(mc[:KAPPA_ROWS])
+            boot["fanova"][b], cb, _, drawn["fanova"][b] = _main_effects(gpb, grids, weights, mc, mc_total,
+                                                                         unexplained, (kappa, rng))
             for j in range(k):
                 boot_curves[j][b] = cb[j]
         if "permutation" in methods:
@@ -235,26 +268,32 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
         floors["resolution"] = RESOLUTION
         floors["applied"] = max(floors[f"null_{primary}"], RESOLUTION)
 
+        # Interval draws: for fanova one posterior draw of the GP per resample (the surrogate's own uncertainty on
+        # top of the resampling of trials: the bootstrap of posterior means alone held the true share in 75-83%
+        # of cases on `python -m reports.calibrate`), for permutation the resamples themselves.
+        spread = {m: (drawn[m] if m == "fanova" else boot[m]) for m in methods}
         table = pd.DataFrame({"param": names})
         for m in methods:
-            lo, hi = ((np.nanquantile(boot[m][:, :k], q, axis=0) for q in (0.025, 0.975)) if n_bootstrap
+            lo, hi = ((np.nanquantile(spread[m][:, :k], q, axis=0) for q in (0.025, 0.975)) if n_bootstrap
                       else (point[m][:k], point[m][:k]))
             # A percentile interval of a biased estimator can miss its own point estimate; widen it to hold it.
-            table[m] = np.clip(point[m][:k], 0, None)
-            table[f"{m}_ci_low"] = np.clip(np.minimum(lo, point[m][:k]), 0, None)
-            table[f"{m}_ci_high"] = np.clip(np.maximum(hi, point[m][:k]), 0, None)
+            # Every share lies in [0, 1]: a permutation "share" (rise in error over 2 Var y) can exceed 1 when
+            # the trees predict held-out trials badly.
+            table[m] = np.clip(point[m][:k], 0, 1)
+            table[f"{m}_ci_low"] = np.clip(np.minimum(lo, point[m][:k]), 0, 1)
+            table[f"{m}_ci_high"] = np.clip(np.maximum(hi, point[m][:k]), 0, 1)
         if full_fit is not None:
-            table["fanova_full"] = np.clip(full_fit[:k], 0, None)
+            table["fanova_full"] = np.clip(full_fit[:k], 0, 1)
     table.insert(1, "importance", table[primary])
     table.insert(2, "ci_low", table[f"{primary}_ci_low"])
     table.insert(3, "ci_high", table[f"{primary}_ci_high"])
     table.insert(4, "rank", table["importance"].rank(ascending=False, method="first").astype(int))
     table.insert(5, "within_noise", table["ci_low"] <= floors["applied"])
-    table.insert(6, "p_first", _p_first(boot[primary][:, :k]) if n_bootstrap else math.nan)
+    table.insert(6, "p_first", _p_first(spread[primary][:, :k]) if n_bootstrap else math.nan)
     table = table.sort_values("rank").reset_index(drop=True)
 
     marginals = _marginal_table(specs, n_grid, curves, boot_curves, y_mean, y_sd) if gp is not None else None
-    state = Surrogate(gp, specs, mc, y_mean, y_sd) if gp is not None else None
+    state = Surrogate(gp, specs, mc, y_mean, y_sd, ys[sub], total) if gp is not None else None
     return ImportanceResult(target, n, n_bootstrap, table, marginals, floors, fit,
                             agreement(table, list(methods)), state)
 
@@ -322,3 +361,53 @@ def interaction_grid(result: ImportanceResult, a: str, b: str, n_grid: int = 15)
     out = pd.DataFrame(rows)
     out["mean"] = pred * sur.y_sd + sur.y_mean
     return out
+
+
+def _pair_share(gp: AdditiveGP, base: np.ndarray, quad: list, a: int, b: int, total: float,
+                m_base: list[np.ndarray]) -> float:
+    (ra, wa), (rb, wb) = quad[a], quad[b]
+    fa = gp.partial_dependence(base, [a], ra, m_base)
+    fb = gp.partial_dependence(base, [b], rb, m_base)
+    rows = np.hstack([np.repeat(ra, len(rb), axis=0), np.tile(rb, (len(ra), 1))])
+    fab = gp.partial_dependence(base, [a, b], rows, m_base).reshape(len(ra), len(rb))
+    w = np.outer(wa, wb)
+    f0 = float((w * fab).sum())
+    resid = fab - (fa - f0)[:, None] - (fb - f0)[None, :] - f0
+    return float((w * resid ** 2).sum()) / total
+
+
+def interaction_shares(result: ImportanceResult, *, n_grid: int = 9, n_bootstrap: int = 30,
+                       random_state: int = 0) -> pd.DataFrame:
+    """Second-order fANOVA terms of the GP: the share of variance of each pair's interaction (the joint effect
+    minus both main effects), for every pair of hyperparameters, largest first, with a 95% interval for the
+    largest (percentile bootstrap over the trials, kernel hyperparameters held, as for the main effects).
+
+    Returns columns a, b, share, ci_low, ci_high (intervals NaN except on the first row).
+    """
+    sur = result.surrogate
+    cols = ["a", "b", "share", "ci_low", "ci_high"]
+    if sur is None or len(sur.specs) < 2 or not math.isfinite(sur.total):
+        return pd.DataFrame(columns=cols)
+    k = len(sur.specs)
+    quad = [_encode.quadrature(s, n_grid) for s in sur.specs]
+    quad = [(r, w) for r, _, w in quad]
+    with threadpool_limits(1, user_api="blas"):
+        m_base = sur.gp.base_kernels(sur.base)
+        rows = [{"a": sur.specs[i].name, "b": sur.specs[j].name,
+                 "share": _pair_share(sur.gp, sur.base, quad, i, j, sur.total, m_base), "i": i, "j": j}
+                for i in range(k) for j in range(i + 1, k)]
+        out = pd.DataFrame(rows).sort_values("share", ascending=False).reset_index(drop=True)
+        out["ci_low"] = out["ci_high"] = math.nan
+        if n_bootstrap and sur.y is not None:
+            i, j = int(out.loc[0, "i"]), int(out.loc[0, "j"])
+            rng = np.random.default_rng(random_state)
+            n, draws = len(sur.y), []
+            for _ in range(n_bootstrap):
+                idx = rng.integers(0, n, n)
+                gpb = AdditiveGP(sur.gp.groups).fit(sur.gp.X_[idx], sur.y[idx], theta0=sur.gp.theta, free=[])
+                draws.append(_pair_share(gpb, sur.base, quad, i, j, sur.total, gpb.base_kernels(sur.base)))
+            lo, hi = np.quantile(draws, [0.025, 0.975])
+            out.loc[0, "ci_low"] = min(lo, out.loc[0, "share"])
+            out.loc[0, "ci_high"] = max(hi, out.loc[0, "share"])
+    out[["share", "ci_low", "ci_high"]] = out[["share", "ci_low", "ci_high"]].clip(0, 1)
+    return out[cols]

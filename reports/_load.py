@@ -26,7 +26,12 @@ class RunDirError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One searched hyperparameter: `kind` is "float", "int" or "categorical"."""
+    """One searched hyperparameter: `kind` is "float", "int" or "categorical".
+
+    An int range is the sampler's discrete distribution (Optuna's IntDistribution): the integers low, low + step,
+    ..., high, uniform, or log-uniform over the integers where `log` (value v has probability proportional to
+    log(v + 1/2) - log(v - 1/2)).
+    """
 
     name: str
     kind: str
@@ -34,6 +39,7 @@ class ParamSpec:
     high: float = math.nan
     log: bool = False
     choices: tuple[str, ...] = ()
+    step: int = 1
 
     @property
     def is_categorical(self) -> bool:
@@ -100,7 +106,14 @@ def _param_spec(name: str, raw: Any, column: pd.Series) -> ParamSpec:
     high = float(raw["high"]) if raw.get("high") is not None else float(values.max())
     if log and (low <= 0 or high <= 0):
         raise RunDirError(f"study.json: search_space[{name!r}] is log-scaled but not positive")
-    return ParamSpec(name, raw["type"], low=low, high=high, log=log)
+    step = raw.get("step") or 1
+    if raw["type"] == "int":
+        if not (isinstance(step, (int, float)) and float(step).is_integer() and step >= 1):
+            raise RunDirError(f"study.json: search_space[{name!r}] has a step that is not a positive integer")
+        if not (math.isfinite(low) and math.isfinite(high) and high >= low):
+            raise RunDirError(f"study.json: search_space[{name!r}] needs low <= high")
+        low, high = float(math.ceil(low)), float(math.floor(high))
+    return ParamSpec(name, raw["type"], low=low, high=high, log=log, step=int(step))
 
 
 def load_run(run_dir: str | pathlib.Path) -> RunData:

@@ -15,6 +15,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from reports._load import ParamSpec
 
+MAX_TRIALS = 300
+
 
 def _distribution(spec: ParamSpec):
     if spec.is_categorical:
@@ -53,6 +55,9 @@ def optuna_importances(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndarr
     if len(y) < 3 or not specs:
         out["optuna_fanova"] = out["optuna_ped_anova"] = math.nan
         return out
+    if len(y) > MAX_TRIALS:  # a forest's marginalization grows with its leaves; a random subset, as for the GP
+        keep = np.sort(np.random.default_rng(random_state).choice(len(y), MAX_TRIALS, replace=False))
+        params, y = params.iloc[keep], np.asarray(y)[keep]
     study = rebuild_study(specs, params, y)
     evaluators = {"optuna_fanova": optuna.importance.FanovaImportanceEvaluator(seed=random_state),
                   "optuna_ped_anova": optuna.importance.PedAnovaImportanceEvaluator()}

@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from reports import compute_importance, load_run
@@ -93,3 +94,64 @@ def test_trials_worse_than_uniform_guessing_are_counted_at_it(make_run):
     c2.loc[c2["trial_id"] == bad, "val_bpc"] = 7.0  # also above the cap: the fit must see the same value
     b = analyze(replace(run, curves=c2), n_bootstrap=0)
     pd.testing.assert_frame_equal(a.importance.table, b.importance.table)
+
+
+def test_small_study_answer_claims_no_ranking():
+    # 8 trials, 4 hyperparameters: fewer than max(10, 2 per hyperparameter); the answer must say so.
+    from reports._analysis import answer
+
+    params, y = _study(4.0, 0.3, n=8, seed=2)
+    res = compute_importance(SPECS, params, y, n_bootstrap=10, random_state=0)
+    s = answer(res, _budget(len(y)), "val_bpc")
+    assert s.startswith("8 comparable trials cannot rank 4 hyperparameters (a ranking needs about 10"), s
+    assert "matters most" not in s and "would settle it" in s
+
+
+def test_disagreeing_methods_and_interaction_lead_the_answer():
+    from reports._analysis import answer
+
+    params, y = _study(4.0, 0.3)
+    res = compute_importance(SPECS, params, y, n_bootstrap=10, random_state=1)
+    t = res.table.copy()
+    # permutation (predictive) names b: the first sentence must name both
+    t["permutation"] = np.where(t["param"] == "b", 0.6, 0.1)
+    t["permutation_ci_low"], t["permutation_ci_high"] = t["permutation"] - 0.05, t["permutation"] + 0.05
+    res2 = replace(res, table=t, fit={**res.fit, "trees_oob_r2": 0.5})
+    s = answer(res2, _budget(len(y)), "val_bpc")
+    assert s.startswith("The two methods disagree — fANOVA (GP) names a (") and "permutation names b (60%" in s, s
+    # ...but not when the trees do not predict
+    s = answer(replace(res2, fit={**res.fit, "trees_oob_r2": 0.02}), _budget(len(y)), "val_bpc")
+    assert "disagree" not in s and s.startswith("a matters most")
+    inter = pd.DataFrame({"a": ["a"], "b": ["c"], "share": [0.95], "ci_low": [0.91], "ci_high": [0.97]})
+    s = answer(res, _budget(len(y)), "val_bpc", interactions=inter)
+    assert s.startswith("a, through its interaction with c (95% of the variance, 95% CI 91%–97%"), s
+
+
+def test_interaction_share_of_a_pure_interaction():
+    from reports._importance import interaction_shares
+
+    rng = np.random.default_rng(0)
+    n = 60
+    params = pd.DataFrame({"param.a": rng.random(n), "param.b": rng.random(n), "param.c": rng.random(n),
+                           "param.d": rng.choice(["x", "y", "z"], n)})
+    y = 4 * (params["param.a"] - 0.5) * (params["param.b"] - 0.5) + rng.normal(0, 0.02, n)  # no main effects
+    res = compute_importance(SPECS, params, y.to_numpy(), n_bootstrap=0, random_state=0)
+    inter = interaction_shares(res, n_bootstrap=10)
+    assert {inter.loc[0, "a"], inter.loc[0, "b"]} == {"a", "b"} and inter.loc[0, "share"] > 0.7, inter
+    assert inter.loc[0, "ci_low"] <= inter.loc[0, "share"] <= inter.loc[0, "ci_high"]
+    assert inter["share"].iloc[1:].max() < 0.02
+
+
+def test_best_trial_expected_score_and_budget_steps(make_run):
+    from reports._analysis import best_trial_repeats
+
+    run = load_run(make_run(seed=5, n_trials=45, repeats=3, survive=0.6))
+    b = best_trial_repeats(run)
+    search = run.trials[(run.trials["role"] == "search") & np.isfinite(run.trials["val_bpc"])]
+    assert b.search == search["val_bpc"].min() and len(b.repeats) == 3
+    assert b.expected == pytest.approx(np.mean(b.repeats)) and b.gap == pytest.approx(b.expected - b.search)
+    a = analyze(run, n_bootstrap=4)
+    assert a.best == b
+    assert [s.chars for s in a.budgets] == [100_000, 300_000, 800_000] and math.isnan(a.budgets[0].spearman_prev)
+    assert -1 <= a.budgets[1].spearman_prev <= 1 and a.budgets[1].n_both == a.budgets[1].n_trials
+    assert "this holds at 100k characters" in a.summary

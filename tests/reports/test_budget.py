@@ -86,3 +86,26 @@ def test_milestones_without_eval_spacing_follow_evaluation_order(make_run):
     assert b.n_trials == 28 and 100_000 <= b.chars < 105_000  # the median chars_seen of the first evaluations
     assert list(b.milestones["n_trials"]) == list(nominal.milestones["n_trials"])
     pd.testing.assert_frame_equal(b.values, nominal.values)
+
+
+def test_listed_evaluation_points_map_to_the_largest_at_or_below(make_run):
+    # New run directories list their evaluation points (eval.eval_at_chars, increasing, not evenly spaced);
+    # an evaluation belongs to the largest listed count not above its chars_seen.
+    from reports._budget import milestone_of
+
+    study = {"eval": {"eval_at_chars": [100_000, 300_000, 1_000_000], "eval_every_chars": 7}}
+    got = milestone_of(pd.Series([99_000, 100_000, 128_000, 300_050, 999_999, 1_000_100]), study)
+    assert got.iloc[0] != got.iloc[0]  # before the first listed point: no milestone (NaN)
+    assert got.iloc[1:].tolist() == [100_000, 100_000, 300_000, 300_000, 1_000_000]
+    assert milestone_of(pd.Series([250_000]), {"eval": {"eval_every_chars": 100_000}}).tolist() == [200_000]
+
+    run_dir = make_run(seed=6, n_trials=30, overshoot=True)
+    before = choose_budget(load_run(run_dir))
+    s = json.loads((run_dir / "study.json").read_text())
+    s["eval"]["eval_at_chars"] = [100_000 * k for k in range(1, 9)]
+    s["eval"]["evals_per_trial"] = 3  # ignored when the list is there
+    (run_dir / "study.json").write_text(json.dumps(s))
+    after = choose_budget(load_run(run_dir))
+    assert after.chars == before.chars == 100_000 and after.rung == 1
+    pd.testing.assert_frame_equal(after.values, before.values)
+    pd.testing.assert_frame_equal(after.milestones, before.milestones)

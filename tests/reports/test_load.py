@@ -47,3 +47,16 @@ def test_missing_param_column(make_run):
     (run_dir / "study.json").write_text(json.dumps(study))
     with pytest.raises(RunDirError, match="param.momentum"):
         load_run(run_dir)
+
+
+def test_int_step_is_read_and_defaults_to_one(make_run):
+    run_dir = make_run(n_trials=12, asha=False)
+    study = json.loads((run_dir / "study.json").read_text())
+    study["search_space"]["seq_len"]["step"] = 32
+    (run_dir / "study.json").write_text(json.dumps(study))
+    run = load_run(run_dir)
+    assert run.param("seq_len").step == 32 and run.param("hidden_size").step == 1
+    study["search_space"]["seq_len"]["step"] = 0.5
+    (run_dir / "study.json").write_text(json.dumps(study))
+    with pytest.raises(RunDirError, match="step"):
+        load_run(run_dir)

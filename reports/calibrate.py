@@ -1,0 +1,289 @@
+"""Do the report's 95% intervals hold the truth? `python -m reports.calibrate [--shapes ...] [--reps N]`.
+
+Known-answer studies of the shapes real studies have: few-valued ints (num_layers 1-3), log floats (lr),
+categoricals, an interaction (optimizer x lr_scale), trials stopped early by ASHA and trials that diverged
+(NaN), 12 to 60 trials, and seed noise at the level measured in real runs (sd 0.03 bits/char at val_bpc 2.5,
+i.e. 0.012 on log val_bpc, the scale the report fits). Trials are drawn as the sampler's startup phase draws them:
+independently from each hyperparameter's distribution (a log int log-uniformly over the integers, as Optuna's
+IntDistribution). For each replicate the harness builds a run in memory through the results contract's
+`RunData`, runs the report's own estimator (`reports._analysis.fit_budget`, the function `analyze` calls: the
+equal-budget choice, the log transform and `compute_importance`) and checks every hyperparameter's interval
+against the true share.
+
+The true share of hyperparameter j is Var_j(E[f | x_j]) / (Var f + noise variance), computed by Monte Carlo
+over exactly the sampling distributions, in value space, with code independent of the report's encoder. An
+interval "holds" the truth at the resolution the report prints: rounded to whole percentages, low <= truth
+<= high (an irrelevant hyperparameter's truth is 0%, and an interval printed as 0%-1% holds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from reports._load import ParamSpec, RunData
+
+NOISE_LOG_SD = 0.03 / 2.5  # seed noise measured in real runs: 0.03 bits/char at val_bpc ~2.5
+BASE = math.log(2.5)
+GRACE, FULL = 125_000, 1_000_000
+
+
+def _float(name, low, high, log=False):
+    return ParamSpec(name, "float", float(low), float(high), log)
+
+
+def _int(name, low, high, log=False, step=1):
+    return ParamSpec(name, "int", float(low), float(high), log, step=step)
+
+
+def _cat(name, *choices):
+    return ParamSpec(name, "categorical", choices=tuple(str(c) for c in choices))
+
+
+def _unit(v, lo, hi, log):
+    v = np.asarray(v, float)
+    return (np.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo)) if log else (v - lo) / (hi - lo)
+
+
+def _lookup(values, table: dict) -> np.ndarray:
+    return np.array([table[str(v)] for v in values], float)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One kind of study: its search space, the noise-free log val_bpc at the compared budget, its size."""
+
+    name: str
+    specs: tuple[ParamSpec, ...]
+    f: Callable[[dict], np.ndarray]  # param name -> array of values (n,) -> log val_bpc (n,)
+    n_trials: int
+    relevant: tuple[str, ...]
+    diverged: float = 0.05  # share of trials that diverge (NaN) and leave the fit
+    note: str = ""
+
+
+SPACE_11 = (_int("num_layers", 1, 3), _float("lr", 3e-4, 3e-2, log=True), _cat("optimizer", "adam", "rmsprop", "sgd"),
+            _cat("cell", "rnn_tanh", "rnn_relu", "gru", "lstm"), _cat("hidden_size", 128, 256, 512),
+            _int("embedding_dim", 16, 128, log=True), _float("dropout", 0.0, 0.5),
+            _cat("seq_len", 25, 50, 100, 200), _int("batch_size", 16, 256, log=True),
+            _int("train_chars", 50_000, 1_000_000, log=True), _float("grad_clip", 0.5, 5.0, log=True))
+
+
+def _layers_lr(p):
+    return (BASE + 0.06 * (p["num_layers"] - 2) + 0.5 * (_unit(p["lr"], 3e-4, 3e-2, True) - 0.6) ** 2
+            + _lookup(p["cell"], {"rnn_tanh": 0.04, "rnn_relu": 0.02, "gru": -0.03, "lstm": -0.03}))
+
+
+def _categorical_leader(p):
+    return (BASE + _lookup(p["optimizer"], {"adam": -0.04, "rmsprop": -0.02, "sgd": 0.06})
+            + 0.6 * (_unit(p["lr"], 3e-4, 3e-2, True) - 0.5) ** 2
+            - 0.08 * _unit(p["batch_size"], 16, 256, True))
+
+
+def _interaction(p):
+    # SGD wants a learning rate far above Adam's: the optimizer acts mostly through lr_scale.
+    best = _lookup(p["optimizer"], {"adam": 0.3, "rmsprop": 0.4, "sgd": 0.85})
+    return BASE + 0.8 * (_unit(p["lr_scale"], 0.1, 10.0, True) - best) ** 2 - 0.02 * (p["num_layers"] - 2)
+
+
+def _sherlock(p):
+    return (BASE + 0.04 * (p["num_layers"] - 2) + 0.4 * (_unit(p["lr"], 3e-4, 3e-2, True) - 0.6) ** 2
+            + _lookup(p["optimizer"], {"adam": -0.04, "rmsprop": -0.02, "sgd": 0.06})
+            - 0.03 * _unit(p["train_chars"], 50_000, 1_000_000, True))
+
+
+def _small(p):
+    return BASE + 0.3 * (_unit(p["lr"], 3e-4, 3e-2, True) - 0.5) ** 2 + 0.05 * (p["num_layers"] - 2)
+
+
+SHAPES = {s.name: s for s in (
+    Shape("layers-lr", (SPACE_11[0], SPACE_11[1], SPACE_11[3], SPACE_11[6], SPACE_11[5]), _layers_lr, 30,
+          ("num_layers", "lr", "cell"), note="few-valued int, log float, categorical; 2 irrelevant"),
+    Shape("categorical", (SPACE_11[2], SPACE_11[1], SPACE_11[8], SPACE_11[7], SPACE_11[4], SPACE_11[6]),
+          _categorical_leader, 50, ("optimizer", "lr", "batch_size"), note="categorical leader, log int"),
+    Shape("interaction", (SPACE_11[2], _float("lr_scale", 0.1, 10.0, log=True), SPACE_11[0], SPACE_11[6]),
+          _interaction, 40, ("optimizer", "lr_scale", "num_layers"), note="optimizer x lr_scale"),
+    Shape("sherlock-11", SPACE_11, _sherlock, 60, ("num_layers", "lr", "optimizer", "train_chars"), diverged=0.15,
+          note="11 hyperparameters, 15% diverged"),
+    Shape("small", (SPACE_11[1], SPACE_11[0], SPACE_11[6]), _small, 12, ("lr", "num_layers"),
+          note="12 trials, 3 hyperparameters"),
+)}
+
+
+def draw(specs, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """`n` configurations as the sampler draws them, in hyperparameter units (written apart from _encode)."""
+    out = {}
+    for s in specs:
+        u = rng.random(n)
+        if s.is_categorical:
+            out[s.name] = np.array(s.choices, dtype=object)[rng.integers(0, len(s.choices), n)]
+        elif s.kind == "int" and s.log:
+            a, b = math.log(s.low - 0.5), math.log(s.high + 0.5)
+            out[s.name] = np.clip(np.floor(np.exp(a + u * (b - a)) + 0.5), s.low, s.high)
+        elif s.kind == "int":
+            k = int((s.high - s.low) // s.step) + 1
+            out[s.name] = s.low + s.step * rng.integers(0, k, n)
+        elif s.log:
+            out[s.name] = np.exp(math.log(s.low) + u * (math.log(s.high) - math.log(s.low)))
+        else:
+            out[s.name] = s.low + u * (s.high - s.low)
+    return out
+
+
+def true_shares(shape: Shape, *, n_outer: int = 400, n_inner: int = 2000, seed: int = 12345) -> dict[str, float]:
+    """Var(E[f | x_j]) / (Var f + noise) for every hyperparameter, by Monte Carlo over the sampling distributions.
+
+    Few-valued hyperparameters (categories, ints with at most 64 values) are integrated exactly over their values;
+    the others over `n_outer` draws. The inner average uses one shared set of `n_inner` draws of the others
+    (common random numbers).
+    """
+    rng = np.random.default_rng(seed)
+    inner = draw(shape.specs, n_inner, rng)
+    total = float(np.var(shape.f(draw(shape.specs, 200_000, rng)))) + NOISE_LOG_SD ** 2
+    out = {}
+    for s in shape.specs:
+        if s.is_categorical:
+            vals, w = np.array(s.choices, dtype=object), np.full(len(s.choices), 1 / len(s.choices))
+        elif s.kind == "int" and (s.high - s.low) // s.step + 1 <= 64:
+            vals = np.arange(s.low, s.high + 1, s.step, dtype=float)
+            w = (np.log(vals + 0.5) - np.log(vals - 0.5)) if s.log else np.ones(len(vals))
+            w = w / w.sum()
+        else:
+            vals, w = draw([s], n_outer, rng)[s.name], np.full(n_outer, 1 / n_outer)
+        m = np.array([shape.f({**inner, s.name: np.full(n_inner, v, dtype=object if s.is_categorical else float)})
+                      .mean() for v in vals])
+        out[s.name] = float(w @ (m - w @ m) ** 2) / total
+    return out
+
+
+def synthetic_run(shape: Shape, seed: int, n_trials: int | None = None) -> RunData:
+    """A run of `shape` in memory: search trials drawn from the space, their log val_bpc at the first ASHA rung
+    f + seed noise, the best third promoted to the full budget, `shape.diverged` of them diverged (NaN)."""
+    rng = np.random.default_rng(seed)
+    n = n_trials or shape.n_trials
+    p = draw(shape.specs, n, rng)
+    y_rung = np.exp(shape.f(p) + rng.normal(0, NOISE_LOG_SD, n))
+    diverged = rng.random(n) < shape.diverged
+    promoted = np.argsort(np.where(diverged, np.inf, y_rung))[: max(1, n // 3)]
+    ids = [f"t{i:04d}" for i in range(n)]
+    crows = []
+    for i in range(n):
+        crows.append((ids[i], GRACE, y_rung[i]))
+        if i in promoted:
+            crows.append((ids[i], FULL, y_rung[i] * 0.85 + rng.normal(0, 0.01)))
+    curves = pd.DataFrame(crows, columns=["trial_id", "chars_seen", "val_bpc"])
+    curves["chars_seen"] = curves["chars_seen"].astype(float)
+    curves["wall_s"] = curves["chars_seen"] / 1e4
+    curves["train_bpc"] = curves["val_bpc"] - 0.05
+    last = curves.groupby("trial_id")["val_bpc"].min()
+    trials = pd.DataFrame({"trial_id": ids, "status": np.where(diverged, "diverged",
+                                                                np.where(np.isin(np.arange(n), promoted),
+                                                                         "completed", "stopped")),
+                           "val_bpc": np.where(diverged, np.nan, last.loc[ids].to_numpy()),
+                           "chars_seen": np.where(np.isin(np.arange(n), promoted), FULL, GRACE).astype(float),
+                           "wall_s": 1.0, "node_id": "n0", "role": "search"})
+    curves.loc[curves["trial_id"].isin(np.array(ids)[diverged]) & (curves["chars_seen"] > GRACE), "val_bpc"] = np.nan
+    for s in shape.specs:
+        v = p[s.name]
+        trials[s.column] = [str(x) for x in v] if s.is_categorical else np.asarray(v, float)
+    study = {"name": f"calibrate-{shape.name}", "metric": "val_bpc", "budget_chars": FULL,
+             "search_space": {}, "corpus": {"vocab_size": 99},
+             "eval": {"eval_at_chars": [GRACE, FULL]},
+             "scheduler": {"name": "ASHA", "grace_period": GRACE, "reduction_factor": 8, "max_t": FULL}}
+    samples = pd.DataFrame(columns=["trial_id", "chars_seen", "temperature", "text"])
+    return RunData(None, study, tuple(shape.specs), trials, curves, samples)
+
+
+@functools.cache
+def _truth(name: str) -> dict[str, float]:
+    return true_shares(SHAPES[name])
+
+
+def _holds(lo: float, hi: float, truth: float) -> bool:
+    r = lambda x: round(100 * x)  # noqa: E731 - the report prints whole percentages
+    return r(lo) <= r(truth) <= r(hi)
+
+
+def run_case(shape: Shape, rep: int, seed: int, n_bootstrap: int) -> pd.DataFrame:
+    """One replicate: the estimator's table for one synthetic study, joined with the true shares."""
+    from reports._analysis import fit_budget
+    from reports._budget import choose_budget
+
+    truth = _truth(shape.name)
+    run = synthetic_run(shape, seed=seed * 1000 + rep)
+    fit = fit_budget(run, choose_budget(run), n_bootstrap=n_bootstrap, random_state=seed * 1000 + rep,
+                     methods=("fanova",))
+    t = fit.importance.table
+    return pd.DataFrame({"shape": shape.name, "rep": rep, "param": t["param"],
+                         "relevant": t["param"].isin(shape.relevant), "truth": t["param"].map(truth),
+                         "estimate": t["importance"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+                         "n_trials": fit.importance.n_trials})
+
+
+def calibrate(shapes: list[str], reps: int, *, seed: int = 0, n_bootstrap: int = 100, jobs: int = 1) -> pd.DataFrame:
+    """Every (shape, replicate, hyperparameter) with its truth, estimate and interval, and `holds`."""
+    cases = [(SHAPES[s], r) for s in shapes for r in range(reps)]
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as ex:
+            parts = list(ex.map(run_case, *zip(*cases), [seed] * len(cases), [n_bootstrap] * len(cases)))
+    else:
+        parts = [run_case(sh, r, seed, n_bootstrap) for sh, r in cases]
+    df = pd.concat(parts, ignore_index=True)
+    df["holds"] = [_holds(lo, hi, t) for lo, hi, t in zip(df["ci_low"], df["ci_high"], df["truth"])]
+    return df
+
+
+def coverage_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per shape: coverage over all hyperparameters and over the relevant ones, and the largest share any
+    irrelevant hyperparameter got (point estimate, over every replicate); the median interval width of the
+    relevant ones says what the coverage costs."""
+    rows = []
+    for name, g in df.groupby("shape", sort=False):
+        rel = g[g["relevant"]]
+        irr = g[~g["relevant"]]
+        rows.append({"shape": name, "trials": int(SHAPES[name].n_trials), "compared": float(g["n_trials"].median()),
+                     "hyperparameters": int(g["param"].nunique()), "reps": int(g["rep"].nunique()),
+                     "coverage": float(g["holds"].mean()), "coverage_relevant": float(rel["holds"].mean()),
+                     "max_irrelevant": float(irr["estimate"].max()) if len(irr) else math.nan,
+                     "width_relevant": float((rel["ci_high"] - rel["ci_low"]).median()),
+                     "mean_abs_error": float((g["estimate"] - g["truth"]).abs().mean())})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: print the coverage table (and the per-hyperparameter detail with -v)."""
+    parser = argparse.ArgumentParser(prog="python -m reports.calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--reps", type=int, default=20, help="synthetic studies per shape (default 20)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (the report's default)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also print coverage per hyperparameter")
+    args = parser.parse_args(argv)
+    if args.reps < 1 or args.bootstrap < 1 or args.jobs < 1:
+        parser.error("--reps, --bootstrap and --jobs must be >= 1")
+    t0 = time.perf_counter()
+    df = calibrate(args.shapes, args.reps, seed=args.seed, n_bootstrap=args.bootstrap, jobs=args.jobs)
+    table = coverage_table(df)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        if args.verbose:
+            per = df.groupby(["shape", "param"], sort=False).agg(truth=("truth", "first"), mean=("estimate", "mean"),
+                                                                  coverage=("holds", "mean"))
+            print(per.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"({len(df)} intervals, {time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

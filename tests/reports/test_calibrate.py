@@ -1,0 +1,55 @@
+"""The calibration harness: true shares by Monte Carlo, and a small seeded coverage run of the report's estimator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports import calibrate
+from reports.calibrate import SHAPES, Shape, _cat, _float, _int, coverage_table, synthetic_run, true_shares
+
+
+def test_true_shares_of_a_known_additive_function():
+    # y = 0.1 * num_layers (1..3, uniform: variance 2/3 * 0.01) + 0.1 * [opt == b] (variance 0.25 * 0.01)
+    # + nothing from dropout; noise variance 0.012^2.
+    shape = Shape("t", (_int("num_layers", 1, 3), _cat("opt", "a", "b"), _float("dropout", 0, 0.5)),
+                  lambda p: 0.1 * p["num_layers"] + 0.1 * (p["opt"] == "b"), 10, ("num_layers", "opt"))
+    s = true_shares(shape)
+    total = 0.01 * (2 / 3 + 0.25) + calibrate.NOISE_LOG_SD ** 2
+    assert s["num_layers"] == pytest.approx(0.01 * 2 / 3 / total, rel=0.02)
+    assert s["opt"] == pytest.approx(0.0025 / total, rel=0.02)
+    assert s["dropout"] < 1e-12
+
+
+def test_draws_follow_optunas_log_int():
+    spec = _int("embedding_dim", 1, 4, log=True)
+    v = calibrate.draw([spec], 200_000, np.random.default_rng(0))["embedding_dim"]
+    p = np.log([1.5, 2.5, 3.5, 4.5]) - np.log([0.5, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(np.bincount(v.astype(int))[1:] / len(v), p / p.sum(), atol=0.005)
+
+
+def test_synthetic_run_has_stopped_and_diverged_trials():
+    run = synthetic_run(SHAPES["sherlock-11"], seed=3)
+    st = run.trials["status"].value_counts()
+    assert st["stopped"] > st["completed"] > 0 and st.get("diverged", 0) > 0
+    assert run.trials.loc[run.trials["status"] == "diverged", "val_bpc"].isna().all()
+
+
+def test_small_calibration_run_covers_the_truth():
+    # Seeded and small (CI): 3 studies of the 12-trial shape and 2 of the few-valued-int shape, 30 resamples.
+    df = calibrate.calibrate(["small", "layers-lr"], 3, seed=1, n_bootstrap=30)
+    t = coverage_table(df).set_index("shape")
+    assert t.loc["layers-lr", "coverage"] >= 0.8 and t.loc["small", "coverage"] >= 0.75, t
+    assert (t["max_irrelevant"] <= 0.02).all(), t
+    # the int fix: num_layers' share is no longer halved (it was 0.09 for a true 0.17 before)
+    nl = df[(df["shape"] == "layers-lr") & (df["param"] == "num_layers")]
+    assert abs(nl["estimate"].mean() - nl["truth"].iloc[0]) < 0.08, nl
+    again = calibrate.calibrate(["small"], 1, seed=1, n_bootstrap=30)
+    pd.testing.assert_frame_equal(again, df[df["shape"] == "small"].head(len(again)).reset_index(drop=True))
+
+
+@pytest.mark.slow
+def test_calibration_meets_the_target_on_every_shape():
+    t = coverage_table(calibrate.calibrate(list(SHAPES), 10, seed=2, n_bootstrap=100))
+    assert (t["coverage"] >= 0.9).all() and (t["max_irrelevant"] <= 0.02).all(), t
