@@ -30,9 +30,10 @@ EVAL_STREAMS = 64
 EVAL_CHUNK = 256
 # Steps between host syncs to check the loss. Each check costs a device sync, which is free on CPU.
 CHECK_EVERY = {"cpu": 1, "cuda": 25}
-# With a time limit, the budget is fixed once this much training time has given a stable rate.
+# With a time limit, the budget is fitted once this much training time (at most an eighth of the limit) has
+# given a rate, and fitted again at the first evaluation, when the cost of an evaluation is known.
 RATE_WARMUP_S = 15.0
-# The share of a time-limited run kept back for evaluations.
+# The share of a time-limited run kept back for evaluations until one has been timed.
 EVAL_RESERVE = 0.08
 
 
@@ -71,7 +72,8 @@ class TrainState:
     best_val_bpc: float = math.inf
     best_chars_seen: int = 0
     evals_since_best: int = 0  # for early stopping
-    budget_fixed: bool = False  # the time limit has been turned into a budget
+    budget_fits: int = 0  # times the time limit has been turned into a budget (at warm-up, at the first evaluation)
+    last_eval_s: float = 0.0  # the cost of the latest evaluation
 
 
 @dataclass
@@ -123,14 +125,15 @@ def should_stop_early(evals_since_best: int, patience: int) -> bool:
     return patience > 0 and evals_since_best >= patience
 
 
-def budget_for_time_limit(budget: int, chars_seen: int, train_s: float, elapsed_s: float, limit_s: float,
-                          chars_per_step: int) -> int:
-    """The budget that fits in `limit_s` at the rate measured so far (never more than `budget`).
+def budget_for_time_limit(budget: int, chars_seen: int, rate: float, elapsed_s: float, limit_s: float,
+                          chars_per_step: int, evals_s: float | None = None) -> int:
+    """The budget that fits in `limit_s` at `rate` training characters per second (never more than `budget`).
 
-    `train_s` is training time without evaluations; a share of the remaining time is kept for them.
+    `evals_s` is the time the evaluations still to come will take (once one has been timed); until then a share
+    EVAL_RESERVE of the remaining time is kept for them.
     """
-    rate = chars_seen / max(train_s, 1e-9)
-    more = rate * max(limit_s - elapsed_s, 0.0) * (1.0 - EVAL_RESERVE)
+    left = max(limit_s - elapsed_s, 0.0)
+    more = rate * (left * (1.0 - EVAL_RESERVE) if evals_s is None else max(left - evals_s, 0.0))
     fitted = chars_seen + int(more) // chars_per_step * chars_per_step
     return max(chars_seen + chars_per_step, min(budget, fitted))
 
@@ -237,7 +240,7 @@ def train(
     optimizer = make_optimizer(model, config)
     vocab_size = len(vocab)
     explode_nats = 3.0 * math.log(max(vocab_size, 2))  # three times worse than guessing uniformly
-    state, best_model = TrainState(budget_chars=config.budget_chars, budget_fixed=not config.time_limit_s), None
+    state, best_model = TrainState(budget_chars=config.budget_chars), None
     if resume_from is not None:
         state, best_model = load_checkpoint(resume_from, model, optimizer, device)
         gen = np.random.default_rng([config.seed, state.chars_seen])
@@ -274,7 +277,8 @@ def train(
             if test_ids is not None:
                 test_bpc = evaluate_bpc(best, torch.from_numpy(np.array(test_ids)).to(device), config.bf16)
         model.train()
-        state.eval_s += time.perf_counter() - t_eval
+        state.last_eval_s = time.perf_counter() - t_eval
+        state.eval_s += state.last_eval_s
         return EvalRecord(state.chars_seen, elapsed(), math.nan, val_bpc, state.best_val_bpc, lr, text,
                           config.sample_temperature, is_best, state.budget_chars, done=done,
                           stopped_early=stopped_early, final_samples=finals, test_bpc=test_bpc,
@@ -285,6 +289,28 @@ def train(
 
     def next_eval_after(chars: int) -> int:
         return next(p for p in config.eval_points(state.budget_chars) if p > chars or p == end_chars())
+
+    def fit_time_limit(next_eval: int) -> int:
+        """Fit the budget to the time limit (at warm-up, then at the first evaluation); past the limit, end now.
+        Returns the next evaluation point (the budget moves the evenly spaced ones)."""
+        # The rate of this process's training steps (not the set-up, not evaluations, not an earlier attempt).
+        train_s = elapsed() - start_s - (state.eval_s - start_eval_s)
+        steps = (state.chars_seen - start_chars) // chars_per_step
+        rate = (state.chars_seen - start_chars) / max(train_s, 1e-9)
+        if state.budget_fits == 0 and steps >= 10 and train_s >= min(RATE_WARMUP_S, config.time_limit_s / 8):
+            state.budget_chars = budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed(),
+                                                       config.time_limit_s, chars_per_step)
+        elif state.budget_fits == 1 and state.last_eval_s > 0:
+            evals_left = sum(p > state.chars_seen for p in config.eval_points(state.budget_chars))
+            state.budget_chars = budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed(),
+                                                       config.time_limit_s, chars_per_step,
+                                                       evals_s=(evals_left + 1) * state.last_eval_s)
+        elif elapsed() + state.last_eval_s >= config.time_limit_s:
+            state.budget_chars = state.chars_seen  # out of time: this step is the last
+        else:
+            return next_eval
+        state.budget_fits += 1
+        return next_eval_after(state.chars_seen - 1)
 
     records: list[EvalRecord] = []
     check_every = CHECK_EVERY.get(device.type, 25)
@@ -297,6 +323,7 @@ def train(
     model.train()
     status = "completed"
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    start_s, start_chars, start_eval_s = elapsed(), state.chars_seen, state.eval_s
 
     while state.chars_seen < end_chars():
         if state.pos + config.seq_len + 1 > streams.shape[1]:
@@ -322,12 +349,8 @@ def train(
         step_losses[pending] = loss.detach()
         pending += 1
 
-        if not state.budget_fixed and elapsed() - state.eval_s >= min(RATE_WARMUP_S, config.time_limit_s / 20):
-            state.budget_chars = budget_for_time_limit(state.budget_chars, state.chars_seen,
-                                                       elapsed() - state.eval_s, elapsed(), config.time_limit_s,
-                                                       chars_per_step)
-            state.budget_fixed = True
-            next_eval = next_eval_after(state.chars_seen - 1)
+        if config.time_limit_s:
+            next_eval = fit_time_limit(next_eval)
 
         at_eval = state.chars_seen >= next_eval or state.chars_seen >= end_chars()
         if pending == check_every or at_eval:

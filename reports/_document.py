@@ -10,7 +10,7 @@ import pandas as pd
 from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, pct
 from reports._final import final_blocks, final_model
 from reports._importance import agreement
-from reports._render import Block, Code, Figure, Heading, Para, Table
+from reports._render import Block, Code, Details, Figure, Heading, Para, Table
 
 SAMPLE_DISPLAY_CHARS = 1500
 
@@ -257,30 +257,18 @@ def _sample_blocks(a: Analysis) -> list[Block]:
 
 
 def document(a: Analysis) -> list[Block]:
-    """All blocks of the report, answer first."""
+    """All blocks of the report. A student reads it first: the answer, the plots that carry it and the model's
+    text come first; how the numbers were computed is one collapsed section at the end."""
     st = a.run.study
     top2 = a.importance.table["param"].head(2).tolist()
     front = a.pareto[a.pareto["on_front"]]
-    blocks: list[Block] = [
-        Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
-        Para(a.summary, lead=True),
-        *final_blocks(a.run, final_model(a.run)),
-        Heading(2, "Importance"),
-        Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
-        Table(importance_table(a)),
-        *_interaction_blocks(a),
-        *_budget_step_blocks(a),
+    how = [
         *_method_paras(a),
         *_agreement_blocks(a),
         *_budget_blocks(a),
         *_noise_blocks(a),
-        Heading(2, "Effects"),
-        Figure("marginals.png", "Main effect of the top hyperparameters on val_bpc with 95% bootstrap bands; "
-                                "dots: trials"),
         Figure("interaction.png", f"Joint effect of {' and '.join(top2)}"),
-        Heading(2, "Training"),
-        Figure("curves.png", "Validation curves against characters seen, coloured by final quality"),
-        Figure("best_trial.png", "Best trial: train and validation bits/char with a rolling average"),
+        Figure("best_trial.png", "Best search trial: train and validation bits/char with a rolling average"),
         Heading(2, "Quality against cost"),
         Para(f"{len(front)} trials are on the Pareto front of wall time and final {a.run.metric}: "
              + ", ".join(f"{r.trial_id} ({r.wall_s:.0f} s, {r.val_bpc:.3f})" for r in front.tail(8).itertuples())
@@ -293,8 +281,36 @@ def document(a: Analysis) -> list[Block]:
              f"trials requested, sampler {(st.get('sampler') or {}).get('name', '?')} "
              f"(seed {(st.get('sampler') or {}).get('seed', '?')}), scheduler "
              f"{(st.get('scheduler') or {}).get('name', '?')}, full budget "
-             f"{st.get('budget_chars', '?')} characters. Versions: "
+             f"{st.get('budget_chars', '?')} characters. " + _lr_note(st) + "Versions: "
              + ", ".join(f"{k} {v}" for k, v in (st.get("versions") or {}).items()) + "."),
         *[Para(n) for n in a.notes],
     ]
-    return blocks
+    return [
+        Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
+        Para(a.summary, lead=True),
+        Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
+        Figure("marginals.png", "Main effect of the top hyperparameters on val_bpc with 95% bootstrap bands; "
+                                "dots: trials"),
+        Figure("curves.png", "Validation curves of the search trials against characters seen, coloured by final "
+                             "quality; grey lines: the compressors on the same validation text"),
+        *final_blocks(a.run, final_model(a.run)),
+        Heading(2, "Importance"),
+        Table(importance_table(a)),
+        *_interaction_blocks(a),
+        *_budget_step_blocks(a),
+        Details("How this was computed", tuple(_demote(how))),
+    ]
+
+
+def _lr_note(st: dict) -> str:
+    base = st.get("lr_base") or {}
+    if base.get("searched_as") != "lr_scale":
+        return ""
+    rates = ", ".join(f"{k} {v:g}" for k, v in (base.get("rates") or {}).items())
+    return (f"The learning rate was searched as lr_scale, a multiple of each optimizer's usual rate ({rates}), so "
+            "that one range is fair to every optimizer. ")
+
+
+def _demote(blocks: list[Block]) -> list[Block]:
+    """Headings one level deeper, for blocks placed inside a Details section."""
+    return [Heading(min(b.level + 1, 6), b.text) if isinstance(b, Heading) else b for b in blocks]

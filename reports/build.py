@@ -9,6 +9,7 @@ report.md with the PNG figures beside it, and importance.csv.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 
@@ -16,16 +17,27 @@ from reports import _plots
 from reports._analysis import Analysis, analyze
 from reports._document import document
 from reports._load import RunDirError, load_runs
-from reports._render import Figure, to_html, to_markdown
+from reports._render import Details, Figure, to_html, to_markdown
 
 CSV_COLUMNS = ("param", "importance", "ci_low", "ci_high", "rank", "within_noise")
+
+
+def _drawn(blocks: list, figures: dict[str, bytes]) -> list:
+    """The blocks without the figures that have no data (inside Details sections too)."""
+    out = []
+    for b in blocks:
+        if isinstance(b, Details):
+            out.append(dataclasses.replace(b, blocks=tuple(_drawn(list(b.blocks), figures))))
+        elif not isinstance(b, Figure) or b.name in figures:
+            out.append(b)
+    return out
 
 
 def write_report(analysis: Analysis, out_dir: pathlib.Path) -> pathlib.Path:
     """Render an analysis into `out_dir` (created if needed); returns `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = _plots.draw_all(analysis)
-    blocks = [b for b in document(analysis) if not isinstance(b, Figure) or b.name in figures]
+    blocks = _drawn(document(analysis), figures)
     for name, png in figures.items():
         (out_dir / name).write_bytes(png)
     title = f"Sensitivity report: {analysis.run.study.get('name', '')}"

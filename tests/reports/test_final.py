@@ -61,7 +61,7 @@ def test_the_final_model_leads_with_its_test_score_beside_the_baselines(make_run
     out = build_report(run_dir, tmp_path / "r", n_bootstrap=10)
     md = (out / "report.md").read_text()
     first = md.index("The final model scores 1.200 bits/char on the test text")
-    assert first < md.index("Importance")
+    assert first < md.index("## Importance")
     assert "0.520 bits/char better than PPMd" in md and f"charrnn.sample --run {run_dir}" in md
     assert (out / "final.png").exists()
 
