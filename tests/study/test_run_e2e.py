@@ -54,8 +54,11 @@ def test_contract_files(smoke_run):
     assert trials["trial_id"].dtype == "string"
     assert trials["chars_seen"].dtype == "int64" and trials["val_bpc"].dtype == "float64"
     assert trials["node_id"].str.len().gt(0).all() and (trials["device"] == "cpu").all()
-    done = trials[trials["status"] == "completed"]
+    done = search[search["status"] == "completed"]
     assert len(done) >= 1 and (done["chars_seen"] >= 48_000).all()
+    # Repeats train on the search's schedule and stop at repeat_chars, where they complete.
+    repeats = trials[trials["role"] == "repeat"]
+    assert (repeats["status"] == "completed").all() and repeats["chars_seen"].between(24_000, 30_000).all()
     assert (trials.loc[trials["status"] == "stopped", "chars_seen"] < 48_000).all()
 
     curves = pd.read_parquet(out / "curves.parquet")
