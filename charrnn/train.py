@@ -183,15 +183,26 @@ def save_checkpoint(directory: str | Path, config: TrainConfig, vocab: Vocab, mo
     )
 
 
+class CheckpointError(RuntimeError):
+    """A `state.pt` that cannot be resumed from (missing, truncated, corrupt or of another model)."""
+
+
 def load_checkpoint(directory: str | Path, model: CharRNN, optimizer: torch.optim.Optimizer,
                     device: torch.device) -> tuple[TrainState, dict]:
-    """Restore model and optimizer from `state.pt`; returns the trainer state and the best weights."""
-    saved = torch.load(Path(directory) / STATE_FILE, map_location=device, weights_only=True)
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    names = {f.name for f in fields(TrainState)}
-    state = TrainState(**{k: v for k, v in saved.items() if k in names})
-    return state, saved["best_model"]
+    """Restore model and optimizer from `state.pt`; returns the trainer state and the best weights.
+
+    Raises CheckpointError, naming the file, when it cannot be resumed from.
+    """
+    path = Path(directory) / STATE_FILE
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        names = {f.name for f in fields(TrainState)}
+        state = TrainState(**{k: v for k, v in saved.items() if k in names})
+        return state, saved["best_model"]
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(f"cannot resume from {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
 
 def train(

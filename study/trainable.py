@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 
 import ray
@@ -17,7 +18,7 @@ from ray import tune
 
 from charrnn.config import TrainConfig
 from charrnn.corpus import Vocab
-from charrnn.train import EvalRecord, train
+from charrnn.train import CheckpointError, EvalRecord, train
 
 # Test-only hook, to prove that a crashing trial neither takes the study down nor loses its work:
 # "once:N" makes a trial raise after its Nth report on its first attempt only (the retry succeeds),
@@ -95,7 +96,13 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
 
     if checkpoint is not None:
         with checkpoint.as_directory() as resume_dir:
-            train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir,
-                  test_ids=data.get("test"))
-    else:
-        train(trial_config, data["train"], data["val"], vocab, report=report, test_ids=data.get("test"))
+            try:
+                train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir,
+                      test_ids=data.get("test"))
+                return
+            except CheckpointError as exc:
+                # A damaged checkpoint would fail every retry the same way: start the trial over instead. Its
+                # curve restarts too (the results writer drops what lies past the point a trial resumes from).
+                print(f"trial {tune.get_context().get_trial_id()}: {exc}; training again from the start",
+                      file=sys.stderr, flush=True)
+    train(trial_config, data["train"], data["val"], vocab, report=report, test_ids=data.get("test"))

@@ -183,3 +183,24 @@ def test_time_limit_shrinks_the_budget_and_ends_in_time(tiny_text):
     assert len({r.budget_chars for r in records[1:-1]}) <= 1 and 2 <= len(records) <= 9
     assert records[-1].budget_chars in (records[-2].budget_chars, records[-1].chars_seen)
     assert result.wall_s < 4.0 + 2.0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
+def test_a_damaged_state_file_is_one_clear_error(tiny_text, tmp_path, damage):
+    from charrnn.checkpoint import STATE_FILE
+    from charrnn.train import CheckpointError
+
+    corpus = from_text(tiny_text)
+    records = []
+    cfg = TrainConfig(budget_chars=20_000, **TINY)
+    train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
+    records[2].save(tmp_path)
+    path = tmp_path / STATE_FILE
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint" * 100)
+    else:
+        path.unlink()
+    with pytest.raises(CheckpointError, match="cannot resume from .*state.pt"):
+        train(cfg, corpus.train, corpus.val, corpus.vocab, resume_from=tmp_path)
