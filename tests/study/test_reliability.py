@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "study.run", "--spec", "smoke", "--out", str(out), "--no-report",
-            "--repeats", "0", *extra]
+            "--repeats", "0", "--final-chars", "0", *extra]
 
 
 def _env(**extra: str) -> dict:
