@@ -51,9 +51,21 @@ def _finished(out: Path) -> pd.DataFrame:
     return trials[trials["status"] != "running"]
 
 
+def _fifo_smoke(tmp_path: Path) -> Path:
+    """The smoke spec without early stopping: a trial the scheduler stops at its first report could not crash."""
+    from study.inputs import SPECS_DIR
+
+    text = (SPECS_DIR / "smoke.toml").read_text(encoding="utf-8")
+    path = tmp_path / "smoke-fifo.toml"
+    path.write_text(text.replace('[scheduler]\nname = "asha"', '[scheduler]\nname = "fifo"'), encoding="utf-8")
+    assert 'name = "fifo"' in path.read_text(encoding="utf-8")
+    return path
+
+
 def test_crashing_trial_is_retried_from_its_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(_cmd(out, "--trials", "2", "--max-concurrent", "1"), cwd=REPO,
+    proc = subprocess.run(_cmd(out, "--trials", "2", "--max-concurrent", "1", "--spec", str(_fifo_smoke(tmp_path))),
+                          cwd=REPO,
                           env=_env(CHARRNN_TEST_FAIL="once:1"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_parquet(out / "trials.parquet")
