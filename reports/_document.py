@@ -289,12 +289,12 @@ def document(a: Analysis) -> list[Block]:
         Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
         Para(a.summary, lead=True),
         Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
+        *final_blocks(a.run, final_model(a.run)),
+        Heading(2, "Importance"),
         Figure("marginals.png", "Main effect of the top hyperparameters on val_bpc with 95% bootstrap bands; "
                                 "dots: trials"),
         Figure("curves.png", "Validation curves of the search trials against characters seen, coloured by final "
                              "quality; grey lines: the compressors on the same validation text"),
-        *final_blocks(a.run, final_model(a.run)),
-        Heading(2, "Importance"),
         Table(importance_table(a)),
         *_interaction_blocks(a),
         *_budget_step_blocks(a),
