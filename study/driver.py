@@ -413,7 +413,7 @@ def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:
         lines.append(f"  {params}")
         repeats = trials[(trials["role"] == "repeat") & (trials.get("repeat_of") == best["trial_id"])]
         if len(repeats):
-            lines.append(f"  retrained with {len(repeats)} other seeds: "
+            lines.append(f"  retrained with {len(repeats)} other seeds to {int(repeats['chars_seen'].max()):,} chars: "
                          + ", ".join(f"{v:.4f}" if np.isfinite(v) else s
                                      for v, s in zip(repeats["val_bpc"], repeats["status"])))
             bad, n = unstable_repeats(trials, str(best["trial_id"]))
