@@ -21,11 +21,12 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from charrnn.baselines import compute_baselines
-from charrnn.checkpoint import FINAL_MODEL_FILE, MODEL_FILE
+from charrnn.checkpoint import MODEL_FILE
 from charrnn.metrics import corpus_words, ngram_hashes
 from study._compat import set_restored_callbacks
 from study.inputs import UsageError
-from study.results import BASELINES_FILE, ResultsWriter, TextIndex, atomic_copy, write_baselines
+from study.results import ResultsWriter
+from study.rundir import BASELINES_FILE, RunDir, RunDirWriteError, TextIndex
 from study.schedule import QuorumASHA, default_quorum
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
@@ -154,30 +155,44 @@ def run_study(plan) -> str:
             tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus), {"cpu": cpus, "gpu": gpus}
         )
         index = make_text_index(plan.corpus)
-        writer = ResultsWriter(run_dir, list(spec.search), index, role="search", total_trials=plan.trials)
+        writer = ResultsWriter(run_dir, list(spec.search), index)
         try:
             _search(plan, trainable, writer)
             chosen = _choose_final(plan, trainable, writer)
             if plan.final_chars > 0 and chosen is not None:
                 _final(plan, chosen, writer)
         finally:
-            writer.write()
+            _last_write(writer)
     finally:
         ray.shutdown()
         baselines.join()
     return _summary(plan, run_dir, writer)
 
 
+def _last_write(writer: ResultsWriter) -> None:
+    """Write what the writer holds once more (results arriving within its throttle interval), unless the disk
+    that refused an earlier write still refuses: the tables as last written stay."""
+    try:
+        writer.write()
+    except RunDirWriteError:
+        pass
+
+
 def _start_baselines(plan) -> threading.Thread:
     """Score the compressor baselines on the validation and test text, beside the study (lzma and PPMd
     release the GIL); written once to baselines.parquet, kept when resuming."""
+    run_dir = RunDir(plan.run_dir)
+
     def work():
-        if (plan.run_dir / BASELINES_FILE).exists():
+        if run_dir.has_baselines():
             return
         c, vocab = plan.corpus, plan.corpus.vocab
         rows = compute_baselines(vocab.decode_array(c.train), vocab.decode_array(c.val), vocab.decode_array(c.test),
                                  vocab.chars)
-        write_baselines(plan.run_dir, rows)
+        try:
+            run_dir.write_baselines(rows)
+        except RunDirWriteError as exc:  # the study itself stops at its next write, with the same reason
+            print(f"warning: {exc}", flush=True)
 
     thread = threading.Thread(target=work, name="baselines", daemon=True)
     thread.start()
@@ -220,11 +235,12 @@ def _restored(plan, name: str, trainable, writer: ResultsWriter) -> tune.Tuner |
 
 def _search(plan, trainable, writer: ResultsWriter) -> None:
     spec = plan.spec
+    writer.stage("search", plan.trials)
     tuner = _restored(plan, SEARCH_EXPERIMENT, trainable, writer)
     if tuner is None:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
+        storage = optuna.storages.RDBStorage(RunDir(plan.run_dir).optuna_url)
         searcher = StudySearch(
-            optuna_space(spec), metric="val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
+            optuna_space(spec), metric="best_val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
             study_name=plan.study_name, storage=storage,
         )
         if plan.max_concurrent:
@@ -241,7 +257,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
             trainable,
             param_space={**spec.fixed, **spec.run_settings(), "seed": plan.seed},
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
-                                        metric="val_bpc", mode="min",
+                                        metric="best_val_bpc", mode="min",
                                         max_concurrent_trials=plan.max_concurrent,
                                         reuse_actors=_reuse_actors(plan),
                                         trial_dirname_creator=_trial_dirname),
@@ -258,7 +274,7 @@ def _fail_orphans(plan) -> None:
     trial will ever finish (seen after SIGKILL + --resume). Left RUNNING, TPE's constant liar would keep
     treating it as in flight and the dashboard would show it running forever.
     """
-    storage = optuna.storages.RDBStorage(f"sqlite:///{plan.run_dir.resolve() / 'optuna.db'}")
+    storage = optuna.storages.RDBStorage(RunDir(plan.run_dir).optuna_url)
     study = optuna.load_study(study_name=plan.study_name, storage=storage)
     study_id = storage.get_study_id_from_name(plan.study_name)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -284,13 +300,13 @@ def ranked_search_trials(trials: pd.DataFrame, eval_at: list[int]) -> pd.DataFra
     """Search trials that trained normally, best first: those that got to a later evaluation point first (a
     value at a smaller budget is not comparable with one at a larger), by val_bpc among equals."""
     search = trials[trials.get("role", "search") == "search"]
-    ok = search[search["val_bpc"].notna() & search["status"].isin(["completed", "stopped"])].copy()
+    ok = search[search["best_val_bpc"].notna() & search["status"].isin(["completed", "stopped"])].copy()
     ok["_reached"] = np.searchsorted(np.asarray(eval_at), ok["chars_seen"].to_numpy(), side="right")
-    return ok.sort_values(["_reached", "val_bpc"], ascending=[False, True]).drop(columns="_reached")
+    return ok.sort_values(["_reached", "best_val_bpc"], ascending=[False, True]).drop(columns="_reached")
 
 
 def best_search_trial(trials: pd.DataFrame, eval_at: list[int]) -> pd.Series | None:
-    """The search trial with the lowest val_bpc among those that got furthest (normally: the whole budget)."""
+    """The search trial with the lowest best_val_bpc among those that got furthest (normally: the whole budget)."""
     ranked = ranked_search_trials(trials, eval_at)
     return None if ranked.empty else ranked.iloc[0]
 
@@ -310,7 +326,7 @@ def _choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
     """Retrain the best configuration with `repeats` other seeds (the noise floor for the report, and a check
     that it trains reliably); a configuration that diverges in any seed is not handed over as the final model,
     and the next best is checked instead. Returns the search trial whose configuration the final model trains."""
-    ranked = ranked_search_trials(writer.trials_frame(), plan.spec.eval_at())
+    ranked = ranked_search_trials(writer.table.trials_frame(), plan.spec.eval_at())
     if ranked.empty:
         writer.echo("no trial finished; skipping the seed repeats and the final model")
         return None
@@ -318,7 +334,7 @@ def _choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
         return ranked.iloc[0]
     for k, (_, candidate) in enumerate(ranked.head(MAX_FINAL_CANDIDATES).iterrows()):
         _repeat(plan, trainable, writer, candidate, REPEAT_EXPERIMENT if k == 0 else f"{REPEAT_EXPERIMENT}-{k + 1}")
-        bad, n = unstable_repeats(writer.trials_frame(), str(candidate["trial_id"]))
+        bad, n = unstable_repeats(writer.table.trials_frame(), str(candidate["trial_id"]))
         if not bad:
             return candidate
         writer.echo(f"trial {candidate['trial_id']}'s configuration is unstable: it diverged or failed in {bad} of "
@@ -331,8 +347,7 @@ def _choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
 def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
     """Retrain one configuration with `repeats` other seeds, on the search's schedule up to `repeat_chars`."""
     seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
-    writer.role, writer.total_trials = "repeat", plan.repeats
-    writer.extra = {"repeat_of": str(best["trial_id"])}
+    writer.stage("repeat", plan.repeats, repeat_of=str(best["trial_id"]))
     tuner = _restored(plan, experiment, trainable, writer)
     if tuner is not None:
         _fit(tuner, plan.repeats)
@@ -344,7 +359,7 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
         trainable,
         param_space={**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, best), "stop_chars": stop,
                      "seed": tune.grid_search(seeds)},
-        tune_config=tune.TuneConfig(metric="val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
+        tune_config=tune.TuneConfig(metric="best_val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
                                     reuse_actors=_reuse_actors(plan), trial_dirname_creator=_trial_dirname),
         run_config=_run_config(plan, experiment, writer),
     )
@@ -368,8 +383,7 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
             "vocab": corpus.vocab.chars}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
                                     {"cpu": cpus, "gpu": gpus})
-    writer.role, writer.total_trials = "final", 1
-    writer.extra = {"repeat_of": str(chosen["trial_id"])}
+    writer.stage("final", 1, repeat_of=str(chosen["trial_id"]))
     tuner = _restored(plan, FINAL_EXPERIMENT, trainable, writer)
     if tuner is None:
         minutes = plan.final_minutes
@@ -382,7 +396,7 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                          "budget_chars": plan.final_chars, "eval_at": [], "evals_per_trial": final["evals"],
                          "val_chars": 0, "patience": final["patience"], "min_delta": final["min_delta"],
                          "time_limit_s": 60.0 * minutes, "seed": plan.seed},
-            tune_config=tune.TuneConfig(metric="val_bpc", mode="min", num_samples=1,
+            tune_config=tune.TuneConfig(metric="best_val_bpc", mode="min", num_samples=1,
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, FINAL_EXPERIMENT, writer),
         )
@@ -390,14 +404,14 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     result = results[0]
     if result.checkpoint is not None and not result.error:
         with result.checkpoint.as_directory() as directory:
-            atomic_copy(Path(directory) / MODEL_FILE, plan.run_dir / FINAL_MODEL_FILE)
+            RunDir(plan.run_dir).install_final_model(Path(directory) / MODEL_FILE)
 
 
 def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:
     """The closing summary: the final model first (its test score beside the baselines, its text, how to sample
     more), then the search."""
-    trials = writer.trials_frame()
-    samples = pd.DataFrame(writer.samples)
+    trials = writer.table.trials_frame()
+    samples = pd.DataFrame(writer.table.samples)
     lines = _final_lines(plan, run_dir, trials, samples)
     search = trials[trials["role"] == "search"]
     counts = search["status"].value_counts().to_dict()
@@ -408,14 +422,14 @@ def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:
         lines.append("no trial reached an evaluation.")
     else:
         params = ", ".join(f"{n}={_fmt(best[f'param.{n}'])}" for n in plan.spec.search)
-        lines.append(f"best search trial {best['trial_id']}: val_bpc {best['val_bpc']:.4f} after "
+        lines.append(f"best search trial {best['trial_id']}: best val_bpc {best['best_val_bpc']:.4f} after "
                      f"{int(best['chars_seen']):,} chars ({best['wall_s']:.0f} s)")
         lines.append(f"  {params}")
         repeats = trials[(trials["role"] == "repeat") & (trials.get("repeat_of") == best["trial_id"])]
         if len(repeats):
             lines.append(f"  retrained with {len(repeats)} other seeds to {int(repeats['chars_seen'].max()):,} chars: "
                          + ", ".join(f"{v:.4f}" if np.isfinite(v) else s
-                                     for v, s in zip(repeats["val_bpc"], repeats["status"])))
+                                     for v, s in zip(repeats["best_val_bpc"], repeats["status"])))
             bad, n = unstable_repeats(trials, str(best["trial_id"]))
             if bad:
                 lines.append(f"  unstable: it diverged or failed in {bad} of {n} seeds, so it is not the final model")
@@ -434,7 +448,7 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
         return [f"final model {row['trial_id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else "")]
     refs = _baseline_refs(run_dir)
     lines = [f"final model: test {row['test_bpc']:.3f} bits/char" + (f" ({refs})" if refs else "")
-             + f"; val {row['val_bpc']:.3f} after {int(row['chars_seen']):,} chars in {row['wall_s'] / 60:.1f} min",
+             + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in {row['wall_s'] / 60:.1f} min",
              "  " + ", ".join(f"{n}={_fmt(row[f'param.{n}'])}" for n in plan.spec.search)
              + f" (search trial {row['repeat_of']}'s configuration)"]
     mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
@@ -446,10 +460,9 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
 
 
 def _baseline_refs(run_dir: Path) -> str:
-    path = run_dir / BASELINES_FILE
-    if not path.exists():
+    if not RunDir(run_dir).has_baselines():
         return ""
-    b = pd.read_parquet(path)
+    b = pd.read_parquet(RunDir(run_dir) / BASELINES_FILE)
     b = b[b["split"] == "test"].set_index("method")["bpc"]
     names = {"ppmd": "PPMd", "xz": "xz", "unigram": "unigram"}
     return ", ".join(f"{names.get(m, m)} {v:.3f}" for m, v in b.items())

@@ -6,7 +6,6 @@ exits with status 2 before Ray is started.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from datetime import datetime, timezone
@@ -115,11 +114,10 @@ def default_out(name: str) -> Path:
 
 
 def is_run_dir(path: Path) -> bool:
-    try:
-        meta = json.loads((path / "study.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("schema_version") == 1
+    """A directory with the study.json of a study (of any schema version)."""
+    from study.rundir import RunDir
+
+    return RunDir(path).read_study() is not None
 
 
 def check_out_dir(path: Path) -> None:

@@ -7,11 +7,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
-import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,10 +20,8 @@ from charrnn.config import BASE_LR
 from charrnn.corpus import Corpus
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec, study_name)
-from study.results import STUDY_FILE, atomic_write_json
+from study.rundir import SCHEMA_VERSION, SPEC_FILE, RunDir, RunDirWriteError
 from study.spec import SpecError, StudySpec, fit_to_corpus, load_spec
-
-SCHEMA_VERSION = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,10 +95,14 @@ def prepare(args: argparse.Namespace) -> Plan:
         run_dir = Path(args.resume)
         if not is_run_dir(run_dir):
             raise UsageError(f"--resume {run_dir} is not a run directory (no study.json of a study)")
-        saved = json.loads((run_dir / STUDY_FILE).read_text(encoding="utf-8"))
+        saved = RunDir(run_dir).read_study()
+        if saved["schema_version"] != SCHEMA_VERSION:
+            raise UsageError(f"--resume {run_dir}: its tables are schema {saved['schema_version']}, this version "
+                             f"writes schema {SCHEMA_VERSION}; its report still builds (python -m reports.build "
+                             f"{run_dir}), but continuing it needs the version that started it")
         inv = saved["invocation"]
         try:
-            spec = load_spec(run_dir / "spec.toml")
+            spec = load_spec(run_dir / SPEC_FILE)
         except SpecError as exc:
             raise UsageError(str(exc)) from None
         corpus = load_checked_corpus(spec, inv["corpus_path"], inv["encoding"])
@@ -159,7 +159,6 @@ def study_metadata(plan: Plan) -> dict:
         except metadata.PackageNotFoundError:
             versions[dist.replace("-", "_")] = None
     return {
-        "schema_version": SCHEMA_VERSION,
         "name": plan.study_name,
         "spec": spec.name,
         "metric": "val_bpc",
@@ -218,10 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if plan.adjusted and not plan.resume:
         print(adjusted_note(plan), file=sys.stderr)
-    if not plan.resume:
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plan.spec.path, plan.run_dir / "spec.toml")
-        atomic_write_json(plan.run_dir / STUDY_FILE, study_metadata(plan))
+    try:
+        if not plan.resume:
+            RunDir(plan.run_dir).create(plan.spec.path, study_metadata(plan))
+    except OSError as exc:
+        print(f"error: cannot create the run directory {plan.run_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
     from study.driver import Interrupted, run_study  # imports Ray: only after every input is known to be good
 
@@ -230,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:  # found only once connected to the cluster (e.g. no GPUs there)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunDirWriteError as exc:
+        print(f"error: {exc}; the study stopped, with the tables as last written intact. Free the space, then "
+              f"continue with: python -m study.run --resume {plan.run_dir}", file=sys.stderr)
+        return 1
     except (Interrupted, KeyboardInterrupt) as exc:
         name = getattr(exc, "signal_name", "SIGINT")
         print(f"stopped by {name}; finished trials are in {plan.run_dir}. Continue with:\n"

@@ -2,15 +2,18 @@
 
 optuna.db tells the same story as the results tables, so that optuna-dashboard agrees with the report:
 
-- every evaluation is an intermediate value, `trial.report(eval_val_bpc, step=chars_seen)`: the value
-  measured at that evaluation (curves.parquet's `val_bpc`), at the same character counts for every trial;
-- a trial that trained its whole budget is COMPLETE with its best val_bpc;
+- every evaluation is an intermediate value, `trial.report(val_bpc, step=chars_seen)`: the value measured at
+  that evaluation (curves.parquet's `val_bpc`), at the same character counts for every trial;
+- a trial that trained its whole budget is COMPLETE with its `best_val_bpc`;
 - a trial ASHA stopped early is PRUNED (Optuna then takes its last intermediate value as its value), so
   its partial value is never ranked beside full-budget ones;
 - a diverged or crashed trial is FAIL (Optuna never learns from a broken value); its user attribute
   `status` says which.
 
-Every Optuna trial records the Tune trial id it ran as (`tune_trial_id`), so the two can be joined.
+Every Optuna trial records the Tune trial id it ran as (`tune_trial_id`), so the two can be joined: one Optuna
+trial per Tune trial. A driver killed after asking Optuna for a trial but before Tune saved that trial leaves an
+Optuna trial RUNNING that no Tune trial knows; the resumed searcher hands it (its parameters already drawn) to
+the next new Tune trial instead of asking again.
 """
 from __future__ import annotations
 
@@ -46,18 +49,26 @@ class StudySearch(Searcher):
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial asked for it
         self._last_step: dict[str, int] = {}        # last intermediate value reported, per Tune trial
         self._told: set[str] = set()
+        # RUNNING trials of a study this searcher was loaded onto: asked by a driver that was killed before any
+        # Tune trial ran them. A new searcher starts with all of them; a restored one with those it did not ask.
+        self._unclaimed: list[int] = self._running_numbers()
 
     # ---- Searcher interface ------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._trials:
-            trial = self.study.ask(fixed_distributions=self.space)
+            if self._unclaimed:
+                from study._compat import optuna_trial
+
+                trial = optuna_trial(self.study, self._storage, self._unclaimed.pop(0))
+            else:
+                trial = self.study.ask(fixed_distributions=self.space)
             trial.set_user_attr("tune_trial_id", trial_id)
             self._trials[trial_id] = trial
         return dict(self._trials[trial_id].params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         trial = self._trials.get(trial_id)
-        value = result.get("eval_val_bpc")
+        value = result.get("val_bpc")
         step = int(result.get("chars_seen", -1))
         if (trial is None or trial_id in self._told or result.get("diverged") or value is None
                 or not math.isfinite(float(value)) or step <= self._last_step.get(trial_id, -1)):
@@ -110,6 +121,11 @@ class StudySearch(Searcher):
         self._told |= {k for k, n in state["numbers"].items() if n in finished}
         self._trials = {k: optuna_trial(self.study, self._storage, n) for k, n in state["numbers"].items()
                         if k not in self._told}
+        known = set(state["numbers"].values())
+        self._unclaimed = [n for n in self._running_numbers() if n not in known]
+
+    def _running_numbers(self) -> list[int]:
+        return sorted(t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def outcome(result: dict | None, error: bool, metric: str) -> tuple[TrialState, float | None, str | None]:

@@ -67,9 +67,10 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
             "wall_s": record.wall_s,
             "eval_s": record.eval_s,
             "train_bpc": record.train_bpc,
-            # ASHA and Optuna read val_bpc: the best so far, NaN once diverged so that Optuna records a failure.
-            "val_bpc": math.nan if record.diverged else record.best_val_bpc,
-            "eval_val_bpc": record.val_bpc,
+            # val_bpc is this evaluation (Optuna's intermediate value); ASHA and Optuna rank by best_val_bpc, the
+            # best so far. Both NaN once diverged, so that Optuna records a failure.
+            "val_bpc": math.nan if record.diverged else record.val_bpc,
+            "best_val_bpc": math.nan if record.diverged else record.best_val_bpc,
             "lr": record.lr,
             "sample": record.sample,
             "sample_temperature": record.sample_temperature,

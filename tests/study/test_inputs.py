@@ -51,6 +51,7 @@ def files(tmp_path):
         (["--gpus-per-trial", "1"], "no CUDA GPU"),
         (["--out", "{d}/old"], "already holds a study"),
         (["--resume", "{d}"], "not a run directory"),
+        (["--resume", "{d}/old"], "its tables are schema 1, this version writes schema 2"),
         (["--trials", "many"], "invalid int value"),
         (["--frobnicate"], "unrecognized arguments"),
     ],

@@ -1,8 +1,7 @@
+"""The Tune adapter's own logic: naming why a trial failed."""
 from __future__ import annotations
 
-import pandas as pd
-
-from study.results import atomic_write_parquet, summarize_error
+from study.results import summarize_error
 
 TRACEBACK = """Failure # 1 (occurred at 2026-11-24_19-00-00)
 ray::ImplicitFunc.train() (pid=1, ip=10.0.0.1, actor_id=ab)
@@ -21,11 +20,3 @@ def test_error_summary_names_the_innermost_exception():
 def test_cuda_out_of_memory_is_named_as_such():
     text = TRACEBACK.format(inner="torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
     assert summarize_error(text).startswith("CUDA out of memory: torch.OutOfMemoryError")
-
-
-def test_parquet_writes_are_atomic(tmp_path):
-    path = tmp_path / "t.parquet"
-    atomic_write_parquet(path, pd.DataFrame({"a": [1, 2]}))
-    atomic_write_parquet(path, pd.DataFrame({"a": [3]}))
-    assert pd.read_parquet(path)["a"].tolist() == [3]
-    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temporary files left behind

@@ -6,6 +6,7 @@ import json
 import optuna
 import pytest
 
+from study.rundir import RunDir
 from study.run import adjusted_note, build_parser, prepare, study_metadata
 
 
@@ -53,21 +54,17 @@ def test_the_optuna_study_is_the_plans(tmp_path, novel):
 
     plan = _plan(tmp_path, "--corpus", str(novel))
     plan.run_dir.mkdir()
-    study = optuna.create_study(study_name=plan.study_name, storage=f"sqlite:///{plan.run_dir / 'optuna.db'}")
+    study = optuna.create_study(study_name=plan.study_name, storage=RunDir(plan.run_dir).optuna_url)
     orphan = study.ask()
     _fail_orphans(plan)
     assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
 
 
 def test_resume_keeps_the_study_name_and_the_fitted_spec(tmp_path, novel):
-    import shutil
-
-    from study.results import STUDY_FILE, atomic_write_json
+    from study.rundir import RunDir
 
     first = _plan(tmp_path, "--corpus", str(novel))
-    first.run_dir.mkdir()
-    shutil.copyfile(first.spec.path, first.run_dir / "spec.toml")
-    atomic_write_json(first.run_dir / STUDY_FILE, study_metadata(first))
+    RunDir(first.run_dir).create(first.spec.path, study_metadata(first))
     again = prepare(build_parser().parse_args(["--resume", str(first.run_dir)]))
     assert again.resume and again.study_name == "smoke-my_novel"
     assert again.spec.search["train_chars"] == first.spec.search["train_chars"] and again.adjusted == first.adjusted

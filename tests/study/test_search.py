@@ -14,12 +14,12 @@ SPACE = {"lr": FloatDistribution(1e-3, 1e-1, log=True), "cell": CategoricalDistr
 
 
 def _searcher(storage) -> StudySearch:
-    return StudySearch(SPACE, metric="val_bpc", mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
+    return StudySearch(SPACE, metric="best_val_bpc", mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
                        study_name="s", storage=storage)
 
 
 def _result(chars: int, eval_bpc: float, best: float, **extra) -> dict:
-    return {"chars_seen": chars, "eval_val_bpc": eval_bpc, "val_bpc": best, "finished": False,
+    return {"chars_seen": chars, "val_bpc": eval_bpc, "best_val_bpc": best, "finished": False,
             "diverged": False, **extra}
 
 
@@ -29,15 +29,15 @@ def _by_tune_id(storage) -> dict[str, optuna.trial.FrozenTrial]:
 
 
 @pytest.mark.parametrize("result, error, expected", [
-    ({"val_bpc": 2.0, "finished": True}, False, (TrialState.COMPLETE, 2.0, None)),
-    ({"val_bpc": 2.5, "finished": False}, False, (TrialState.PRUNED, None, "stopped")),
-    ({"val_bpc": math.nan, "diverged": True}, False, (TrialState.FAIL, None, "diverged")),
-    ({"val_bpc": 2.0}, True, (TrialState.FAIL, None, "failed")),
+    ({"best_val_bpc": 2.0, "finished": True}, False, (TrialState.COMPLETE, 2.0, None)),
+    ({"best_val_bpc": 2.5, "finished": False}, False, (TrialState.PRUNED, None, "stopped")),
+    ({"best_val_bpc": math.nan, "diverged": True}, False, (TrialState.FAIL, None, "diverged")),
+    ({"best_val_bpc": 2.0}, True, (TrialState.FAIL, None, "failed")),
     (None, False, (TrialState.FAIL, None, "failed")),
-    ({"val_bpc": math.inf, "finished": True}, False, (TrialState.FAIL, None, "failed")),
+    ({"best_val_bpc": math.inf, "finished": True}, False, (TrialState.FAIL, None, "failed")),
 ])
 def test_outcome(result, error, expected):
-    assert outcome(result, error, "val_bpc") == expected
+    assert outcome(result, error, "best_val_bpc") == expected
 
 
 def test_states_and_intermediate_values_follow_the_tables():
@@ -93,3 +93,32 @@ def test_a_restored_searcher_continues_and_keeps_what_optuna_was_told(tmp_path):
     assert trials["a"].value == 2.0 and trials["a"].intermediate_values == {100: 3.0, 200: 2.0}
     assert trials["b"].state == TrialState.COMPLETE and trials["b"].intermediate_values == {100: 3.5, 200: 3.1}
     assert trials["c"].state == TrialState.RUNNING and len(trials) == 3
+
+
+def test_an_optuna_trial_no_tune_trial_ran_goes_to_the_next_new_trial(tmp_path):
+    """A driver killed after asking Optuna for "ghost" but before Tune saved that trial: the resumed searcher
+    hands the asked trial to the next Tune trial, so there is one Optuna trial per Tune trial."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    first = _searcher(storage)
+    first.suggest("a")
+    first.save(str(tmp_path / "searcher.pkl"))
+    ghost_params = first.suggest("ghost")  # asked after the last save; then the driver was killed
+
+    resumed = _searcher(storage)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    assert resumed.suggest("c") == ghost_params
+    resumed.suggest("d")  # a new ask
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert len(trials) == 3
+    assert sorted(t.user_attrs["tune_trial_id"] for t in trials) == ["a", "c", "d"]
+
+
+def test_a_new_searcher_on_an_interrupted_study_uses_its_asked_trials_first(tmp_path):
+    """Killed before Tune saved anything: a new searcher on the same study takes over the trials asked before."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    first = _searcher(storage)
+    asked = first.suggest("x")
+    again = _searcher(storage)
+    assert again.suggest("y") == asked
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert len(trials) == 1 and trials[0].user_attrs["tune_trial_id"] == "y"

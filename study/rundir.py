@@ -1,0 +1,386 @@
+"""The run directory: its layout, the results contract's schema, and every write into it.
+
+    RUN/
+      study.json          what was asked (spec, space, schedule, versions); `schema_version` of the tables
+      spec.toml           the spec as given, so that --resume needs nothing else
+      trials.parquet      one row per trial (search, repeat, final)
+      curves.parquet      one row per evaluation of a trial
+      samples.parquet     generated text, at each evaluation and from the best weights at the end
+      baselines.parquet   the compressors' bits/char on the same held-out text
+      optuna.db           the Optuna study (SQLite)
+      final_model.pt      the final model's weights
+
+One name, one meaning, in every table and in Tune's results: `val_bpc` is the bits/char of ONE evaluation on the
+validation text; `best_val_bpc` is the best evaluation of a trial so far. Schema 1 had `val_bpc` for both;
+reports/_load.py still reads it.
+
+This module owns the layout and the trial table's logic, and imports nothing of Ray: `TrialTable` turns trial
+events (start, result, retry, completion, error) into rows, and is tested in milliseconds without a cluster.
+study.results adapts Tune's callbacks to it.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from charrnn.checkpoint import FINAL_MODEL_FILE
+from charrnn.metrics import copied_frac, known_word_frac
+from study.progress import Tally
+
+SCHEMA_VERSION = 2
+STUDY_FILE = "study.json"
+SPEC_FILE = "spec.toml"
+TRIALS_FILE = "trials.parquet"
+CURVES_FILE = "curves.parquet"
+SAMPLES_FILE = "samples.parquet"
+BASELINES_FILE = "baselines.parquet"
+OPTUNA_FILE = "optuna.db"
+
+STATUSES = ("completed", "stopped", "diverged", "failed", "running")
+FINISHED = ("completed", "stopped", "diverged", "failed")
+ROLES = ("search", "repeat", "final")
+
+CURVE_COLUMNS = ["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc", "lr"]
+SAMPLE_COLUMNS = ["trial_id", "chars_seen", "temperature", "text", "kind", "prime", "known_word_frac",
+                  "copy20_frac"]
+_STRING_COLUMNS = ("trial_id", "status", "role", "node_id", "device", "precision", "error", "retry_error",
+                   "checkpoint", "repeat_of")
+_FLOAT_COLUMNS = ("best_val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s", "test_bpc")
+_INT_COLUMNS = ("chars_seen", "best_chars_seen", "trial_index", "seed", "retries", "threads", "peak_gpu_mem_bytes",
+                "budget_chars")
+
+
+class RunDirWriteError(OSError):
+    """The run directory could not be written (a full disk, a lost mount): the study stops, the tables as of
+    the last successful write are intact, and --resume continues once the cause is fixed."""
+
+
+# ---- the directory --------------------------------------------------------------------------------------------
+
+class RunDir:
+    """Where a study's results live, and the only code that writes there."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.path.resolve() / OPTUNA_FILE}"
+
+    def read_study(self) -> dict | None:
+        """study.json, or None where there is none (or it is not a study's)."""
+        try:
+            meta = json.loads((self / STUDY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) and "schema_version" in meta else None
+
+    def create(self, spec_path: str | Path, study: dict) -> None:
+        """Start a new run directory: the spec as given and study.json (stamped with this schema version)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self / SPEC_FILE, Path(spec_path).read_bytes())
+        atomic_write_json(self / STUDY_FILE, {"schema_version": SCHEMA_VERSION, **study})
+
+    def write_tables(self, table: TrialTable) -> None:
+        """Rewrite trials, curves and samples, each atomically."""
+        trials, curves, samples = table.frames()
+        atomic_write_parquet(self / TRIALS_FILE, trials)
+        atomic_write_parquet(self / CURVES_FILE, curves)
+        atomic_write_parquet(self / SAMPLES_FILE, samples)
+
+    def read_tables(self) -> tuple[list[dict], list[dict], list[dict]]:
+        """The rows an earlier (interrupted) driver wrote: (trials, curves, samples), empty where none."""
+        def rows(name: str) -> list[dict]:
+            path = self / name
+            if not path.exists():
+                return []
+            return [{k: _plain(v) for k, v in r.items()} for r in pd.read_parquet(path).to_dict("records")]
+
+        return rows(TRIALS_FILE), rows(CURVES_FILE), rows(SAMPLES_FILE)
+
+    def has_baselines(self) -> bool:
+        return (self / BASELINES_FILE).exists()
+
+    def write_baselines(self, rows: list[dict]) -> None:
+        """baselines.parquet: `method, split, bpc, detail`, one row per baseline and split (val, test)."""
+        df = pd.DataFrame(rows, columns=["method", "split", "bpc", "detail"])
+        for col in ("method", "split", "detail"):
+            df[col] = df[col].astype("string")
+        df["bpc"] = df["bpc"].astype("float64")
+        atomic_write_parquet(self / BASELINES_FILE, df)
+
+    def install_final_model(self, model_file: str | Path) -> None:
+        atomic_write_bytes(self / FINAL_MODEL_FILE, Path(model_file).read_bytes())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    _atomic(path, lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
+
+
+def _atomic(path: Path, write: Callable[[str], Any]) -> None:
+    """Write through a temporary file in the same directory, flushed to disk, then renamed over `path`: a reader
+    (or a driver killed at any moment) sees the old file or the new one, never a part. A failed write leaves the
+    old file as it was and raises RunDirWriteError."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise RunDirWriteError(exc.errno or errno.EIO, f"cannot write {path}: {reason}") from exc
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- the trial table ----------------------------------------------------------------------------------------
+
+@dataclass
+class TextIndex:
+    """What the sample metrics compare generated text against: the corpus words and 20-gram hashes."""
+
+    words: set[str]
+    ngrams: np.ndarray
+    encode: Callable[[str], np.ndarray]
+
+    def metrics(self, text: str) -> tuple[float, float]:
+        try:
+            ids = self.encode(text)
+        except KeyError:
+            return known_word_frac(text, self.words), math.nan
+        return known_word_frac(text, self.words), copied_frac(ids, self.ngrams)
+
+
+def classify(last_result: dict | None) -> tuple[str, str | None]:
+    """(status, error) of a trial that ended normally, from its last result.
+
+    completed: trained its whole budget; stopped: the scheduler (or early stopping's owner) ended it before;
+    diverged: its loss went NaN/inf; failed: it ended without reporting anything.
+    """
+    if not last_result:
+        return "failed", "trial ended without reporting a result"
+    if last_result.get("diverged"):
+        return "diverged", f"loss diverged (NaN/inf or exploding) at {int(last_result['chars_seen']):,} chars"
+    return ("completed" if last_result.get("finished") else "stopped"), None
+
+
+class TrialTable:
+    """The rows of trials/curves/samples, kept up to date from trial events.
+
+    Events name a trial by id and carry plain data (its config, a result dict as the trainable reported it).
+    A trial that was finished when the table was loaded (an interrupted driver saw it end) is never changed
+    again: a resumed Tune may rerun it from a checkpoint, and what it reports then is ignored.
+
+    `role` and `extra` say what the trials being run now are (search, repeat, final) and what to stamp on
+    their new rows (e.g. `repeat_of`); the driver sets them per stage with `stage`.
+    """
+
+    def __init__(self, search_params: list[str], text_index: TextIndex | None = None,
+                 rows: tuple[list[dict], list[dict], list[dict]] = ([], [], [])):
+        self.search_params = list(search_params)
+        self.text_index = text_index
+        self.role, self.total, self.extra = "search", 0, {}
+        trials, curves, samples = rows
+        self.trials: dict[str, dict] = {r["trial_id"]: dict(r) for r in trials}
+        self.curves: list[dict] = [dict(c) for c in curves]
+        self.samples: list[dict] = [dict(s) for s in samples]
+        self.finished: set[str] = {tid for tid, r in self.trials.items() if r["status"] in FINISHED}
+
+    def stage(self, role: str, total: int, **extra: Any) -> None:
+        self.role, self.total, self.extra = role, total, extra
+
+    # ---- events ----------------------------------------------------------------------------------------------
+    def start(self, tid: str, config: dict) -> None:
+        if tid not in self.finished:
+            self.row(tid, config)["status"] = "running"
+
+    def retry(self, tid: str, config: dict, error: str) -> None:
+        if tid not in self.finished:
+            row = self.row(tid, config)
+            row["retries"] = int(row.get("retries") or 0) + 1
+            row["retry_error"] = error
+
+    def result(self, tid: str, config: dict, result: dict, checkpoint: str | None = None) -> bool:
+        """Record one evaluation; True when it is a new best among the search trials."""
+        if tid in self.finished:
+            return False
+        row = self.row(tid, config)
+        chars = int(result["chars_seen"])
+        # A retried trial re-reports from its checkpoint: drop what lies past the point it resumed from.
+        self.curves[:] = [c for c in self.curves if not (c["trial_id"] == tid and c["chars_seen"] >= chars)]
+        self.samples[:] = [s for s in self.samples if not (s["trial_id"] == tid and s["chars_seen"] >= chars)]
+        prime = config.get("prime", "\n")
+        if not result.get("diverged"):
+            self.curves.append({
+                "trial_id": tid, "chars_seen": chars, "wall_s": float(result["wall_s"]),
+                "train_bpc": float(result["train_bpc"]), "val_bpc": float(result["val_bpc"]),
+                "best_val_bpc": float(result["best_val_bpc"]), "lr": float(result["lr"]),
+            })
+            self._add_sample(tid, chars, float(result["sample_temperature"]), result["sample"], "eval", prime)
+        for temp, text in json.loads(result.get("final_samples_json") or "{}").items():
+            self._add_sample(tid, chars, float(temp), text, "final", prime)
+        prev_best = self.best_val_bpc()
+        row.update(
+            chars_seen=chars, wall_s=float(result["wall_s"]), eval_s=float(result.get("eval_s", 0.0)),
+            train_bpc=float(result["train_bpc"]), node_id=str(result.get("node_id", "")),
+            device=str(result.get("device", "")), seed=int(result.get("seed", config.get("seed", 0))),
+            threads=int(result.get("threads", 1)), precision=str(result.get("precision", "")), checkpoint=checkpoint,
+        )
+        if "peak_gpu_mem_bytes" in result:
+            row["peak_gpu_mem_bytes"] = int(result["peak_gpu_mem_bytes"])
+        if not result.get("diverged"):
+            row["best_val_bpc"] = float(result["best_val_bpc"])
+            row["best_chars_seen"] = self._best_chars(tid)
+        if "budget_chars" in result:
+            row["budget_chars"] = int(result["budget_chars"])
+        if _finite(result.get("test_bpc")):
+            row["test_bpc"] = float(result["test_bpc"])
+        if result.get("stopped_early"):
+            row["stopped_early"] = True
+        row["chars_per_s"] = chars / max(row["wall_s"] - row["eval_s"], 1e-9)
+        return self.role == "search" and self.best_val_bpc() < prev_best
+
+    def complete(self, tid: str, config: dict, last_result: dict | None, checkpoint: str | None = None) -> None:
+        if tid in self.finished:
+            return
+        row = self.row(tid, config)
+        status, error = classify(last_result)
+        row["status"] = status
+        if error:
+            row["error"] = row.get("error") or error
+        row["checkpoint"] = checkpoint
+        self.finished.add(tid)
+
+    def fail(self, tid: str, config: dict, error: str) -> None:
+        if tid in self.finished:
+            return
+        row = self.row(tid, config)
+        row.update(status="failed", error=error)
+        self.finished.add(tid)
+
+    def drop_unknown_running(self, known: set[str]) -> list[str]:
+        """Forget the running trials of this stage that the trial runner does not know.
+
+        A driver killed right after a trial started, before Tune saved its own state, leaves a row that nothing
+        will ever resume: the resumed Tune runs that trial's place again under a new id (and Optuna's trial is
+        handed to it, see study.search). Returns the ids dropped.
+        """
+        ghosts = [tid for tid, r in self.trials.items()
+                  if r["status"] == "running" and r.get("role") == self.role and tid not in known]
+        for tid in ghosts:
+            del self.trials[tid]
+        gone = set(ghosts)
+        self.curves[:] = [c for c in self.curves if c["trial_id"] not in gone]
+        self.samples[:] = [s for s in self.samples if s["trial_id"] not in gone]
+        for k, row in enumerate(sorted(self.trials.values(), key=lambda r: r["trial_index"])):
+            row["trial_index"] = k
+        return ghosts
+
+    # ---- reading -----------------------------------------------------------------------------------------------
+    def row(self, tid: str, config: dict) -> dict:
+        """The row of trial `tid`, created (running, this stage's role) on first sight."""
+        if tid not in self.trials:
+            row = {"trial_id": tid, "trial_index": len(self.trials), "role": self.role, "status": "running"}
+            for name in self.search_params:
+                row[f"param.{name}"] = _plain(config.get(name))
+            row.update(best_val_bpc=math.nan, chars_seen=0, wall_s=0.0, node_id="", device="", error=None,
+                       seed=int(config.get("seed", 0)), retries=0, **self.extra)
+            self.trials[tid] = row
+        return self.trials[tid]
+
+    def best_val_bpc(self) -> float:
+        """The best evaluation of any search trial so far (inf before the first)."""
+        vals = [r["best_val_bpc"] for r in self.trials.values()
+                if r.get("role") == "search" and _finite(r.get("best_val_bpc"))]
+        return min(vals) if vals else math.inf
+
+    def tally(self) -> Tally:
+        rows = [r for r in self.trials.values() if r.get("role") == self.role]
+        done = sum(r["status"] != "running" for r in rows)
+        failed = sum(r["status"] in ("failed", "diverged") for r in rows)
+        return Tally(self.role, self.total or len(rows), done, len(rows) - done, failed, self.best_val_bpc())
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        return self.trials_frame(), _frame(self.curves, CURVE_COLUMNS), _frame(self.samples, SAMPLE_COLUMNS)
+
+    def trials_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(list(self.trials.values()))
+        if df.empty:
+            cols = ["trial_id", "trial_index", "role", "status"] + [f"param.{n}" for n in self.search_params] + [
+                "best_val_bpc", "chars_seen", "wall_s", "node_id", "device", "error", "seed", "retries"]
+            df = pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
+        for col in _STRING_COLUMNS:
+            if col in df:
+                df[col] = df[col].astype("string")
+        for col in _FLOAT_COLUMNS:
+            if col in df:
+                df[col] = df[col].astype("float64")
+        if "stopped_early" in df:
+            df["stopped_early"] = df["stopped_early"].astype("boolean").fillna(False).astype(bool)
+        for col in _INT_COLUMNS:
+            if col in df:
+                df[col] = df[col].fillna(0).astype("int64")
+        return df
+
+    def _add_sample(self, tid: str, chars: int, temperature: float, text: str, kind: str, prime: str) -> None:
+        if not text:
+            return
+        known, copied = self.text_index.metrics(text) if self.text_index else (math.nan, math.nan)
+        self.samples.append({"trial_id": tid, "chars_seen": chars, "temperature": temperature, "text": text,
+                             "kind": kind, "prime": prime, "known_word_frac": known, "copy20_frac": copied})
+
+    def _best_chars(self, tid: str) -> int:
+        rows = [c for c in self.curves if c["trial_id"] == tid and _finite(c["val_bpc"])]
+        return int(min(rows, key=lambda c: c["val_bpc"])["chars_seen"]) if rows else 0
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    for col in columns:
+        if col == "chars_seen":
+            df[col] = df[col].astype("int64")
+        elif col in ("trial_id", "text", "kind", "prime"):
+            df[col] = df[col].astype("string")
+        else:
+            df[col] = df[col].astype("float64")
+    return df
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _plain(v):
+    """numpy/pandas scalars -> Python scalars, so rows round-trip through Parquet unchanged."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is pd.NA:
+        return None
+    return v

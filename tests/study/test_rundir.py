@@ -1,0 +1,179 @@
+"""The run directory and the trial table's logic, without Ray: events in, rows out, in milliseconds."""
+from __future__ import annotations
+
+import errno
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from study.rundir import (CURVE_COLUMNS, SCHEMA_VERSION, RunDir, RunDirWriteError, TrialTable, _atomic,
+                          atomic_write_parquet, classify)
+from tests.conftest import REPO
+
+CONFIG = {"lr": 0.01, "cell": "gru", "seed": 7, "prime": "\n"}
+
+
+def _result(chars: int, val: float, best: float, **extra) -> dict:
+    return {"chars_seen": chars, "wall_s": chars / 1000, "eval_s": 0.1, "train_bpc": val + 0.1, "val_bpc": val,
+            "best_val_bpc": best, "lr": 0.01, "sample": f"text at {chars}", "sample_temperature": 0.8,
+            "finished": False, "diverged": False, **extra}
+
+
+def _table(*rows) -> TrialTable:
+    return TrialTable(["lr", "cell"], None, rows or ([], [], []))
+
+
+def test_importing_the_run_directory_does_not_import_ray():
+    code = "import sys, study.rundir; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_trial_from_start_to_completion():
+    t = _table()
+    t.start("a", CONFIG)
+    assert t.trials["a"]["status"] == "running" and t.trials["a"]["param.cell"] == "gru"
+    assert t.result("a", CONFIG, _result(100, 3.0, 3.0), checkpoint="/ckpt/1")
+    assert not t.result("a", CONFIG, _result(200, 3.2, 3.0))  # worse than its best: no new best
+    t.result("a", CONFIG, _result(300, 2.5, 2.5, finished=True, final_samples_json=json.dumps({"0.5": "end"})))
+    t.complete("a", CONFIG, _result(300, 2.5, 2.5, finished=True), checkpoint="/ckpt/3")
+    row = t.trials["a"]
+    assert row["status"] == "completed" and row["best_val_bpc"] == 2.5 and row["best_chars_seen"] == 300
+    assert row["chars_seen"] == 300 and row["seed"] == 7 and row["checkpoint"] == "/ckpt/3"
+    trials, curves, samples = t.frames()
+    assert "val_bpc" not in trials.columns and trials["best_val_bpc"].dtype == "float64"
+    assert list(curves.columns) == CURVE_COLUMNS
+    assert curves["val_bpc"].tolist() == [3.0, 3.2, 2.5]  # each evaluation's own value
+    assert curves["best_val_bpc"].tolist() == [3.0, 3.0, 2.5]  # the best so far
+    assert samples[samples["kind"] == "final"]["text"].tolist() == ["end"]
+
+
+@pytest.mark.parametrize("last, status", [
+    (_result(300, 2.5, 2.5, finished=True), "completed"),
+    (_result(100, 2.9, 2.9), "stopped"),
+    (_result(150, math.nan, math.nan, diverged=True), "diverged"),
+    (None, "failed"),
+    ({}, "failed"),
+])
+def test_how_a_trial_that_ended_is_classified(last, status):
+    assert classify(last)[0] == status
+    assert (classify(last)[1] is None) == (status in ("completed", "stopped"))
+
+
+def test_a_diverged_trial_keeps_its_curve_and_says_where_it_diverged():
+    t = _table()
+    t.result("d", CONFIG, _result(100, 3.9, 3.9))
+    t.result("d", CONFIG, _result(150, math.nan, math.nan, diverged=True))
+    t.complete("d", CONFIG, _result(150, math.nan, math.nan, diverged=True))
+    row = t.trials["d"]
+    assert row["status"] == "diverged" and "150 chars" in row["error"] and row["best_val_bpc"] == 3.9
+    assert t.frames()[1]["chars_seen"].tolist() == [100]
+
+
+def test_a_retried_trial_loses_what_lies_past_its_checkpoint():
+    t = _table()
+    for chars in (100, 200, 300):
+        t.result("r", CONFIG, _result(chars, 3.0 - chars / 1000, 3.0 - chars / 1000))
+    t.retry("r", CONFIG, "RuntimeError: worker died")
+    t.result("r", CONFIG, _result(200, 2.85, 2.85))  # resumed from the checkpoint at 100: re-reports 200
+    _, curves, samples = t.frames()
+    assert curves["chars_seen"].tolist() == [100, 200] and curves["val_bpc"].tolist() == [2.9, 2.85]
+    assert samples["chars_seen"].tolist() == [100, 200]
+    assert t.trials["r"]["retries"] == 1 and t.trials["r"]["retry_error"] == "RuntimeError: worker died"
+
+
+def test_a_failed_trial_keeps_its_error():
+    t = _table()
+    t.start("f", CONFIG)
+    t.fail("f", CONFIG, "ValueError: boom")
+    assert t.trials["f"]["status"] == "failed" and t.trials["f"]["error"] == "ValueError: boom"
+    t.complete("f", CONFIG, None)  # Tune may still call complete: the first ending stays
+    assert t.trials["f"]["error"] == "ValueError: boom"
+
+
+def test_rows_read_back_from_disk_round_trip_and_finished_ones_never_change(tmp_path):
+    run = RunDir(tmp_path)
+    t = _table()
+    t.result("done", CONFIG, _result(100, 3.0, 3.0))
+    t.complete("done", CONFIG, _result(100, 3.0, 3.0, finished=True))
+    t.start("live", CONFIG)
+    t.result("live", CONFIG, _result(100, 3.3, 3.3))
+    run.write_tables(t)
+
+    again = TrialTable(["lr", "cell"], None, run.read_tables())
+    pd.testing.assert_frame_equal(again.trials_frame(), t.trials_frame())
+    # A resumed Tune reruns "done" from its checkpoint: nothing it reports changes the finished row.
+    again.start("done", CONFIG)
+    assert not again.result("done", CONFIG, _result(100, 2.0, 2.0))
+    again.complete("done", CONFIG, _result(100, 2.0, 2.0))
+    again.fail("done", CONFIG, "late")
+    assert again.trials["done"] == t.trials["done"]
+    assert again.frames()[1]["val_bpc"].tolist() == [3.0, 3.3]
+    # The running one goes on.
+    again.result("live", CONFIG, _result(200, 3.1, 3.1))
+    assert again.trials["live"]["best_val_bpc"] == 3.1
+
+
+def test_running_rows_the_trial_runner_does_not_know_are_dropped():
+    """A driver killed after a trial started, before Tune saved it: that row would stay running forever."""
+    t = _table()
+    for tid in ("a", "ghost", "b"):
+        t.start(tid, CONFIG)
+    t.result("a", CONFIG, _result(100, 3.0, 3.0))
+    t.result("ghost", CONFIG, _result(100, 3.1, 3.1))
+    t.complete("a", CONFIG, _result(100, 3.0, 3.0, finished=True))
+    t.stage("repeat", 1, repeat_of="a")
+    t.start("rep", CONFIG)
+    t.stage("search", 3)
+
+    assert t.drop_unknown_running({"b"}) == ["ghost"]  # "a" is finished, "rep" is another stage's
+    assert set(t.trials) == {"a", "b", "rep"}
+    assert sorted(r["trial_index"] for r in t.trials.values()) == [0, 1, 2]
+    _, curves, samples = t.frames()
+    assert "ghost" not in set(curves["trial_id"]) | set(samples["trial_id"])
+
+
+def test_stages_stamp_their_role_and_count_their_own_trials():
+    t = _table()
+    t.stage("search", 4)
+    t.result("s", CONFIG, _result(100, 3.0, 3.0))
+    t.complete("s", CONFIG, _result(100, 3.0, 3.0))
+    t.stage("repeat", 2, repeat_of="s")
+    assert not t.result("r", {**CONFIG, "seed": 8}, _result(100, 1.0, 1.0))  # a repeat is never a new search best
+    row = t.trials["r"]
+    assert row["role"] == "repeat" and row["repeat_of"] == "s" and row["seed"] == 8
+    tally = t.tally()
+    assert (tally.stage, tally.total, tally.done, tally.running, tally.best) == ("repeat", 2, 0, 1, 3.0)
+
+
+def test_the_directory_layout_and_schema(tmp_path):
+    spec = tmp_path / "given.toml"
+    spec.write_text('name = "x"\n')
+    run = RunDir(tmp_path / "run")
+    assert run.read_study() is None
+    run.create(spec, {"name": "x"})
+    assert run.read_study() == {"schema_version": SCHEMA_VERSION, "name": "x"} and SCHEMA_VERSION == 2
+    assert (run / "spec.toml").read_text() == 'name = "x"\n'
+    assert run.optuna_url == f"sqlite:///{(tmp_path / 'run').resolve() / 'optuna.db'}"
+    assert run.read_tables() == ([], [], [])
+
+
+def test_writes_are_atomic_and_a_failed_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    atomic_write_parquet(path, pd.DataFrame({"a": [1, 2]}))
+    atomic_write_parquet(path, pd.DataFrame({"a": [3]}))
+    assert pd.read_parquet(path)["a"].tolist() == [3]
+
+    def disk_full(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"PAR1 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(RunDirWriteError, match=r"cannot write .*t\.parquet: No space left on device"):
+        _atomic(path, disk_full)
+    assert pd.read_parquet(path)["a"].tolist() == [3]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temporary file left behind
