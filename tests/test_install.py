@@ -68,5 +68,5 @@ def test_installed_package_runs_the_smoke_study_from_anywhere(tmp_path):
     trials = pd.read_parquet(out / "trials.parquet")
     assert len(trials) == 2, proc.stdout[-2000:]
     assert trials["status"].isin(["completed", "stopped"]).all(), trials.filter(["trial_id", "status", "error"])
-    assert trials["val_bpc"].notna().all()
+    assert trials["best_val_bpc"].notna().all()
     assert (out / "study.json").exists() and (out / "spec.toml").exists()

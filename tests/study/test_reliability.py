@@ -116,7 +116,7 @@ def test_sigkilled_driver_resumes_without_losing_or_redoing_finished_trials(tmp_
     for tid, row in before.iterrows():  # finished trials are neither redone nor changed
         assert after.loc[tid, "status"] == row["status"]
         assert after.loc[tid, "chars_seen"] == row["chars_seen"]
-        assert after.loc[tid, "val_bpc"] == pytest.approx(row["val_bpc"], nan_ok=True)
+        assert after.loc[tid, "best_val_bpc"] == pytest.approx(row["best_val_bpc"], nan_ok=True)
     states = _optuna_states(out)
     assert set(after.index) <= set(states) and "RUNNING" not in states.values()
     # An Optuna trial asked just before the kill, that Tune never saved, is told FAIL ("orphaned").

@@ -34,7 +34,7 @@ def smoke_run(tmp_path_factory):
 def test_contract_files(smoke_run):
     out, proc = smoke_run
     meta = json.loads((out / "study.json").read_text())
-    assert meta["schema_version"] == 1 and meta["name"] == "smoke"
+    assert meta["schema_version"] == 2 and meta["name"] == "smoke"
     assert meta["metric"] == "val_bpc" and meta["mode"] == "min" and meta["budget_chars"] == 48_000
     assert meta["search_space"]["lr"] == {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}
     assert meta["search_space"]["cell"]["choices"] == ["rnn_tanh", "rnn_relu", "gru", "lstm"]
@@ -52,7 +52,8 @@ def test_contract_files(smoke_run):
     for name in meta["search_space"]:
         assert f"param.{name}" in trials.columns
     assert trials["trial_id"].dtype == "string"
-    assert trials["chars_seen"].dtype == "int64" and trials["val_bpc"].dtype == "float64"
+    assert trials["chars_seen"].dtype == "int64" and trials["best_val_bpc"].dtype == "float64"
+    assert "val_bpc" not in trials.columns  # one meaning per name: a trial's score is its best
     assert trials["node_id"].str.len().gt(0).all() and (trials["device"] == "cpu").all()
     done = search[search["status"] == "completed"]
     assert len(done) >= 1 and (done["chars_seen"] >= 48_000).all()
@@ -62,14 +63,15 @@ def test_contract_files(smoke_run):
     assert (trials.loc[trials["status"] == "stopped", "chars_seen"] < 48_000).all()
 
     curves = pd.read_parquet(out / "curves.parquet")
-    assert list(curves.columns[:5]) == ["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc"]
+    assert list(curves.columns) == ["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc", "lr"]
     assert set(curves["trial_id"]) <= set(trials["trial_id"])
     for tid, rows in curves.groupby("trial_id"):
         assert rows["chars_seen"].is_monotonic_increasing
         row = trials.set_index("trial_id").loc[tid]
         if row["status"] == "completed" and row["role"] == "search":
             assert len(rows) == 5
-            assert row["val_bpc"] == pytest.approx(rows["val_bpc"].min())
+            assert row["best_val_bpc"] == pytest.approx(rows["val_bpc"].min())
+        assert rows["best_val_bpc"].tolist() == pytest.approx(rows["val_bpc"].cummin().tolist())
 
     samples = pd.read_parquet(out / "samples.parquet")
     assert list(samples.columns[:4]) == ["trial_id", "chars_seen", "temperature", "text"]
@@ -104,7 +106,7 @@ def test_final_model_row_baselines_and_sampling_by_run(smoke_run):
     final = trials[trials["role"] == "final"]
     assert len(final) == 1
     row = final.iloc[0]
-    assert row["status"] == "completed" and np.isfinite(row["test_bpc"]) and np.isfinite(row["val_bpc"])
+    assert row["status"] == "completed" and np.isfinite(row["test_bpc"]) and np.isfinite(row["best_val_bpc"])
     assert row["repeat_of"] in set(trials.loc[trials["role"] == "search", "trial_id"])
     assert row["chars_seen"] >= 60_000 or row["stopped_early"]
     # Only the final model is scored on the test text.
@@ -138,7 +140,7 @@ def test_optuna_study_as_the_dashboard_reads_it(smoke_run):
         evals = curves[curves["trial_id"] == row.name]
         assert trial.intermediate_values == pytest.approx(dict(zip(evals["chars_seen"], evals["val_bpc"])))
         if row["status"] == "completed":
-            assert trial.value == pytest.approx(row["val_bpc"])
+            assert trial.value == pytest.approx(row["best_val_bpc"])
         elif row["status"] == "stopped":
             assert trial.value == pytest.approx(evals["val_bpc"].iloc[-1])
 
@@ -146,9 +148,9 @@ def test_optuna_study_as_the_dashboard_reads_it(smoke_run):
 def test_best_checkpoint_samples(smoke_run):
     out, _ = smoke_run
     trials = pd.read_parquet(out / "trials.parquet")
-    best = trials[trials["role"] == "search"].sort_values("val_bpc").iloc[0]
+    best = trials[trials["role"] == "search"].sort_values("best_val_bpc").iloc[0]
     payload = torch.load(os.path.join(best["checkpoint"], "model.pt"), weights_only=True)
-    assert payload["val_bpc"] == pytest.approx(best["val_bpc"])
+    assert payload["val_bpc"] == pytest.approx(best["best_val_bpc"])  # the weights of its best evaluation
     proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--checkpoint", best["checkpoint"],
                            "--length", "300", "--prime", "Holmes"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and len(proc.stdout) >= 300
