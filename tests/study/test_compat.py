@@ -40,3 +40,16 @@ def test_an_optuna_trial_is_found_again_by_its_number():
     again.report(0.5, 10)
     study.tell(again, 0.25)
     assert study.trials[1].intermediate_values == {10: 0.5} and study.trials[1].value == 0.25
+
+
+def test_no_private_attribute_of_another_library_outside_the_adapter():
+    """The issue's check, `grep -rn "\\._[a-z]" study/`, kept true: outside study/_compat.py, the only `._name`
+    accesses are an object's own (`self._x`) and imports of the adapter itself."""
+    import re
+
+    pattern = re.compile(r"(?<!self)\._[a-z]")
+    found = [f"{path.name}:{n}: {line.strip()}"
+             for path in sorted((REPO / "study").glob("*.py")) if path.name != "_compat.py"
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if pattern.search(line.replace("study._compat", ""))]
+    assert not found, "\n".join(found)
