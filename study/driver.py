@@ -66,10 +66,13 @@ def _sigterm_as_sigint():
             signal.signal(signal.SIGTERM, previous)
 
 
-def _fit(tuner, expected_trials: int):
-    """Run a Tuner to the end and return its ResultGrid; raise Interrupted if a signal cut it short."""
+def _fit(tuner, expected_trials: int, writer: ResultsWriter):
+    """Run a Tuner to the end and return its ResultGrid; raise Interrupted if a signal cut it short, and the
+    writer's failure if the run directory refused a write."""
     with _sigterm_as_sigint():
         results = tuner.fit()
+    if writer.failure is not None:
+        raise writer.failure
     if _TERMINATED.is_set():
         raise Interrupted("SIGTERM")
     # After Ctrl-C Tune returns normally, leaving trials unfinished or never started.
@@ -170,12 +173,11 @@ def run_study(plan) -> str:
 
 
 def _last_write(writer: ResultsWriter) -> None:
-    """Write what the writer holds once more (results arriving within its throttle interval), unless the disk
-    that refused an earlier write still refuses: the tables as last written stay."""
-    try:
-        writer.write()
-    except RunDirWriteError:
-        pass
+    """Write what the writer holds once more (results that arrived within its throttle interval); after a failed
+    write the tables stay as last written, and the failure stops the study."""
+    writer.write()
+    if writer.failure is not None:
+        raise writer.failure
 
 
 def _start_baselines(plan) -> threading.Thread:
@@ -263,7 +265,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, SEARCH_EXPERIMENT, writer),
         )
-    _fit(tuner, plan.trials)
+    _fit(tuner, plan.trials, writer)
     _fail_orphans(plan)
 
 
@@ -350,7 +352,7 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
     writer.stage("repeat", plan.repeats, repeat_of=str(best["trial_id"]))
     tuner = _restored(plan, experiment, trainable, writer)
     if tuner is not None:
-        _fit(tuner, plan.repeats)
+        _fit(tuner, plan.repeats, writer)
         return
     stop = plan.spec.repeat_chars or plan.spec.budget_chars
     writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds} "
@@ -363,7 +365,7 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
                                     reuse_actors=_reuse_actors(plan), trial_dirname_creator=_trial_dirname),
         run_config=_run_config(plan, experiment, writer),
     )
-    _fit(tuner, len(seeds))
+    _fit(tuner, len(seeds), writer)
 
 
 def final_resources() -> tuple[float, float]:
@@ -400,7 +402,7 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, FINAL_EXPERIMENT, writer),
         )
-    results = _fit(tuner, 1)
+    results = _fit(tuner, 1, writer)
     result = results[0]
     if result.checkpoint is not None and not result.error:
         with result.checkpoint.as_directory() as directory:

@@ -12,7 +12,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from study.progress import Progress
-from study.rundir import RunDir, TextIndex, TrialTable, _finite
+from study.rundir import RunDir, RunDirWriteError, TextIndex, TrialTable, _finite
 
 __all__ = ["ResultsWriter", "TextIndex", "error_summary", "summarize_error"]
 
@@ -47,8 +47,9 @@ class ResultsWriter(Callback):
     """Keeps RUN's tables up to date from Tune's trial events, and the progress line with them.
 
     Rows already in the run directory (from an interrupted driver) are read back first, so a resumed study
-    appends to them instead of starting over. Every write is atomic; a write that fails (a full disk) raises
-    `study.rundir.RunDirWriteError`, which stops the study with the tables as they were.
+    appends to them instead of starting over. Every write is atomic. A write that fails (a full disk) is kept in
+    `failure` and no further write is tried; it is raised at the end of Tune's step, which stops the study with
+    the tables as last written (Tune logs, and goes on after, an exception raised in some of its hooks).
     """
 
     def __init__(self, run_dir: Path, search_params: list[str], text_index: TextIndex | None = None,
@@ -59,6 +60,7 @@ class ResultsWriter(Callback):
         self.echo = self.progress.log
         self._last_write = 0.0
         self._reconciled = False
+        self.failure: RunDirWriteError | None = None
 
     def stage(self, role: str, total: int, **extra) -> None:
         """The trials Tune runs from now on are `role` (search, repeat, final), `total` of them."""
@@ -113,17 +115,22 @@ class ResultsWriter(Callback):
         self.progress.log(f"trial {trial.trial_id} failed: {error}", self.table.tally())
 
     def on_step_end(self, iteration, trials, **info):
+        if self.failure is not None:
+            raise self.failure
         self.progress.tick()
 
     def on_experiment_end(self, trials, **info):
-        self.write()
         self.progress.close()
+        self.write()
 
     # ---- tables -------------------------------------------------------------------------------------
     def write(self, throttle: float = 0.0) -> None:
-        """Rewrite the tables atomically (at most every `throttle` seconds)."""
+        """Rewrite the tables atomically (at most every `throttle` seconds); after a failed write, nothing."""
         now = time.monotonic()
-        if throttle and now - self._last_write < throttle:
+        if self.failure is not None or (throttle and now - self._last_write < throttle):
             return
         self._last_write = now
-        self.run_dir.write_tables(self.table)
+        try:
+            self.run_dir.write_tables(self.table)
+        except RunDirWriteError as exc:
+            self.failure = exc

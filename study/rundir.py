@@ -63,6 +63,19 @@ class RunDirWriteError(OSError):
     """The run directory could not be written (a full disk, a lost mount): the study stops, the tables as of
     the last successful write are intact, and --resume continues once the cause is fixed."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# Files are created as the user's umask says (tempfile.mkstemp would leave them readable by the owner only).
+FILE_MODE = _file_mode()
+
 
 # ---- the directory --------------------------------------------------------------------------------------------
 
@@ -94,11 +107,19 @@ class RunDir:
         atomic_write_json(self / STUDY_FILE, {"schema_version": SCHEMA_VERSION, **study})
 
     def write_tables(self, table: TrialTable) -> None:
-        """Rewrite trials, curves and samples, each atomically."""
+        """Rewrite trials, curves and samples as one set: all three are written in full before any replaces its
+        old version, so a write that fails (a full disk) changes none, and trials.parquet is replaced last, so
+        it never names an evaluation the curves do not hold."""
         trials, curves, samples = table.frames()
-        atomic_write_parquet(self / TRIALS_FILE, trials)
-        atomic_write_parquet(self / CURVES_FILE, curves)
-        atomic_write_parquet(self / SAMPLES_FILE, samples)
+        staged = []
+        try:
+            for name, df in ((CURVES_FILE, curves), (SAMPLES_FILE, samples), (TRIALS_FILE, trials)):
+                staged.append((_stage(self / name, lambda tmp, df=df: df.to_parquet(tmp, index=False)), name))
+            for tmp, name in staged:
+                _replace(tmp, self / name)
+        finally:
+            for tmp, _ in staged:
+                Path(tmp).unlink(missing_ok=True)
 
     def read_tables(self) -> tuple[list[dict], list[dict], list[dict]]:
         """The rows an earlier (interrupted) driver wrote: (trials, curves, samples), empty where none."""
@@ -141,23 +162,44 @@ def _atomic(path: Path, write: Callable[[str], Any]) -> None:
     """Write through a temporary file in the same directory, flushed to disk, then renamed over `path`: a reader
     (or a driver killed at any moment) sees the old file or the new one, never a part. A failed write leaves the
     old file as it was and raises RunDirWriteError."""
+    tmp = _stage(path, write)
+    try:
+        _replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _stage(path: Path, write: Callable[[str], Any]) -> str:
+    """`write` into a new temporary file beside `path`, flushed to disk; its name. Raises RunDirWriteError."""
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp, FILE_MODE)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        return tmp
     except OSError as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise RunDirWriteError(exc.errno or errno.EIO, f"cannot write {path}: {reason}") from exc
+        raise _write_error(path, exc) from exc
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _replace(tmp: str, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+
+
+def _write_error(path: Path, exc: OSError) -> RunDirWriteError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return RunDirWriteError(exc.errno or errno.EIO, f"cannot write {path}: {reason}")
 
 
 # ---- the trial table ----------------------------------------------------------------------------------------

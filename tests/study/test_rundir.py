@@ -177,3 +177,36 @@ def test_writes_are_atomic_and_a_failed_write_leaves_the_old_file(tmp_path):
         _atomic(path, disk_full)
     assert pd.read_parquet(path)["a"].tolist() == [3]
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temporary file left behind
+
+
+WRITE_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from pathlib import Path
+from study.rundir import RunDir, RunDirWriteError, TrialTable
+
+run = RunDir(sys.argv[1])
+table = TrialTable(["lr"], None, run.read_tables())
+table.result("t", {"lr": 0.1}, {"chars_seen": 200, "wall_s": 1.0, "train_bpc": 3.0, "val_bpc": 2.9,
+             "best_val_bpc": 2.9, "lr": 0.1, "sample": __import__("secrets").token_hex(150_000), "sample_temperature": 0.8})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+try:
+    run.write_tables(table)
+except RunDirWriteError as exc:
+    print(exc)
+"""
+
+
+def test_a_write_that_fails_part_way_changes_none_of_the_tables(tmp_path):
+    """The three tables are one set: samples.parquet cannot be written (a real write error from the OS, past a
+    file-size limit), so curves and trials keep their old versions too, and no temporary file is left."""
+    run = RunDir(tmp_path)
+    t = _table()
+    t.result("t", CONFIG, _result(100, 3.0, 3.0))
+    run.write_tables(t)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    out = subprocess.run([sys.executable, "-c", WRITE_UNDER_A_FILE_SIZE_LIMIT, str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith(f"cannot write {tmp_path / 'samples.parquet'}: File too large"), out
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
