@@ -260,7 +260,8 @@ def train_step(model: CharRNN, optimizer: torch.optim.Optimizer, chunk: torch.Te
     return loss.detach(), detach_hidden(hidden)
 
 
-def evaluate(model: CharRNN, val: torch.Tensor, vocab: Vocab, config: TrainConfig, chars_seen: int) -> tuple[float, str]:
+def evaluate(model: CharRNN, val: torch.Tensor, vocab: Vocab, config: TrainConfig,
+             chars_seen: int) -> tuple[float, str]:
     """Bits/char on the validation text and a sample (seeded by the point in training); returns both."""
     val_bpc = evaluate_bpc(model, val, config.bf16)
     seed = config.seed * 1_000_003 + chars_seen

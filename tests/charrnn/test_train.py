@@ -93,7 +93,8 @@ def test_checkpoint_files_match_each_report_and_round_trip(tiny_text, tmp_path):
         state = torch.load(tmp_path / STATE_FILE, weights_only=True)
         on_disk.append((state["chars_seen"], torch.load(tmp_path / MODEL_FILE, weights_only=True)["val_bpc"]))
 
-    records = train(cfg, corpus.train, corpus.val, corpus.vocab, report=read_checkpoint, checkpoint_dir=tmp_path).records
+    result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=read_checkpoint, checkpoint_dir=tmp_path)
+    records = result.records
     assert on_disk == [(r.chars_seen, r.best_val_bpc) for r in records]
     # state.pt restores the model, the optimizer and the trainer's progress; model.pt holds the best weights.
     model = CharRNN(cfg.model_config(len(corpus.vocab)))

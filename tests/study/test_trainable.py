@@ -12,9 +12,12 @@ from study.trainable import FAIL_ENV, InjectedFailure, TuneReporter, tune_metric
 LABELS = {"device": "cpu", "node_id": "n1", "seed": 3, "threads": 1, "precision": "fp32"}
 
 
+RECORD = {"chars_seen": 1000, "wall_s": 2.0, "train_bpc": 3.0, "val_bpc": 2.5, "best_val_bpc": 2.4, "lr": 1e-3,
+          "sample": "ab", "sample_temperature": 0.8, "is_best": False, "budget_chars": 4000}
+
+
 def _record(**changes) -> EvalRecord:
-    return EvalRecord(**{**dict(chars_seen=1000, wall_s=2.0, train_bpc=3.0, val_bpc=2.5, best_val_bpc=2.4, lr=1e-3,
-                                sample="ab", sample_temperature=0.8, is_best=False, budget_chars=4000), **changes})
+    return EvalRecord(**{**RECORD, **changes})
 
 
 def test_metric_keys_and_values():
