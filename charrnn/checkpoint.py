@@ -38,7 +38,7 @@ def model_payload(model_config: ModelConfig, vocab: Vocab, state_dict: dict, tra
         "model_config": model_config.to_dict(),
         "vocab": vocab.chars,
         "train_config": train_config,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},  # saved as it is: no copy on a CPU
         **meta,
     }
 

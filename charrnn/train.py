@@ -4,11 +4,11 @@ The training text is cut into `batch_size` contiguous streams; each step takes t
 characters of every stream and carries the hidden state over from the previous chunk, exactly as
 the lab's batch-1 loop does for its single stream. The budget is counted in training characters.
 At the configured evaluation points (`TrainConfig.eval_points`) the trainer scores bits/char on the
-validation text, samples some text and hands an `EvalRecord` to `report`.
+validation text, samples some text, writes a checkpoint (when given a directory) and hands an
+`EvalRecord` to `report`.
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -23,7 +23,7 @@ from charrnn.checkpoint import MODEL_FILE, STATE_FILE, atomic_torch_save, model_
 from charrnn.config import TrainConfig
 from charrnn.corpus import Vocab
 from charrnn.metrics import LN2, lr_at
-from charrnn.model import CharRNN, detach_hidden
+from charrnn.model import CharRNN, ModelConfig, detach_hidden
 from charrnn.sample import sample_many
 
 EVAL_STREAMS = 64
@@ -57,7 +57,6 @@ class EvalRecord:
     final_samples: dict[float, str] = field(default_factory=dict)  # from the best weights, on the last record
     test_bpc: float = math.nan  # the best weights on the test text, on the last record when a test text is given
     eval_s: float = 0.0  # time spent evaluating so far
-    save: Callable[[Path], None] | None = field(default=None, repr=False)  # writes model.pt + state.pt
 
 
 @dataclass
@@ -74,6 +73,15 @@ class TrainState:
     evals_since_best: int = 0  # for early stopping
     budget_fits: int = 0  # times the time limit has been turned into a budget (at warm-up, at the first evaluation)
     last_eval_s: float = 0.0  # the cost of the latest evaluation
+
+    def add_evaluation(self, val_bpc: float, min_delta: float) -> bool:
+        """Count an evaluation at `chars_seen` toward the best so far and early stopping; returns whether it is
+        the best (`min_delta` applies to early stopping only)."""
+        self.evals_since_best = 0 if is_new_best(val_bpc, self.best_val_bpc, min_delta) else self.evals_since_best + 1
+        if val_bpc < self.best_val_bpc:
+            self.best_val_bpc, self.best_chars_seen = val_bpc, self.chars_seen
+            return True
+        return False
 
 
 @dataclass
@@ -205,6 +213,75 @@ def load_checkpoint(directory: str | Path, model: CharRNN, optimizer: torch.opti
         raise CheckpointError(f"cannot resume from {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
 
+def end_chars(config: TrainConfig, budget_chars: int) -> int:
+    """Where training ends: at `stop_chars` if set, else at the budget."""
+    return min(config.stop_chars or budget_chars, budget_chars)
+
+
+def next_eval_after(config: TrainConfig, budget_chars: int, chars: int) -> int:
+    """The first evaluation point past `chars` (the end of training, once past the last one)."""
+    points = config.eval_points(budget_chars)
+    return next((p for p in points if p > chars), points[-1])
+
+
+def fit_time_limit(config: TrainConfig, state: TrainState, elapsed_s: float, train_s: float, train_chars: int,
+                   chars_per_step: int) -> int | None:
+    """The budget fitted to `config.time_limit_s` after a step, or None when it stays: fitted at warm-up, again when an
+    evaluation has been timed, and cut to this step once out of time. `train_s` and `train_chars` count this
+    process's training steps alone (not the set-up, evaluations or an earlier attempt): they give the rate."""
+    rate = train_chars / max(train_s, 1e-9)
+    if (state.budget_fits == 0 and train_chars // chars_per_step >= 10
+            and train_s >= min(RATE_WARMUP_S, config.time_limit_s / 8)):
+        return budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed_s, config.time_limit_s,
+                                     chars_per_step)
+    if state.budget_fits == 1 and state.last_eval_s > 0:
+        evals_left = sum(p > state.chars_seen for p in config.eval_points(state.budget_chars))
+        return budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed_s, config.time_limit_s,
+                                     chars_per_step, evals_s=(evals_left + 1) * state.last_eval_s)
+    if elapsed_s + state.last_eval_s >= config.time_limit_s:
+        return state.chars_seen  # out of time
+    return None
+
+
+def train_step(model: CharRNN, optimizer: torch.optim.Optimizer, chunk: torch.Tensor, hidden, config: TrainConfig,
+               lr: float) -> tuple[torch.Tensor, object]:
+    """One step on `chunk` (streams x seq_len+1); returns the loss, still on the device, and the detached state."""
+    x, y = chunk[:, :-1].long(), chunk[:, 1:].long()
+    with torch.autocast(chunk.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        logits, hidden = model(x, hidden)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    return loss.detach(), detach_hidden(hidden)
+
+
+def evaluate(model: CharRNN, val: torch.Tensor, vocab: Vocab, config: TrainConfig,
+             chars_seen: int) -> tuple[float, str]:
+    """Bits/char on the validation text and a sample (seeded by the point in training); returns both."""
+    val_bpc = evaluate_bpc(model, val, config.bf16)
+    seed = config.seed * 1_000_003 + chars_seen
+    text = sample_many(model, vocab, config.prime, config.sample_chars, [config.sample_temperature], seed)[0]
+    model.train()
+    return val_bpc, text
+
+
+def final_evaluation(best_model: dict, model_config: ModelConfig, vocab: Vocab, config: TrainConfig,
+                     test_ids: np.ndarray | None, device: torch.device) -> tuple[dict[float, str], float]:
+    """The final samples from the best weights and, given a test text, their test bits/char (else NaN)."""
+    best = CharRNN(model_config).to(device)
+    best.load_state_dict(best_model)
+    temps = list(config.final_temperatures)
+    finals = dict(zip(temps, sample_many(best, vocab, config.prime, config.final_sample_chars, temps, config.seed)))
+    if test_ids is None:
+        return finals, math.nan
+    return finals, evaluate_bpc(best, torch.from_numpy(np.array(test_ids)).to(device), config.bf16)
+
+
 def train(
     config: TrainConfig,
     train_ids: np.ndarray,
@@ -213,6 +290,7 @@ def train(
     report: Callable[[EvalRecord], object] = lambda record: None,
     resume_from: str | Path | None = None,
     test_ids: np.ndarray | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train one CharRNN for `config.budget_chars` characters; returns a `TrainResult`.
 
@@ -221,10 +299,12 @@ def train(
         train_ids: the encoded training text; its first `config.train_chars` characters are used.
         val_ids: the encoded validation text; its first `config.val_chars` characters are scored.
         vocab: the corpus vocabulary (saved with checkpoints).
-        report: called with an `EvalRecord` at each evaluation; `record.save(dir)` writes a checkpoint.
-        resume_from: a directory holding a `state.pt` written by `record.save`, to continue from.
+        report: called with an `EvalRecord` at each evaluation (and once on divergence).
+        resume_from: a checkpoint directory (written through `checkpoint_dir`) to continue from.
         test_ids: an encoded test text, scored once with the best weights when training ends
             (`TrainResult.test_bpc` and the last record's `test_bpc`); None during a search.
+        checkpoint_dir: where to write `model.pt` and `state.pt` (`save_checkpoint`) before each report, so that
+            the files there always match the record being reported; None writes nothing.
 
     A loss that turns NaN/inf or explodes ends training with status "diverged" (reported with
     `diverged=True` and a NaN val_bpc); it does not raise.
@@ -249,161 +329,89 @@ def train(
 
     model = CharRNN(config.model_config(len(vocab))).to(device)
     optimizer = make_optimizer(model, config)
-    vocab_size = len(vocab)
-    explode_nats = 3.0 * math.log(max(vocab_size, 2))  # three times worse than guessing uniformly
     state, best_model = TrainState(budget_chars=config.budget_chars), None
     if resume_from is not None:
         state, best_model = load_checkpoint(resume_from, model, optimizer, device)
         gen = np.random.default_rng([config.seed, state.chars_seen])
         torch.manual_seed(config.seed + state.chars_seen)
+    t_zero = t_start - state.wall_s  # the run's wall time counts the attempts before a resume
+    # The time limit is fitted to the rate of this process's training steps, measured from here.
+    t_loop, chars_at_start, eval_s_at_start = time.perf_counter(), state.chars_seen, state.eval_s
 
-    def elapsed() -> float:
-        return state.wall_s + time.perf_counter() - t_start
-
-    def save(directory: Path, wall_s: float) -> None:
-        save_checkpoint(directory, config, vocab, model, optimizer, state, best_model, wall_s)
-
-    def evaluate(done: bool, stopped_early: bool = False) -> EvalRecord:
-        """Score, sample and (at the end) draw the final samples and the test score; returns the record."""
-        nonlocal best_model
-        t_eval = time.perf_counter()
-        val_bpc = evaluate_bpc(model, val, config.bf16)
-        is_best = val_bpc < state.best_val_bpc
-        state.evals_since_best = 0 if is_new_best(val_bpc, state.best_val_bpc, config.min_delta) else (
-            state.evals_since_best + 1)
-        if is_best:
-            state.best_val_bpc, state.best_chars_seen = val_bpc, state.chars_seen
-            best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        done = done or should_stop_early(state.evals_since_best, config.patience)
-        stopped_early = stopped_early or (done and state.chars_seen < end_chars())
-        seed = config.seed * 1_000_003 + state.chars_seen
-        text = sample_many(model, vocab, config.prime, config.sample_chars, [config.sample_temperature], seed)[0]
-        finals, test_bpc = {}, math.nan
-        if done and best_model is not None:
-            best = CharRNN(model.config).to(device)
-            best.load_state_dict(best_model)
-            temps = list(config.final_temperatures)
-            finals = dict(zip(temps, sample_many(best, vocab, config.prime, config.final_sample_chars, temps,
-                                                 config.seed)))
-            if test_ids is not None:
-                test_bpc = evaluate_bpc(best, torch.from_numpy(np.array(test_ids)).to(device), config.bf16)
-        model.train()
-        state.last_eval_s = time.perf_counter() - t_eval
-        state.eval_s += state.last_eval_s
-        return EvalRecord(state.chars_seen, elapsed(), math.nan, val_bpc, state.best_val_bpc, lr, text,
-                          config.sample_temperature, is_best, state.budget_chars, done=done,
-                          stopped_early=stopped_early, final_samples=finals, test_bpc=test_bpc,
-                          eval_s=state.eval_s, save=functools.partial(_save_at, save, elapsed))
-
-    def end_chars() -> int:
-        return min(config.stop_chars or state.budget_chars, state.budget_chars)
-
-    def next_eval_after(chars: int) -> int:
-        return next(p for p in config.eval_points(state.budget_chars) if p > chars or p == end_chars())
-
-    def fit_time_limit(next_eval: int) -> int:
-        """Fit the budget to the time limit (at warm-up, then at the first evaluation); past the limit, end now.
-        Returns the next evaluation point (the budget moves the evenly spaced ones)."""
-        # The rate of this process's training steps (not the set-up, not evaluations, not an earlier attempt).
-        train_s = elapsed() - start_s - (state.eval_s - start_eval_s)
-        steps = (state.chars_seen - start_chars) // chars_per_step
-        rate = (state.chars_seen - start_chars) / max(train_s, 1e-9)
-        if state.budget_fits == 0 and steps >= 10 and train_s >= min(RATE_WARMUP_S, config.time_limit_s / 8):
-            state.budget_chars = budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed(),
-                                                       config.time_limit_s, chars_per_step)
-        elif state.budget_fits == 1 and state.last_eval_s > 0:
-            evals_left = sum(p > state.chars_seen for p in config.eval_points(state.budget_chars))
-            state.budget_chars = budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed(),
-                                                       config.time_limit_s, chars_per_step,
-                                                       evals_s=(evals_left + 1) * state.last_eval_s)
-        elif elapsed() + state.last_eval_s >= config.time_limit_s:
-            state.budget_chars = state.chars_seen  # out of time: this step is the last
-        else:
-            return next_eval
-        state.budget_fits += 1
-        return next_eval_after(state.chars_seen - 1)
-
-    records: list[EvalRecord] = []
+    explode_nats = 3.0 * math.log(max(len(vocab), 2))  # three times worse than guessing uniformly
+    chars_per_step = config.batch_size * config.seq_len
     check_every = CHECK_EVERY.get(device.type, 25)
     step_losses = torch.zeros(check_every, device=device)
     loss_sum, loss_steps, pending = 0.0, 0, 0
-    chars_per_step = config.batch_size * config.seq_len
-    next_eval = next_eval_after(state.chars_seen)
-    hidden = None
     lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
+    next_eval = next_eval_after(config, state.budget_chars, state.chars_seen)
+    hidden, records, status = None, [], "completed"
     model.train()
-    status = "completed"
-    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16)
-    start_s, start_chars, start_eval_s = elapsed(), state.chars_seen, state.eval_s
 
-    while state.chars_seen < end_chars():
-        if state.pos + config.seq_len + 1 > streams.shape[1]:
-            # A new pass over the text: start at a random offset, as the lab does, with a fresh state.
-            state.pos, hidden = int(gen.integers(0, config.seq_len)), None
-        x = streams[:, state.pos : state.pos + config.seq_len].long()
-        y = streams[:, state.pos + 1 : state.pos + config.seq_len + 1].long()
-        with torch.autocast(**amp):
-            logits, hidden = model(x, hidden)
-        loss = F.cross_entropy(logits.float().reshape(-1, vocab_size), y.reshape(-1))
-        hidden = detach_hidden(hidden)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        if config.lr_schedule != "constant":
+    while True:
+        # Step, unless a resume starts at the end: its last report may never have reached the driver, so the
+        # last evaluation is made and reported again.
+        if state.chars_seen < end_chars(config, state.budget_chars):
+            if state.pos + config.seq_len + 1 > streams.shape[1]:
+                # A new pass over the text: start at a random offset, as the lab does, with a fresh state.
+                state.pos, hidden = int(gen.integers(0, config.seq_len)), None
             lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        optimizer.step()
-        state.pos += config.seq_len
-        state.chars_seen += chars_per_step
-        step_losses[pending] = loss.detach()
-        pending += 1
+            chunk = streams[:, state.pos : state.pos + config.seq_len + 1]
+            step_losses[pending], hidden = train_step(model, optimizer, chunk, hidden, config, lr)
+            state.pos += config.seq_len
+            state.chars_seen += chars_per_step
+            pending += 1
+            if config.time_limit_s:
+                train_s = time.perf_counter() - t_loop - (state.eval_s - eval_s_at_start)
+                budget = fit_time_limit(config, state, time.perf_counter() - t_zero, train_s,
+                                        state.chars_seen - chars_at_start, chars_per_step)
+                if budget is not None:  # the evenly spaced evaluation points move with the budget
+                    state.budget_chars, state.budget_fits = budget, state.budget_fits + 1
+                    next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1)
 
-        if config.time_limit_s:
-            next_eval = fit_time_limit(next_eval)
-
-        at_eval = state.chars_seen >= next_eval or state.chars_seen >= end_chars()
-        if pending == check_every or at_eval:
-            losses = step_losses[:pending].tolist()  # the one host sync per `check_every` steps
-            pending = 0
-            bad = [i for i, v in enumerate(losses) if not math.isfinite(v) or v > explode_nats]
-            if bad:
-                state.chars_seen -= (len(losses) - bad[0] - 1) * chars_per_step  # the step where it happened
-                status = "diverged"
-                record = EvalRecord(state.chars_seen, elapsed(), math.nan, math.nan, state.best_val_bpc, lr, "",
-                                    config.sample_temperature, False, state.budget_chars, done=True,
-                                    diverged=True, eval_s=state.eval_s,
-                                    save=functools.partial(_save_at, save, elapsed))
-                records.append(record)
-                report(record)
-                break
-            loss_sum += sum(losses)
-            loss_steps += len(losses)
-
-        if at_eval:
-            record = evaluate(done=state.chars_seen >= end_chars())
-            record.train_bpc = loss_sum / loss_steps / LN2 if loss_steps else math.nan
+        at_end = state.chars_seen >= end_chars(config, state.budget_chars)
+        at_eval = state.chars_seen >= next_eval or at_end
+        if pending < check_every and not at_eval:
+            continue
+        losses = step_losses[:pending].tolist()  # the one host sync per `check_every` steps
+        pending, loss_sum, loss_steps = 0, loss_sum + sum(losses), loss_steps + len(losses)
+        bad = [i for i, v in enumerate(losses) if not math.isfinite(v) or v > explode_nats]
+        if bad:  # diverged: report the step where it happened, and stop
+            state.chars_seen -= (len(losses) - bad[0] - 1) * chars_per_step
+            status = "diverged"
+            record = EvalRecord(state.chars_seen, time.perf_counter() - t_zero, math.nan, math.nan,
+                                state.best_val_bpc, lr, "", config.sample_temperature, False, state.budget_chars,
+                                done=True, diverged=True, eval_s=state.eval_s)
+        elif at_eval:
+            t_eval = time.perf_counter()
+            val_bpc, text = evaluate(model, val, vocab, config, state.chars_seen)
+            is_best = state.add_evaluation(val_bpc, config.min_delta)
+            if is_best:
+                best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            stopped_early = not at_end and should_stop_early(state.evals_since_best, config.patience)
+            finals, test_bpc = {}, math.nan
+            if (at_end or stopped_early) and best_model is not None:
+                finals, test_bpc = final_evaluation(best_model, model.config, vocab, config, test_ids, device)
+            state.last_eval_s = time.perf_counter() - t_eval
+            state.eval_s += state.last_eval_s
+            train_bpc = loss_sum / loss_steps / LN2 if loss_steps else math.nan
             loss_sum, loss_steps = 0.0, 0
-            records.append(record)
-            report(record)
-            if record.done:
-                break
-            next_eval = next_eval_after(state.chars_seen)
+            record = EvalRecord(state.chars_seen, time.perf_counter() - t_zero, train_bpc, val_bpc,
+                                state.best_val_bpc, lr, text, config.sample_temperature, is_best, state.budget_chars,
+                                done=at_end or stopped_early, stopped_early=stopped_early, final_samples=finals,
+                                test_bpc=test_bpc, eval_s=state.eval_s)
+        else:
+            continue
 
-    if status == "completed" and not records:
-        # Resumed from a checkpoint taken at the very end (the driver died before it heard of it):
-        # report the final evaluation again so that the trial still ends with its results.
-        record = evaluate(done=True)
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, config, vocab, model, optimizer, state, best_model, record.wall_s)
         records.append(record)
         report(record)
+        if record.done:
+            break
+        next_eval = next_eval_after(config, state.budget_chars, state.chars_seen)
 
-    last = records[-1] if records else None
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return TrainResult(status, state.best_val_bpc, state.best_chars_seen, state.chars_seen, elapsed(),
-                       state.eval_s, model.num_params(), str(device), records, peak,
-                       test_bpc=last.test_bpc if last else math.nan, budget_chars=state.budget_chars)
-
-
-def _save_at(save: Callable[[Path, float], None], elapsed: Callable[[], float], directory: Path) -> None:
-    save(directory, elapsed())
+    return TrainResult(status, state.best_val_bpc, state.best_chars_seen, state.chars_seen,
+                       time.perf_counter() - t_zero, state.eval_s, model.num_params(), str(device), records, peak,
+                       test_bpc=records[-1].test_bpc, budget_chars=state.budget_chars)

@@ -2,7 +2,8 @@
 
 This is the only module that calls `tune.report`. It builds the trial's TrainConfig once from the flat
 Tune config, picks the device Ray gave it, resumes from Tune's checkpoint after a retry, and turns
-each EvalRecord into a Tune result with a checkpoint (the best weights plus the resume state).
+each EvalRecord into a Tune result with the checkpoint the trainer wrote for it (the best weights plus the
+resume state).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 
 import ray
 import torch
@@ -48,62 +50,75 @@ def useful_threads(cpus: float, config: dict) -> int:
     return threads if work >= MIN_WORK_PER_EXTRA_THREAD else 1
 
 
+def tune_metrics(record: EvalRecord, labels: dict) -> dict:
+    """The Tune result for one EvalRecord; `labels` (device, node, seed, threads, precision) are the trial's own."""
+    return {
+        "chars_seen": record.chars_seen,
+        "wall_s": record.wall_s,
+        "eval_s": record.eval_s,
+        "train_bpc": record.train_bpc,
+        # val_bpc is this evaluation (Optuna's intermediate value); ASHA and Optuna rank by best_val_bpc, the best
+        # so far. Both NaN once diverged, so that Optuna records a failure.
+        "val_bpc": math.nan if record.diverged else record.val_bpc,
+        "best_val_bpc": math.nan if record.diverged else record.best_val_bpc,
+        "lr": record.lr,
+        "sample": record.sample,
+        "sample_temperature": record.sample_temperature,
+        "final_samples_json": json.dumps({str(t): s for t, s in record.final_samples.items()}),
+        "budget_chars": record.budget_chars,
+        "stopped_early": record.stopped_early,
+        "test_bpc": record.test_bpc,
+        "finished": record.done and not record.diverged,
+        "diverged": record.diverged,
+        **labels,
+    }
+
+
+@dataclass
+class TuneReporter:
+    """The trainer's `report` callback for one attempt at a trial: each EvalRecord becomes a Tune result whose
+    checkpoint is `checkpoint_dir`, where the trainer has just written the matching model.pt and state.pt."""
+
+    checkpoint_dir: str
+    labels: dict
+    fail_after: int = 0  # the test-only hook: raise after this many reports (0 = never)
+    reports: int = 0
+
+    def __call__(self, record: EvalRecord) -> None:
+        metrics = tune_metrics(record, self.labels)
+        if self.labels["device"] == "cuda":
+            metrics["peak_gpu_mem_bytes"] = torch.cuda.max_memory_allocated()
+        # Tune copies the directory's files into the trial's storage before it returns.
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(self.checkpoint_dir))
+        self.reports += 1
+        if self.fail_after and self.reports >= self.fail_after and not record.done:
+            raise InjectedFailure(f"injected failure after report {self.reports} ({FAIL_ENV}={os.environ[FAIL_ENV]})")
+
+
 def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> None:
     """Train one trial; `data` holds the encoded corpus from Ray's object store."""
     device = _trial_device(gpus)
     threads = useful_threads(cpus, config)
     trial_config = TrainConfig.from_flat({**config, "device": device, "threads": threads})
     vocab = Vocab(data["vocab"])
-    node_id = ray.get_runtime_context().get_node_id()
+    labels = {"device": device, "node_id": ray.get_runtime_context().get_node_id(), "seed": trial_config.seed,
+              "threads": threads, "precision": "bf16" if trial_config.bf16 else "fp32"}
     checkpoint = tune.get_checkpoint()
     mode, _, after = os.environ.get(FAIL_ENV, "").partition(":")
-    raise_after = int(after) if mode == "always" or (mode == "once" and checkpoint is None) else 0
-    reports = 0
+    fail_after = int(after) if mode == "always" or (mode == "once" and checkpoint is None) else 0
 
-    def report(record: EvalRecord) -> None:
-        nonlocal reports
-        metrics = {
-            "chars_seen": record.chars_seen,
-            "wall_s": record.wall_s,
-            "eval_s": record.eval_s,
-            "train_bpc": record.train_bpc,
-            # val_bpc is this evaluation (Optuna's intermediate value); ASHA and Optuna rank by best_val_bpc, the
-            # best so far. Both NaN once diverged, so that Optuna records a failure.
-            "val_bpc": math.nan if record.diverged else record.val_bpc,
-            "best_val_bpc": math.nan if record.diverged else record.best_val_bpc,
-            "lr": record.lr,
-            "sample": record.sample,
-            "sample_temperature": record.sample_temperature,
-            "final_samples_json": json.dumps({str(t): s for t, s in record.final_samples.items()}),
-            "budget_chars": record.budget_chars,
-            "stopped_early": record.stopped_early,
-            "test_bpc": record.test_bpc,
-            "finished": record.done and not record.diverged,
-            "diverged": record.diverged,
-            "device": device,
-            "node_id": node_id,
-            "seed": trial_config.seed,
-            "threads": threads,
-            "precision": "bf16" if trial_config.bf16 else "fp32",
-        }
-        if device == "cuda":
-            metrics["peak_gpu_mem_bytes"] = torch.cuda.max_memory_allocated()
-        with tempfile.TemporaryDirectory(prefix="charrnn-ckpt-") as tmp:
-            record.save(tmp)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-        reports += 1
-        if raise_after and reports >= raise_after and not record.done:
-            raise InjectedFailure(f"injected failure after report {reports} ({FAIL_ENV}={mode}:{after})")
-
-    if checkpoint is not None:
-        with checkpoint.as_directory() as resume_dir:
-            try:
-                train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir,
-                      test_ids=data.get("test"))
-                return
-            except CheckpointError as exc:
-                # A damaged checkpoint would fail every retry the same way: start the trial over instead. Its
-                # curve restarts too (the results writer drops what lies past the point a trial resumes from).
-                print(f"trial {tune.get_context().get_trial_id()}: {exc}; training again from the start",
-                      file=sys.stderr, flush=True)
-    train(trial_config, data["train"], data["val"], vocab, report=report, test_ids=data.get("test"))
+    with tempfile.TemporaryDirectory(prefix="charrnn-ckpt-") as checkpoint_dir:
+        report = TuneReporter(checkpoint_dir, labels, fail_after)
+        if checkpoint is not None:
+            with checkpoint.as_directory() as resume_dir:
+                try:
+                    train(trial_config, data["train"], data["val"], vocab, report=report, resume_from=resume_dir,
+                          test_ids=data.get("test"), checkpoint_dir=checkpoint_dir)
+                    return
+                except CheckpointError as exc:
+                    # A damaged checkpoint would fail every retry the same way: start the trial over instead. Its
+                    # curve restarts too (the results writer drops what lies past the point a trial resumes from).
+                    print(f"trial {tune.get_context().get_trial_id()}: {exc}; training again from the start",
+                          file=sys.stderr, flush=True)
+        train(trial_config, data["train"], data["val"], vocab, report=report, test_ids=data.get("test"),
+              checkpoint_dir=checkpoint_dir)

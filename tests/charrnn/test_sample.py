@@ -13,9 +13,7 @@ def _trained_checkpoint(text, directory):
     corpus = from_text(text)
     cfg = TrainConfig(budget_chars=30_000, embedding_dim=16, hidden_size=48, num_layers=1, cell="lstm", seq_len=32,
                       batch_size=8, lr=1e-2, evals_per_trial=4, val_chars=0, sample_chars=30, prime="The ")
-    records = []
-    train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
-    records[-1].save(directory)
+    train(cfg, corpus.train, corpus.val, corpus.vocab, checkpoint_dir=directory)
     return corpus
 
 

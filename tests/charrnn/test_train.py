@@ -50,24 +50,62 @@ def test_evaluation_is_exact_cross_entropy_on_short_text(tiny_text):
     assert abs(bpc - math.log2(len(corpus.vocab))) < 0.5
 
 
-def test_resume_continues_from_the_saved_state(tiny_text, tmp_path):
-    corpus = from_text(tiny_text)
-    cfg = TrainConfig(budget_chars=40_000, **TINY)
+def _crash_after(n: int):
+    """A report callback that records, then crashes at the `n`th report (the checkpoint of that one is written)."""
     seen = []
 
-    def save_at_half(record):
-        seen.append(record.chars_seen)
-        if len(seen) == 4:
-            record.save(tmp_path)
-            raise KeyboardInterrupt  # stands in for a crash half-way
+    def report(record):
+        seen.append(record)
+        if len(seen) == n:
+            raise KeyboardInterrupt
 
+    return seen, report
+
+
+def test_resume_continues_the_schedule_and_is_deterministic(tiny_text, tmp_path):
+    corpus = from_text(tiny_text)
+    cfg = TrainConfig(budget_chars=40_000, **{**TINY, "lr_schedule": "cosine"})
+    full = train(cfg, corpus.train, corpus.val, corpus.vocab)
+    seen, crash_at_half = _crash_after(4)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, corpus.train, corpus.val, corpus.vocab, report=save_at_half)
-    resumed = []
+        train(cfg, corpus.train, corpus.val, corpus.vocab, report=crash_at_half, checkpoint_dir=tmp_path)
+    assert [r.val_bpc for r in seen] == [r.val_bpc for r in full.records[:4]]
+    resumed, again = [], []
     result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=resumed.append, resume_from=tmp_path)
-    assert resumed[0].chars_seen > seen[3]
-    assert len(resumed) == 4 and result.chars_seen >= 40_000
-    assert result.best_val_bpc <= min(r.val_bpc for r in resumed)
+    train(cfg, corpus.train, corpus.val, corpus.vocab, report=again.append, resume_from=tmp_path)
+    # The same evaluation points and lr schedule as the run that never stopped; the same records from one checkpoint.
+    assert [(r.chars_seen, r.lr) for r in resumed] == [(r.chars_seen, r.lr) for r in full.records[4:]]
+    assert [(r.val_bpc, r.sample) for r in resumed] == [(r.val_bpc, r.sample) for r in again]
+    assert result.chars_seen == full.chars_seen and result.best_val_bpc <= min(r.val_bpc for r in resumed)
+    # The wall time carries over the crash.
+    assert resumed[0].wall_s > seen[-1].wall_s
+
+
+def test_checkpoint_files_match_each_report_and_round_trip(tiny_text, tmp_path):
+    from charrnn.checkpoint import MODEL_FILE, STATE_FILE, load_model
+    from charrnn.train import load_checkpoint, make_optimizer
+
+    corpus = from_text(tiny_text)
+    cfg = TrainConfig(budget_chars=20_000, **TINY)
+    on_disk = []
+
+    def read_checkpoint(record):
+        state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+        on_disk.append((state["chars_seen"], torch.load(tmp_path / MODEL_FILE, weights_only=True)["val_bpc"]))
+
+    result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=read_checkpoint, checkpoint_dir=tmp_path)
+    records = result.records
+    assert on_disk == [(r.chars_seen, r.best_val_bpc) for r in records]
+    # state.pt restores the model, the optimizer and the trainer's progress; model.pt holds the best weights.
+    model = CharRNN(cfg.model_config(len(corpus.vocab)))
+    optimizer = make_optimizer(model, cfg)
+    state, best = load_checkpoint(tmp_path, model, optimizer, torch.device("cpu"))
+    assert (state.chars_seen, state.best_val_bpc, state.budget_chars) == (records[-1].chars_seen,
+                                                                          records[-1].best_val_bpc, 20_000)
+    assert optimizer.state_dict()["state"]
+    sampler, vocab, payload = load_model(tmp_path)
+    assert vocab.chars == corpus.vocab.chars and payload["chars_seen"] == state.best_chars_seen
+    assert all(torch.equal(v, best[k]) for k, v in sampler.state_dict().items())
 
 
 def test_too_little_training_text_is_an_error(tiny_text):
@@ -191,10 +229,8 @@ def test_a_damaged_state_file_is_one_clear_error(tiny_text, tmp_path, damage):
     from charrnn.train import CheckpointError
 
     corpus = from_text(tiny_text)
-    records = []
     cfg = TrainConfig(budget_chars=20_000, **TINY)
-    train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
-    records[2].save(tmp_path)
+    train(cfg, corpus.train, corpus.val, corpus.vocab, checkpoint_dir=tmp_path)
     path = tmp_path / STATE_FILE
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -204,3 +240,46 @@ def test_a_damaged_state_file_is_one_clear_error(tiny_text, tmp_path, damage):
         path.unlink()
     with pytest.raises(CheckpointError, match="cannot resume from .*state.pt"):
         train(cfg, corpus.train, corpus.val, corpus.vocab, resume_from=tmp_path)
+
+
+def test_a_resume_from_the_final_checkpoint_reports_the_last_evaluation_again(tiny_text, tmp_path):
+    corpus = from_text(tiny_text)
+    cfg = TrainConfig(budget_chars=20_000, **TINY)
+    first = train(cfg, corpus.train, corpus.val, corpus.vocab, checkpoint_dir=tmp_path, test_ids=corpus.test)
+    again = train(cfg, corpus.train, corpus.val, corpus.vocab, resume_from=tmp_path, test_ids=corpus.test)
+    [record] = again.records
+    assert record.done and record.chars_seen == first.chars_seen == again.chars_seen
+    assert record.final_samples == first.records[-1].final_samples and again.test_bpc == first.test_bpc
+
+
+def test_best_so_far_and_early_stopping_count():
+    from charrnn.train import TrainState
+
+    state = TrainState(budget_chars=1000, chars_seen=100)
+    assert state.add_evaluation(2.0, min_delta=0.1) and state.best_chars_seen == 100
+    state.chars_seen = 200
+    # A new best by less than min_delta: the best moves, but it does not reset the early-stopping count.
+    assert state.add_evaluation(1.95, min_delta=0.1) and state.evals_since_best == 1
+    assert not state.add_evaluation(float("nan"), min_delta=0.1) and state.evals_since_best == 2
+    assert (state.best_val_bpc, state.best_chars_seen) == (1.95, 200)
+
+
+def test_time_limit_is_fitted_at_warm_up_then_once_timed_then_cut():
+    from charrnn.train import EVAL_RESERVE, TrainState, fit_time_limit, next_eval_after
+
+    cfg = TrainConfig(budget_chars=10_000_000, time_limit_s=100.0, evals_per_trial=10)
+    state = TrainState(budget_chars=cfg.budget_chars, chars_seen=50_000)
+    # Warm-up: 12.5 s (an eighth of the limit) of training at 4k chars/s, 87.5 s left.
+    assert fit_time_limit(cfg, state, 12.0, 10.0, 40_000, 1000) is None
+    assert fit_time_limit(cfg, state, 12.5, 12.5, 50_000, 1000) == 50_000 + int(4000 * 87.5 * (1 - EVAL_RESERVE))
+    # Fitted once: refitted when an evaluation has been timed, keeping back every evaluation still to come.
+    state.budget_fits, state.budget_chars = 1, 400_000
+    assert fit_time_limit(cfg, state, 20.0, 20.0, 80_000, 1000) is None  # no evaluation timed yet
+    state.last_eval_s = 1.0
+    evals_left = sum(p > 50_000 for p in cfg.eval_points(400_000)) + 1
+    assert fit_time_limit(cfg, state, 20.0, 20.0, 80_000, 1000) == 50_000 + 4000 * (80 - evals_left)
+    # Fitted twice: unchanged until the next evaluation would overrun the limit, then this step is the last.
+    state.budget_fits = 2
+    assert fit_time_limit(cfg, state, 98.0, 90.0, 360_000, 1000) is None
+    assert fit_time_limit(cfg, state, 99.0, 90.0, 360_000, 1000) == 50_000
+    assert next_eval_after(cfg, 400_000, 50_000 - 1) == 80_000 and next_eval_after(cfg, 400_000, 400_000) == 400_000

@@ -1,0 +1,45 @@
+"""The trainable's report callback, without a Ray runtime: Tune's `report` is replaced by a list."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from charrnn.train import EvalRecord
+from study import trainable
+from study.trainable import FAIL_ENV, InjectedFailure, TuneReporter, tune_metrics
+
+LABELS = {"device": "cpu", "node_id": "n1", "seed": 3, "threads": 1, "precision": "fp32"}
+
+
+RECORD = {"chars_seen": 1000, "wall_s": 2.0, "train_bpc": 3.0, "val_bpc": 2.5, "best_val_bpc": 2.4, "lr": 1e-3,
+          "sample": "ab", "sample_temperature": 0.8, "is_best": False, "budget_chars": 4000}
+
+
+def _record(**changes) -> EvalRecord:
+    return EvalRecord(**{**RECORD, **changes})
+
+
+def test_metric_keys_and_values():
+    metrics = tune_metrics(_record(final_samples={0.5: "x"}), LABELS)
+    assert list(metrics) == ["chars_seen", "wall_s", "eval_s", "train_bpc", "val_bpc", "best_val_bpc", "lr", "sample",
+                             "sample_temperature", "final_samples_json", "budget_chars", "stopped_early", "test_bpc",
+                             "finished", "diverged", "device", "node_id", "seed", "threads", "precision"]
+    assert metrics["val_bpc"] == 2.5 and metrics["best_val_bpc"] == 2.4  # ASHA and Optuna rank by the best so far
+    assert metrics["final_samples_json"] == '{"0.5": "x"}' and not metrics["finished"]
+    diverged = tune_metrics(_record(done=True, diverged=True), LABELS)
+    assert math.isnan(diverged["val_bpc"]) and math.isnan(diverged["best_val_bpc"])
+    assert not diverged["finished"] and diverged["diverged"]
+
+
+def test_reporter_hands_tune_the_checkpoint_directory_and_fails_on_request(tmp_path, monkeypatch):
+    reported = []
+    monkeypatch.setattr(trainable.tune, "report", lambda metrics, checkpoint: reported.append((metrics, checkpoint)))
+    monkeypatch.setenv(FAIL_ENV, "once:2")
+    report = TuneReporter(str(tmp_path), LABELS, fail_after=2)
+    report(_record())
+    with pytest.raises(InjectedFailure, match=f"after report 2 \\({FAIL_ENV}=once:2\\)"):
+        report(_record(chars_seen=2000))
+    report(_record(chars_seen=4000, done=True))  # the last report never fails: the trial has finished
+    assert [m["chars_seen"] for m, _ in reported] == [1000, 2000, 4000]
+    assert all(c.path == str(tmp_path) for _, c in reported)
