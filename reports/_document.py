@@ -143,9 +143,9 @@ def _noise_blocks(a: Analysis) -> list[Block]:
     if b is not None and b.repeats:
         out.append(Para(
             f"The best search trial, {b.trial_id}, reached a best val_bpc of {b.search:.4f} bits/char; its "
-            f"{len(b.repeats)} reruns with other seeds reach {b.expected:.4f} on average, its expected score. The gap, {b.gap:+.4f}, is selection bias: "
-            f"the best of many noisy trials is partly the luckiest. The noise floor above is measured on the reruns "
-            f"alone, never on the selected trial's own score."))
+            f"{len(b.repeats)} reruns with other seeds reach {b.expected:.4f} on average, its expected score. The "
+            f"gap, {b.gap:+.4f}, is selection bias: the best of many noisy trials is partly the luckiest. The noise "
+            f"floor above is measured on the reruns alone, never on the selected trial's own score."))
     out.append(Para(
         f"A column of random numbers, fitted alongside the hyperparameters on every resample, gets up to "
         f"{pct(null)} importance (95th percentile) from the same estimator. A hyperparameter whose interval "

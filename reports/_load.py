@@ -198,7 +198,7 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
 def _from_schema_1(trials: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Schema 1's tables under schema 2's names (see the module docstring)."""
     trials = trials.rename(columns={"val_bpc": "best_val_bpc"})
-    curves = curves.copy()
+    curves = curves.reset_index(drop=True)
     if "eval_val_bpc" in curves.columns:
         curves["val_bpc"] = curves["eval_val_bpc"]
         curves = curves.drop(columns="eval_val_bpc")
@@ -211,7 +211,7 @@ def running_best(curves: pd.DataFrame) -> pd.Series:
     """Each trial's best val_bpc up to and including each evaluation, in chars_seen order (aligned with
     `curves`). A NaN or infinite evaluation is skipped: the best stays the earlier one, NaN before any."""
     v = curves["val_bpc"].where(np.isfinite(curves["val_bpc"]), np.inf)
-    order = curves["chars_seen"].astype(float).sort_values(kind="stable").index
+    order = pd.to_numeric(curves["chars_seen"], errors="coerce").sort_values(kind="stable").index
     best = v.loc[order].groupby(curves.loc[order, "trial_id"]).cummin()
     return best.reindex(curves.index).replace(np.inf, np.nan)
 

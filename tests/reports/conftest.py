@@ -1,7 +1,9 @@
 """Synthetic run directories that satisfy the results contract, with a known answer.
 
 Written in schema 2 (trials' `best_val_bpc`; curves' `val_bpc` per evaluation and `best_val_bpc` so far), or as
-the schema-1 writer wrote them with `schema=1`. val_bpc at the end of training = 1.6 + lr effect + cell effect + hidden_size effect + seed noise, where over a
+the schema-1 writer wrote them with `schema=1`.
+
+val_bpc at the end of training = 1.6 + lr effect + cell effect + hidden_size effect + seed noise, where over a
 uniform draw of the search space the shares of variance are about: lr 62%, cell 21%, hidden_size 10%, seed noise
 6.5%; dropout, seq_len and optimizer have no effect. copy20_frac grows with hidden_size and falls with dropout.
 """
