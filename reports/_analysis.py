@@ -108,8 +108,8 @@ class Analysis:
     importance: ImportanceResult
     interaction: pd.DataFrame | None
     samples: list[SampleTarget]
-    showcase: pd.DataFrame
-    pareto: pd.DataFrame
+    showcase: pd.DataFrame  # best, median and worst valid trial by best_val_bpc, with samples
+    pareto: pd.DataFrame  # wall_s against best_val_bpc, `on_front` marking the Pareto front
     summary: str
     notes: list[str] = field(default_factory=list)
     target: str = "val_bpc"  # what the importance fit explains the variance of
@@ -150,7 +150,8 @@ def _seed_noise(floor: NoiseFloor, total_var: float, log: bool) -> SeedNoise:
 
 def fit_budget(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: int,
          methods: tuple[str, ...] = METHODS) -> Fit:
-    """Importance of the hyperparameters for the metric at `budget`, judged against the seed noise there.
+    """Importance of the hyperparameters for each trial's best val_bpc up to `budget`, judged against the seed
+    noise there. The target keeps the metric's name ("log val_bpc"): it is the metric, at one budget.
 
     The fit is on log(metric) when the metric is positive: val_bpc is skewed (a few trials that learned nothing
     sit near uniform guessing, ~6.6 bits/char, while most sit within 1 bit/char of the best) and its spread
@@ -317,18 +318,19 @@ def answer(imp: ImportanceResult, budget: Budget, metric: str, *, interactions: 
 
 
 def best_trial_repeats(run: RunData) -> BestTrial | None:
-    """The best search trial by final val_bpc and its seed repeats (role repeat, repeat_of = its id; without a
-    repeat_of column, every valid repeat)."""
+    """The best search trial by best_val_bpc and its seed repeats (role repeat, repeat_of = its id; without a
+    repeat_of column, every valid repeat), each scored by its own best_val_bpc."""
     t = run.trials
     ok = _budget.valid_mask(t)
     search = t[(t["role"] != "repeat") & ok]
     reps = t[(t["role"] == "repeat") & ok]
     if search.empty:
         return None
-    best = search.loc[search["val_bpc"].idxmin()]
+    best = search.loc[search["best_val_bpc"].idxmin()]
     if "repeat_of" in reps.columns and reps["repeat_of"].notna().any():
         reps = reps[reps["repeat_of"].astype(str) == str(best["trial_id"])]
-    return BestTrial(str(best["trial_id"]), float(best["val_bpc"]), tuple(float(v) for v in reps["val_bpc"]))
+    return BestTrial(str(best["trial_id"]), float(best["best_val_bpc"]),
+                     tuple(float(v) for v in reps["best_val_bpc"]))
 
 
 def budget_steps(run: RunData, primary: Fit, *, n_bootstrap: int, random_state: int,
@@ -404,10 +406,10 @@ def _sample_targets(run: RunData, budget: Budget, n_bootstrap: int, random_state
 
 
 def _showcase(run: RunData) -> pd.DataFrame:
-    t = run.trials[(run.trials["role"] != "repeat") & _budget.valid_mask(run.trials)].sort_values("val_bpc")
+    t = run.trials[(run.trials["role"] != "repeat") & _budget.valid_mask(run.trials)].sort_values("best_val_bpc")
     t = t[t["trial_id"].isin(run.samples["trial_id"])]
     if t.empty:
-        return pd.DataFrame(columns=["which", "trial_id", "val_bpc", "chars_seen", "temperature", "text"])
+        return pd.DataFrame(columns=["which", "trial_id", "best_val_bpc", "chars_seen", "temperature", "text"])
     picks = {"best": t.iloc[0], "median": t.iloc[(len(t) - 1) // 2], "worst": t.iloc[-1]}
     rows, seen = [], set()
     for which, tr in picks.items():
@@ -424,7 +426,7 @@ def _showcase(run: RunData) -> pd.DataFrame:
             if "known_word_frac" in st.columns and np.isfinite(st["known_word_frac"].astype(float)).any():
                 st = st.sort_values("known_word_frac", ascending=False)  # the most Conan Doyle-like
             row = st.iloc[0]
-            rows.append({"which": which, "trial_id": tr["trial_id"], "val_bpc": tr["val_bpc"],
+            rows.append({"which": which, "trial_id": tr["trial_id"], "best_val_bpc": tr["best_val_bpc"],
                          "chars_seen": row["chars_seen"], "temperature": temp, "text": row["text"],
                          **{m: row[m] for m in SAMPLE_METRICS if m in st.columns}})
     return pd.DataFrame(rows)
@@ -432,12 +434,13 @@ def _showcase(run: RunData) -> pd.DataFrame:
 
 def _pareto(run: RunData) -> pd.DataFrame:
     t = run.trials[(run.trials["role"] != "repeat") & _budget.valid_mask(run.trials)]
-    t = t[np.isfinite(t["wall_s"])].sort_values(["wall_s", "val_bpc"])
+    t = t[np.isfinite(t["wall_s"])].sort_values(["wall_s", "best_val_bpc"])
     best, front = math.inf, []
-    for v in t["val_bpc"]:
+    for v in t["best_val_bpc"]:
         front.append(v < best)
         best = min(best, v)
-    return t[["trial_id", "wall_s", "val_bpc", "chars_seen", "status"]].assign(on_front=front).reset_index(drop=True)
+    return (t[["trial_id", "wall_s", "best_val_bpc", "chars_seen", "status"]].assign(on_front=front)
+            .reset_index(drop=True))
 
 
 def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,

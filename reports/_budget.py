@@ -1,7 +1,8 @@
 """Equal-budget comparison and the seed noise floor.
 
-Early-stopped trials have seen fewer characters, so their final val_bpc is not comparable with that of
-full trials. We compare every trial by its best val_bpc up to one evaluation milestone. The primary budget is
+Early-stopped trials have seen fewer characters, so their best val_bpc is not comparable with that of
+full trials. We compare every trial by its best val_bpc up to one evaluation milestone: the lowest of its
+curve's evaluations (curves' `val_bpc`) up to there. The primary budget is
 the highest milestone that (nearly) all valid search trials reached, normally ASHA's first rung: later
 milestones hold only the trials the scheduler promoted, which were selected for being good (and, under TPE,
 sit in one corner of the search space), so the spread among them is range-restricted and says little about
@@ -37,7 +38,7 @@ class TrialCounts:
     repeats: int
     diverged: int
     failed: int
-    no_value: int  # not diverged/failed but val_bpc is NaN
+    no_value: int  # not diverged/failed but best_val_bpc is NaN
     valid: int  # search trials usable for the importance fit
 
 
@@ -61,7 +62,7 @@ class Budget:
 
 @dataclass(frozen=True)
 class NoiseFloor:
-    """Seed noise: the spread of val_bpc (at the compared budget) over repeats of one configuration."""
+    """Seed noise: the spread of best val_bpc up to the compared budget over repeats of one configuration."""
 
     n_repeats: int
     sd: float  # NaN when unknown (fewer than two repeats reached the budget)
@@ -73,8 +74,8 @@ class NoiseFloor:
 
 
 def valid_mask(trials: pd.DataFrame) -> pd.Series:
-    """Trials that trained normally: not diverged/failed and with a finite val_bpc."""
-    return ~trials["status"].isin(EXCLUDED_STATUSES) & np.isfinite(trials["val_bpc"])
+    """Trials that trained normally: not diverged/failed and with a finite best_val_bpc."""
+    return ~trials["status"].isin(EXCLUDED_STATUSES) & np.isfinite(trials["best_val_bpc"])
 
 
 def count_trials(trials: pd.DataFrame) -> TrialCounts:
@@ -87,7 +88,7 @@ def count_trials(trials: pd.DataFrame) -> TrialCounts:
         repeats=int((~search).sum()),
         diverged=int((search & (trials["status"] == "diverged")).sum()),
         failed=int((search & (trials["status"] == "failed")).sum()),
-        no_value=int((search & ~bad & ~np.isfinite(trials["val_bpc"])).sum()),
+        no_value=int((search & ~bad & ~np.isfinite(trials["best_val_bpc"])).sum()),
         valid=int((search & valid_mask(trials)).sum()),
     )
 
@@ -163,7 +164,8 @@ def with_milestones(curves: pd.DataFrame, study: dict) -> pd.DataFrame:
 
 
 def best_up_to(curves: pd.DataFrame, trial_ids: list[str], chars: float) -> pd.DataFrame:
-    """Best (lowest) val_bpc each trial reached up to `chars`, for trials whose curve reached `chars`.
+    """Best (lowest) val_bpc each trial reached up to `chars`, for trials whose curve reached `chars`: the
+    minimum of the evaluations (`val_bpc`), which needs no trust in the order `best_val_bpc` was kept in.
 
     Budgets are read from the `milestone` column where `curves` has one (see `with_milestones`), else from
     chars_seen.

@@ -142,10 +142,10 @@ def _noise_blocks(a: Analysis) -> list[Block]:
     b = a.best
     if b is not None and b.repeats:
         out.append(Para(
-            f"The best search trial, {b.trial_id}, scored {b.search:.4f} bits/char; its {len(b.repeats)} reruns with "
-            f"other seeds average {b.expected:.4f}, its expected score. The gap, {b.gap:+.4f}, is selection bias: "
-            f"the best of many noisy trials is partly the luckiest. The noise floor above is measured on the reruns "
-            f"alone, never on the selected trial's own score."))
+            f"The best search trial, {b.trial_id}, reached a best val_bpc of {b.search:.4f} bits/char; its "
+            f"{len(b.repeats)} reruns with other seeds reach {b.expected:.4f} on average, its expected score. The "
+            f"gap, {b.gap:+.4f}, is selection bias: the best of many noisy trials is partly the luckiest. The noise "
+            f"floor above is measured on the reruns alone, never on the selected trial's own score."))
     out.append(Para(
         f"A column of random numbers, fitted alongside the hyperparameters on every resample, gets up to "
         f"{pct(null)} importance (95th percentile) from the same estimator. A hyperparameter whose interval "
@@ -223,14 +223,14 @@ def _sample_blocks(a: Analysis) -> list[Block]:
     out: list[Block] = [Heading(2, "The text itself")]
     if a.showcase.empty:
         return out + [Para("The run has no generated samples for valid trials.")]
-    out.append(Para("The best, median and worst valid trials by final val_bpc (each at its own budget, shown "
+    out.append(Para("The best, median and worst valid trials by best val_bpc (each at its own budget, shown "
                     "in the heading), each at the lowest and highest "
                     "sampling temperature it has; where several samples exist, the one with the most real words "
                     "is shown. Generated text is shown verbatim and is untrusted."))
     for _, r in a.showcase.iterrows():
         metrics = "; ".join(f"{m} {r[m]:.2f}" for m in ("known_word_frac", "copy20_frac")
                             if m in r and isinstance(r[m], float) and math.isfinite(r[m]))
-        out.append(Heading(3, f"{r['which']}: trial {r['trial_id']}, {a.run.metric} {r['val_bpc']:.3f}, "
+        out.append(Heading(3, f"{r['which']}: trial {r['trial_id']}, best {a.run.metric} {r['best_val_bpc']:.3f}, "
                               f"{chars(r['chars_seen'])} chars, temperature {r['temperature']:g}"))
         if metrics:
             out.append(Para(metrics))
@@ -270,11 +270,12 @@ def document(a: Analysis) -> list[Block]:
         Figure("interaction.png", f"Joint effect of {' and '.join(top2)}"),
         Figure("best_trial.png", "Best search trial: train and validation bits/char with a rolling average"),
         Heading(2, "Quality against cost"),
-        Para(f"{len(front)} trials are on the Pareto front of wall time and final {a.run.metric}: "
-             + ", ".join(f"{r.trial_id} ({r.wall_s:.0f} s, {r.val_bpc:.3f})" for r in front.tail(8).itertuples())
+        Para(f"{len(front)} trials are on the Pareto front of wall time and best {a.run.metric}: "
+             + ", ".join(f"{r.trial_id} ({r.wall_s:.0f} s, {r.best_val_bpc:.3f})" for r in front.tail(8).itertuples())
              + (" (the 8 best shown)" if len(front) > 8 else "")
-             + ". Final values mix budgets here on purpose: this plot is about what a result costs."),
-        Figure("cost.png", "Final val_bpc against wall time; red: Pareto front"),
+             + ". Each trial's best over its whole run: budgets are mixed here on purpose, this plot is about "
+               "what a result costs."),
+        Figure("cost.png", f"Best {a.run.metric} of each trial against its wall time; red: Pareto front"),
         *_sample_blocks(a),
         Heading(2, "Run"),
         Para(f"Study {st.get('name', '?')}, created {st.get('created_utc', '?')}, {st.get('num_trials', '?')} "
@@ -291,10 +292,11 @@ def document(a: Analysis) -> list[Block]:
         Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
         *final_blocks(a.run, final_model(a.run)),
         Heading(2, "Importance"),
-        Figure("marginals.png", "Main effect of the top hyperparameters on val_bpc with 95% bootstrap bands; "
-                                "dots: trials"),
-        Figure("curves.png", "Validation curves of the search trials against characters seen, coloured by final "
-                             "quality; grey lines: the compressors on the same validation text"),
+        Figure("marginals.png", "Main effect of the top hyperparameters on best val_bpc up to the compared "
+                                "budget, with 95% bootstrap bands; dots: trials"),
+        Figure("curves.png", "Validation curves (val_bpc of each evaluation) of the search trials against "
+                             "characters seen, coloured by each trial's best val_bpc; grey lines: the compressors "
+                             "on the same validation text"),
         Table(importance_table(a)),
         *_interaction_blocks(a),
         *_budget_step_blocks(a),

@@ -25,7 +25,7 @@ class FinalModel:
     source_trial: str  # the search trial whose configuration it trains
     status: str
     test_bpc: float
-    val_bpc: float
+    best_val_bpc: float
     chars_seen: int
     wall_s: float
     stopped_early: bool
@@ -59,7 +59,7 @@ def final_model(run: RunData) -> FinalModel | None:
     source = row.get("repeat_of")
     return FinalModel(
         trial_id=str(row["trial_id"]), source_trial="" if pd.isna(source) else str(source), status=str(row["status"]),
-        test_bpc=_float(row.get("test_bpc")), val_bpc=_float(row.get("val_bpc")),
+        test_bpc=_float(row.get("test_bpc")), best_val_bpc=_float(row.get("best_val_bpc")),
         chars_seen=int(row.get("chars_seen") or 0), wall_s=_float(row.get("wall_s")),
         stopped_early=bool(row.get("stopped_early", False) == True), params=params,  # noqa: E712 (numpy bool)
         samples=s.sort_values("temperature")[cols].reset_index(drop=True),
@@ -69,16 +69,18 @@ def final_model(run: RunData) -> FinalModel | None:
 
 
 def baseline_table(run: RunData, fm: FinalModel | None) -> pd.DataFrame:
-    """Bits/char on the validation and test text: the final model, then each baseline, best first."""
+    """Bits/char on the validation and test text: the final model, then each baseline, best first. A model's
+    validation figure is its best val_bpc; a baseline's is its one measurement."""
     rows = []
     if fm is not None and math.isfinite(fm.test_bpc):
-        rows.append({"model": "final model (this study)", "validation": fm.val_bpc, "test": fm.test_bpc})
+        rows.append({"model": "final model (this study)", "validation": fm.best_val_bpc, "test": fm.test_bpc})
     b = run.baselines
     for method in b["method"].unique() if len(b) else []:
         by = b[b["method"] == method].set_index("split")["bpc"]
         rows.append({"model": BASELINE_NAMES.get(method, method), "validation": by.get("val", math.nan),
                      "test": by.get("test", math.nan)})
-    best_search = run.trials.loc[(run.trials["role"] == "search") & (run.trials["status"] == "completed"), "val_bpc"]
+    search = run.trials[(run.trials["role"] == "search") & (run.trials["status"] == "completed")]
+    best_search = search["best_val_bpc"]
     if len(best_search.dropna()):
         rows.append({"model": "best search trial (its budget)", "validation": float(best_search.min()),
                      "test": math.nan})
@@ -161,7 +163,7 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in ("validation", "test"):
         out[col] = [f"{v:.3f}" if math.isfinite(v) else "" for v in out[col]]
-    return out
+    return out.rename(columns={"validation": "validation (a model: its best val_bpc)"})
 
 
 def _float(v) -> float:

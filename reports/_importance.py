@@ -158,7 +158,7 @@ def compute_importance(specs: tuple[ParamSpec, ...] | list[ParamSpec], params: p
     Args:
         specs: the searched hyperparameters.
         params: one row per trial with the `param.NAME` columns, aligned with `y`.
-        y: the target (e.g. val_bpc at one budget); must be finite.
+        y: the target (e.g. each trial's best val_bpc up to one budget); must be finite.
         target: name of the target, for labels.
         n_bootstrap: bootstrap resamples of the trials (0 gives point estimates only).
         random_state: seed of every random choice (resamples, probes, surrogates).

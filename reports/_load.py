@@ -1,6 +1,11 @@
 """Read a run directory through the results contract (study.json + three Parquet tables).
 
 The reader is the only place that touches files; everything downstream works on `RunData`.
+
+Schema 2 gives each name one meaning: `val_bpc` is one evaluation (a curve point), `best_val_bpc` a trial's
+best evaluation so far (trials.parquet: over the whole trial; curves.parquet: up to and including that point).
+Schema 1 (study.json without schema_version, or 1) called the trial's best `val_bpc` in trials.parquet and
+kept the evaluation in curves.parquet as `val_bpc` and `eval_val_bpc`; it is mapped to schema 2 on load.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-TRIALS_REQUIRED = ("trial_id", "status", "val_bpc", "chars_seen", "wall_s", "node_id")
-CURVES_REQUIRED = ("trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc")
+SCHEMA_VERSIONS = (1, 2)
+TRIALS_REQUIRED = {1: ("trial_id", "status", "val_bpc", "chars_seen", "wall_s", "node_id"),
+                   2: ("trial_id", "status", "best_val_bpc", "chars_seen", "wall_s", "node_id")}
+CURVES_REQUIRED = {1: ("trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc"),
+                   2: ("trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc")}
 SAMPLES_REQUIRED = ("trial_id", "chars_seen", "temperature", "text")
 PARAM_PREFIX = "param."
 
@@ -52,7 +60,14 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class RunData:
-    """The contract's tables, validated; `trials` always has a `role` column ("search"/"repeat").
+    """The contract's tables, validated and in schema 2's names whatever the run's schema_version.
+
+    `trials.best_val_bpc` is a trial's best evaluation (NaN if it never evaluated or diverged); in `curves`,
+    `val_bpc` is one evaluation and `best_val_bpc` the trial's best up to and including it. There is no
+    `val_bpc` in `trials` and no `eval_val_bpc` anywhere. `study` is study.json as written (its
+    "schema_version" says what the directory held, not these names); `study["metric"]` names what is
+    measured (val_bpc), and a trial is scored by its best_val_bpc.
+    `trials` always has a `role` column ("search"/"repeat").
 
     The final model's row (role "final") is kept apart in `final`, so that nothing that fits or compares the
     search trials can mistake it for one; its curve and samples stay in `curves` and `samples`.
@@ -140,11 +155,12 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
         raise RunDirError(f"cannot read {study_path}: {exc}") from exc
     if not isinstance(study, dict) or not isinstance(study.get("search_space"), dict):
         raise RunDirError(f"{study_path} has no search_space object")
-    if study.get("schema_version", 1) != 1:
+    version = study.get("schema_version", 1)
+    if isinstance(version, bool) or version not in SCHEMA_VERSIONS:
         raise RunDirError(f"{study_path}: unsupported schema_version {study.get('schema_version')!r}")
 
-    trials = _read_table(run_dir / "trials.parquet", TRIALS_REQUIRED)
-    curves = _read_table(run_dir / "curves.parquet", CURVES_REQUIRED)
+    trials = _read_table(run_dir / "trials.parquet", TRIALS_REQUIRED[version])
+    curves = _read_table(run_dir / "curves.parquet", CURVES_REQUIRED[version])
     samples = _read_table(run_dir / "samples.parquet", SAMPLES_REQUIRED)
 
     params = []
@@ -164,8 +180,10 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
     if "role" not in trials.columns:
         trials["role"] = "search"
     trials["role"] = trials["role"].fillna("search").astype(str)
-    for df, cols in ((trials, ("val_bpc", "wall_s", "chars_seen")),
-                     (curves, ("chars_seen", "wall_s", "train_bpc", "val_bpc")),
+    if version == 1:
+        trials, curves = _from_schema_1(trials, curves)
+    for df, cols in ((trials, ("best_val_bpc", "wall_s", "chars_seen")),
+                     (curves, ("chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc")),
                      (samples, ("chars_seen", "temperature"))):
         for c in cols:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
@@ -175,6 +193,27 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
     trials = trials[trials["role"] != "final"]
     return RunData(run_dir, study, tuple(params), trials.reset_index(drop=True),
                    curves.reset_index(drop=True), samples.reset_index(drop=True), final, _baselines(run_dir))
+
+
+def _from_schema_1(trials: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Schema 1's tables under schema 2's names (see the module docstring)."""
+    trials = trials.rename(columns={"val_bpc": "best_val_bpc"})
+    curves = curves.reset_index(drop=True)
+    if "eval_val_bpc" in curves.columns:
+        curves["val_bpc"] = curves["eval_val_bpc"]
+        curves = curves.drop(columns="eval_val_bpc")
+    curves["val_bpc"] = pd.to_numeric(curves["val_bpc"], errors="coerce").astype(float)
+    curves["best_val_bpc"] = running_best(curves)
+    return trials, curves
+
+
+def running_best(curves: pd.DataFrame) -> pd.Series:
+    """Each trial's best val_bpc up to and including each evaluation, in chars_seen order (aligned with
+    `curves`). A NaN or infinite evaluation is skipped: the best stays the earlier one, NaN before any."""
+    v = curves["val_bpc"].where(np.isfinite(curves["val_bpc"]), np.inf)
+    order = pd.to_numeric(curves["chars_seen"], errors="coerce").sort_values(kind="stable").index
+    best = v.loc[order].groupby(curves.loc[order, "trial_id"]).cummin()
+    return best.reindex(curves.index).replace(np.inf, np.nan)
 
 
 def _baselines(run_dir: pathlib.Path) -> pd.DataFrame:

@@ -91,7 +91,7 @@ def marginals(a: Analysis, top: int = 3) -> bytes | None:
                     ax.set_xscale("log")
             ax.set_xlabel(label(name))
             ax.set_title(label(name))
-        axes[0][0].set_ylabel(f"{label(a.run.metric)} at {a.budget.chars:,.0f} chars")
+        axes[0][0].set_ylabel(f"best {label(a.run.metric)} up to {a.budget.chars:,.0f} chars")
         axes[0][0].legend(fontsize=7)
         fig.suptitle("Main effects: the other hyperparameters averaged over the search space", fontsize=10)
     return _png(fig)
@@ -103,14 +103,14 @@ def validation_curves(a: Analysis) -> bytes | None:
     c = c[c["trial_id"].isin(t.index)]
     if c.empty:
         return None
-    final = t["val_bpc"]
-    ok = final[np.isfinite(final)]
+    best = t["best_val_bpc"]  # colours each curve by its trial's score
+    ok = best[np.isfinite(best)]
     norm = matplotlib.colors.Normalize(ok.min(), ok.max()) if len(ok) else matplotlib.colors.Normalize(0, 1)
     cmap = plt.get_cmap("viridis_r")
     with sns.axes_style("whitegrid"):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for tid, g in c.sort_values("chars_seen").groupby("trial_id"):
-            v = final.get(tid, math.nan)
+            v = best.get(tid, math.nan)
             color = cmap(norm(v)) if math.isfinite(v) else "lightgrey"
             ax.plot(g["chars_seen"], g["val_bpc"], color=color, lw=1, alpha=0.8, marker="o", ms=2.5)
         vals = c["val_bpc"][np.isfinite(c["val_bpc"])]
@@ -122,7 +122,7 @@ def validation_curves(a: Analysis) -> bytes | None:
             ax.annotate(" compared here", (a.budget.chars, ax.get_ylim()[1]), va="top", fontsize=8)
         _baseline_lines(ax, a.run.baselines)
         sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=ax, label=f"final {label(a.run.metric)}")
+        fig.colorbar(sm, ax=ax, label=f"best {label(a.run.metric)} of the trial")
         _chars_axis(ax)
         ax.set_ylabel(label(a.run.metric))
         ax.set_title("Validation curves of all search trials (grey: diverged or failed)")
@@ -145,7 +145,8 @@ def _baseline_lines(ax, baselines: pd.DataFrame) -> None:
 def best_trial(a: Analysis) -> bytes | None:
     if a.showcase.empty and a.pareto.empty:
         return None
-    tid = a.pareto.sort_values("val_bpc")["trial_id"].iloc[0] if not a.pareto.empty else a.showcase["trial_id"][0]
+    tid = (a.pareto.sort_values("best_val_bpc")["trial_id"].iloc[0] if not a.pareto.empty
+           else a.showcase["trial_id"][0])
     c = a.run.curves[a.run.curves["trial_id"] == tid].sort_values("chars_seen")
     if c.empty:
         return None
@@ -169,16 +170,16 @@ def cost(a: Analysis) -> bytes | None:
         return None
     with sns.axes_style("whitegrid"):
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        sc = ax.scatter(p["wall_s"], p["val_bpc"], c=p["chars_seen"], cmap="crest", s=22, alpha=0.85)
+        sc = ax.scatter(p["wall_s"], p["best_val_bpc"], c=p["chars_seen"], cmap="crest", s=22, alpha=0.85)
         fig.colorbar(sc, ax=ax, label="characters seen", format=matplotlib.ticker.EngFormatter(sep=""))
         f = p[p["on_front"]]
-        ax.step(f["wall_s"], f["val_bpc"], where="post", color="C3", lw=1.5, label="Pareto front")
-        ax.scatter(f["wall_s"], f["val_bpc"], facecolors="none", edgecolors="C3", s=60)
+        ax.step(f["wall_s"], f["best_val_bpc"], where="post", color="C3", lw=1.5, label="Pareto front")
+        ax.scatter(f["wall_s"], f["best_val_bpc"], facecolors="none", edgecolors="C3", s=60)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("wall time of the trial (s)")
-        ax.set_ylabel(f"final {label(a.run.metric)}")
+        ax.set_ylabel(f"best {label(a.run.metric)} of the trial")
         ax.legend(fontsize=8)
         ax.set_title("Quality against cost")
     return _png(fig)
@@ -194,7 +195,7 @@ def interaction(a: Analysis) -> bytes | None:
     with sns.axes_style("white"):
         fig, ax = plt.subplots(figsize=(6.5, 5))
         im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r")
-        fig.colorbar(im, ax=ax, label=f"predicted {label(a.run.metric)}")
+        fig.colorbar(im, ax=ax, label=f"predicted best {label(a.run.metric)}")
         for ax_set, spec, vals in ((ax.set_xticks, sa, g.drop_duplicates("a_pos")["a"]),
                                    (ax.set_yticks, sb, g.drop_duplicates("b_pos")["b"])):
             vals = list(vals)

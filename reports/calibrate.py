@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from reports._load import ParamSpec, RunData
+from reports._load import ParamSpec, RunData, running_best
 
 NOISE_LOG_SD = 0.03 / 2.5  # seed noise measured in real runs: 0.03 bits/char at val_bpc ~2.5
 BASE = math.log(2.5)
@@ -183,18 +183,19 @@ def synthetic_run(shape: Shape, seed: int, n_trials: int | None = None) -> RunDa
     curves["chars_seen"] = curves["chars_seen"].astype(float)
     curves["wall_s"] = curves["chars_seen"] / 1e4
     curves["train_bpc"] = curves["val_bpc"] - 0.05
-    last = curves.groupby("trial_id")["val_bpc"].min()
+    best = curves.groupby("trial_id")["val_bpc"].min()
     trials = pd.DataFrame({"trial_id": ids, "status": np.where(diverged, "diverged",
                                                                 np.where(np.isin(np.arange(n), promoted),
                                                                          "completed", "stopped")),
-                           "val_bpc": np.where(diverged, np.nan, last.loc[ids].to_numpy()),
+                           "best_val_bpc": np.where(diverged, np.nan, best.loc[ids].to_numpy()),
                            "chars_seen": np.where(np.isin(np.arange(n), promoted), FULL, GRACE).astype(float),
                            "wall_s": 1.0, "node_id": "n0", "role": "search"})
     curves.loc[curves["trial_id"].isin(np.array(ids)[diverged]) & (curves["chars_seen"] > GRACE), "val_bpc"] = np.nan
+    curves["best_val_bpc"] = running_best(curves)
     for s in shape.specs:
         v = p[s.name]
         trials[s.column] = [str(x) for x in v] if s.is_categorical else np.asarray(v, float)
-    study = {"name": f"calibrate-{shape.name}", "metric": "val_bpc", "budget_chars": FULL,
+    study = {"schema_version": 2, "name": f"calibrate-{shape.name}", "metric": "val_bpc", "budget_chars": FULL,
              "search_space": {}, "corpus": {"vocab_size": 99},
              "eval": {"eval_at_chars": [GRACE, FULL]},
              "scheduler": {"name": "ASHA", "grace_period": GRACE, "reduction_factor": 8, "max_t": FULL}}

@@ -1,5 +1,8 @@
 """Synthetic run directories that satisfy the results contract, with a known answer.
 
+Written in schema 2 (trials' `best_val_bpc`; curves' `val_bpc` per evaluation and `best_val_bpc` so far), or as
+the schema-1 writer wrote them with `schema=1`.
+
 val_bpc at the end of training = 1.6 + lr effect + cell effect + hidden_size effect + seed noise, where over a
 uniform draw of the search space the shares of variance are about: lr 62%, cell 21%, hidden_size 10%, seed noise
 6.5%; dropout, seq_len and optimizer have no effect. copy20_frac grows with hidden_size and falls with dropout.
@@ -55,9 +58,12 @@ def _text(rng, quality, n_chars=360):
 
 def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repeats: int = 3,
                   required_only: bool = False, hostile: bool = False, asha: bool = True,
-                  name: str = "sherlock", survive: float | None = None, overshoot: bool = False) -> pathlib.Path:
+                  name: str = "sherlock", survive: float | None = None, overshoot: bool = False,
+                  schema: int = 2) -> pathlib.Path:
     """Write study.json, trials/curves/samples.parquet for a synthetic study into `path`; return `path`.
 
+    `schema`: 2, or 1 for the same study as the schema-1 writer put it (trials' `val_bpc` is the trial's best;
+    curves' `val_bpc` and `eval_val_bpc` both the evaluation; no `best_val_bpc`).
     `survive`: share of the trials ASHA promotes at each rung (default a third). `overshoot`: evaluations sit at
     the first training step (of seq_len * 16 characters) past each milestone, as in real runs, instead of on it.
     """
@@ -106,9 +112,10 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
             if st == "diverged" and m > GRACE:
                 vb = math.nan
             tb = vb - 0.05 + rng.normal(0, 0.03)
-            crows.append({"trial_id": tid, "chars_seen": at, "wall_s": wall, "train_bpc": tb, "val_bpc": vb,
-                          "lr": cfg["lr"]})
             vals.append(vb)
+            finite_so_far = [v for v in vals if np.isfinite(v)]
+            crows.append({"trial_id": tid, "chars_seen": at, "wall_s": wall, "train_bpc": tb, "val_bpc": vb,
+                          "best_val_bpc": min(finite_so_far) if finite_so_far else math.nan, "lr": cfg["lr"]})
             seen = at
             for temp in (0.5, 1.0):
                 text, p_word = _text(rng, vb + 0.3 * temp)
@@ -121,7 +128,7 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
         finite = [v for v in vals if np.isfinite(v)]
         val = min(finite) if finite and st not in ("diverged", "failed") else math.nan
         trows.append({"trial_id": tid, "status": st, **{f"param.{k}": v for k, v in cfg.items()},
-                      "val_bpc": val, "chars_seen": seen, "wall_s": wall, "node_id": "node-0",
+                      "best_val_bpc": val, "chars_seen": seen, "wall_s": wall, "node_id": "node-0",
                       "trial_index": i, "role": roles[i], "seed": 1000 + i, "device": "cpu",
                       "error": "boom" if st == "failed" else None, "train_bpc": val - 0.05,
                       "num_params": cfg["hidden_size"] ** 2 * 4})
@@ -129,10 +136,15 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
     if hostile:
         trials.loc[trials["param.cell"] == "lstm", "param.cell"] = "<i>lstm</i>`"
     if required_only:
-        trials = trials[["trial_id", "status", *[f"param.{k}" for k in SEARCH_SPACE], "val_bpc", "chars_seen",
+        trials = trials[["trial_id", "status", *[f"param.{k}" for k in SEARCH_SPACE], "best_val_bpc", "chars_seen",
                          "wall_s", "node_id"]]
-        curves = curves[["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc"]]
+        curves = curves[["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc"]]
         samples = samples[["trial_id", "chars_seen", "temperature", "text"]]
+    if schema == 1:
+        trials = trials.rename(columns={"best_val_bpc": "val_bpc"})
+        curves = curves.drop(columns="best_val_bpc")
+        if not required_only:
+            curves.insert(curves.columns.get_loc("val_bpc") + 1, "eval_val_bpc", curves["val_bpc"])
     for df in (trials, curves, samples):
         for c in ("chars_seen",):
             df[c] = df[c].astype("int64")
@@ -142,7 +154,7 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
     space = json.loads(json.dumps(SEARCH_SPACE))
     if hostile:
         space["cell"]["choices"][3] = "<i>lstm</i>`"
-    study = {"schema_version": 1, "name": "<script>x</script>" if hostile else name, "metric": "val_bpc",
+    study = {"schema_version": schema, "name": "<script>x</script>" if hostile else name, "metric": "val_bpc",
              "mode": "min", "budget_chars": BUDGET, "search_space": space, "fixed": {"embedding_dim": 64},
              "corpus": {"name": "sherlock", "path": "shared/data/sherlock.txt", "sha256": "0" * 64,
                         "chars": 3_000_000, "vocab_size": 96, "train_chars": 2_700_000, "val_chars": 150_000,

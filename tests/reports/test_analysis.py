@@ -147,8 +147,8 @@ def test_best_trial_expected_score_and_budget_steps(make_run):
 
     run = load_run(make_run(seed=5, n_trials=45, repeats=3, survive=0.6))
     b = best_trial_repeats(run)
-    search = run.trials[(run.trials["role"] == "search") & np.isfinite(run.trials["val_bpc"])]
-    assert b.search == search["val_bpc"].min() and len(b.repeats) == 3
+    search = run.trials[(run.trials["role"] == "search") & np.isfinite(run.trials["best_val_bpc"])]
+    assert b.search == search["best_val_bpc"].min() and len(b.repeats) == 3
     assert b.expected == pytest.approx(np.mean(b.repeats)) and b.gap == pytest.approx(b.expected - b.search)
     a = analyze(run, n_bootstrap=4)
     assert a.best == b

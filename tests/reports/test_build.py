@@ -76,7 +76,7 @@ def test_only_required_columns(make_run, tmp_path):
 
 def test_degenerate_runs_still_build(make_run, tmp_path):
     bad = make_run(seed=3, n_trials=8, repeats=0)
-    t = pd.read_parquet(bad / "trials.parquet").assign(status="diverged", val_bpc=float("nan"))
+    t = pd.read_parquet(bad / "trials.parquet").assign(status="diverged", best_val_bpc=float("nan"))
     t.to_parquet(bad / "trials.parquet")
     out = build_report(bad, tmp_path / "bad", n_bootstrap=2)
     assert "Too few comparable trials (0)" in (out / "report.md").read_text()
@@ -93,13 +93,24 @@ def test_same_seed_same_report_numbers(make_run, tmp_path):
     assert (a / "report.md").read_text() == (b / "report.md").read_text()
 
 
+def test_a_schema_1_run_builds_the_same_report_as_schema_2(make_run, tmp_path):
+    """An old run directory (trials' val_bpc = the trial's best, curves' val_bpc = eval_val_bpc) reports the
+    same numbers as the same study written in schema 2."""
+    old = build_report(make_run(seed=6, n_trials=24, repeats=2, schema=1), tmp_path / "v1", seed=3, n_bootstrap=4)
+    new = build_report(make_run(seed=6, n_trials=24, repeats=2, schema=2), tmp_path / "v2", seed=3, n_bootstrap=4)
+    assert (old / "importance.csv").read_bytes() == (new / "importance.csv").read_bytes()
+    md = (old / "report.md").read_text()
+    assert md == (new / "report.md").read_text()
+    assert "best val\\_bpc" in md and "final val\\_bpc" not in md
+
+
 def test_cli_writes_to_out(make_run, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main([str(make_run(seed=5, n_trials=20)), "--out", str(out), "--bootstrap", "2"]) == 0
     assert (out / "index.html").exists() and str(out / "index.html") in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "bad_json", "bad_table"])
+@pytest.mark.parametrize("case", ["missing", "empty", "bad_json", "bad_table", "bad_version"])
 def test_cli_bad_input_exits_2_with_one_line(make_run, tmp_path, capsys, case):
     target = tmp_path / case
     if case == "empty":
@@ -110,6 +121,10 @@ def test_cli_bad_input_exits_2_with_one_line(make_run, tmp_path, capsys, case):
     elif case == "bad_table":
         target = make_run(n_trials=12, asha=False)
         (target / "trials.parquet").write_bytes(b"PAR1 garbage")
+    elif case == "bad_version":
+        target = make_run(n_trials=12, asha=False)
+        study = json.loads((target / "study.json").read_text())
+        (target / "study.json").write_text(json.dumps({**study, "schema_version": 3}))
     assert main([str(target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("reports.build: ") and err.count("\n") == 1, err

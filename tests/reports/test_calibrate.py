@@ -33,7 +33,7 @@ def test_synthetic_run_has_stopped_and_diverged_trials():
     run = synthetic_run(SHAPES["sherlock-11"], seed=3)
     st = run.trials["status"].value_counts()
     assert st["stopped"] > st["completed"] > 0 and st.get("diverged", 0) > 0
-    assert run.trials.loc[run.trials["status"] == "diverged", "val_bpc"].isna().all()
+    assert run.trials.loc[run.trials["status"] == "diverged", "best_val_bpc"].isna().all()
 
 
 def test_small_calibration_run_covers_the_truth():
