@@ -163,7 +163,7 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in ("validation", "test"):
         out[col] = [f"{v:.3f}" if math.isfinite(v) else "" for v in out[col]]
-    return out.rename(columns={"validation": "validation (a model: its best val_bpc)"})
+    return out.rename(columns={"validation": "validation, bits/char", "test": "test, bits/char"})
 
 
 def _float(v) -> float:

@@ -154,3 +154,13 @@ def test_best_checkpoint_samples(smoke_run):
     proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--checkpoint", best["checkpoint"],
                            "--length", "300", "--prime", "Holmes"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and len(proc.stdout) >= 300
+
+
+def test_the_report_reads_what_the_study_wrote(smoke_run, tmp_path):
+    """The writer (study.rundir) and the reader (reports) agree on the contract: a real run builds a report."""
+    out, _ = smoke_run
+    proc = subprocess.run([sys.executable, "-m", "reports.build", str(out), "--out", str(tmp_path / "report")],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Final model" in html and "best val_bpc" in html
