@@ -27,7 +27,7 @@ from study._compat import set_restored_callbacks
 from study.inputs import UsageError
 from study.results import ResultsWriter
 from study.rundir import BASELINES_FILE, RunDir, RunDirWriteError, TextIndex
-from study.schedule import QuorumASHA, default_quorum
+from study.schedule import QuorumASHA
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.trainable import run_trial
@@ -251,7 +251,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
             rungs, rf = spec.rungs(), spec.scheduler["reduction_factor"]
             scheduler = QuorumASHA(
                 time_attr="chars_seen", max_t=spec.budget_chars, grace_period=spec.grace_chars,
-                reduction_factor=rf, rungs=rungs, quorum=default_quorum(len(rungs), rf),
+                reduction_factor=rf, rungs=rungs, quorum=spec.quorum(),
             )
         else:
             scheduler = FIFOScheduler()

@@ -148,7 +148,6 @@ def prepare(args: argparse.Namespace) -> Plan:
 
 def study_metadata(plan: Plan) -> dict:
     """study.json: the results contract's description of the study."""
-    from study.schedule import default_quorum
     from study.space import describe_space
 
     spec = plan.spec
@@ -179,8 +178,7 @@ def study_metadata(plan: Plan) -> dict:
                     **{k: v for k, v in spec.sampler.items() if k != "name"}},
         "scheduler": ({"name": "ASHA", "time_attr": "chars_seen", "grace_period": spec.grace_chars,
                        "reduction_factor": spec.scheduler["reduction_factor"], "max_t": spec.budget_chars,
-                       "rungs": spec.rungs(), "quorum": default_quorum(len(spec.rungs()),
-                                                                         spec.scheduler["reduction_factor"])}
+                       "rungs": spec.rungs(), "quorum": spec.quorum()}
                       if spec.scheduler["name"] == "asha" else {"name": "FIFO"}),
         "seed": plan.seed,
         "num_trials": plan.trials,

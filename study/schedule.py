@@ -13,12 +13,6 @@ from __future__ import annotations
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 
-def default_quorum(n_rungs: int, reduction_factor: int) -> list[int]:
-    """rf^(R-1-k) at rung k of R: the top rung (the last before the budget) promotes from its first trial, each
-    rung below needs rf times as many, as many as it would have to promote that one."""
-    return [reduction_factor ** (n_rungs - 1 - k) for k in range(n_rungs)]
-
-
 class QuorumASHA(ASHAScheduler):
     """`ASHAScheduler` that stops, rather than promotes, the first `quorum[k] - 1` trials reaching rung k."""
 

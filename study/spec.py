@@ -18,6 +18,12 @@ class SpecError(ValueError):
     """A job spec is malformed; the message is one line for the CLI."""
 
 
+def default_quorum(n_rungs: int, reduction_factor: int) -> list[int]:
+    """rf^(R-1-k) at rung k of R: the top rung (the last before the budget) promotes from its first trial, each
+    rung below needs rf times as many, as many as it would have to promote that one."""
+    return [reduction_factor ** (n_rungs - 1 - k) for k in range(n_rungs)]
+
+
 @dataclass(frozen=True)
 class Param:
     """One searched hyperparameter: a float or int range (optionally log-scaled) or a list of choices."""
@@ -70,6 +76,10 @@ class StudySpec:
             out.append(t)
             t *= rf
         return out
+
+    def quorum(self) -> list[int]:
+        """How many trials each rung must have ranked before it promotes one (study.schedule.QuorumASHA)."""
+        return default_quorum(len(self.rungs()), self.scheduler["reduction_factor"])
 
     def eval_at(self) -> list[int]:
         """Where every trial is evaluated: each rung, `evals_per_rung - 1` points spaced geometrically between

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from study.schedule import QuorumASHA, default_quorum
+from study.schedule import QuorumASHA
+from study.spec import default_quorum
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
