@@ -163,4 +163,4 @@ def test_the_report_reads_what_the_study_wrote(smoke_run, tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
-    assert "Final model" in html and "best val_bpc" in html
+    assert "The model: text that most resembles the corpus" in html and "best val_bpc" in html
