@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
@@ -222,23 +223,39 @@ def _run_config(plan, name: str, writer: ResultsWriter) -> tune.RunConfig:
     )
 
 
-def _restored(plan, name: str, trainable, writer: ResultsWriter) -> tune.Tuner | None:
-    """The Tuner of an interrupted experiment, when resuming one; None otherwise."""
+def _restored(plan, name: str, trainable, writer: ResultsWriter, param_space: dict) -> tune.Tuner | None:
+    """The Tuner of an interrupted experiment, when resuming one that Tune saved; None otherwise.
+
+    A driver killed after Tune wrote its tuner file but before the first snapshot of the experiment's state leaves
+    nothing to resume: `Tuner.restore` would then start the experiment over without its param space (trials with
+    the searched parameters only, on the trainer's defaults). That stage starts afresh instead.
+    """
     path = _experiment_path(plan, name)
-    if not (plan.resume and tune.Tuner.can_restore(path)):
+    if not (plan.resume and tune.Tuner.can_restore(path) and _has_experiment_state(path)):
         return None
     tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
-                               restart_errored=False)
+                               restart_errored=False, param_space=param_space)
     # The restored run config holds the callbacks of the killed driver; use this driver's writer.
     set_restored_callbacks(tuner, [writer])
     writer.echo(f"resuming {path}")
     return tuner
 
 
+def _has_experiment_state(path: str) -> bool:
+    """Whether Tune has saved the state of the experiment at `path` (a local path or a pyarrow URI)."""
+    fs, root = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
+    try:
+        entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return False
+    return any(e.base_name.startswith("experiment_state") and e.base_name.endswith(".json") for e in entries)
+
+
 def _search(plan, trainable, writer: ResultsWriter) -> None:
     spec = plan.spec
     writer.stage("search", plan.trials)
-    tuner = _restored(plan, SEARCH_EXPERIMENT, trainable, writer)
+    param_space = {**spec.fixed, **spec.run_settings(), "seed": plan.seed}
+    tuner = _restored(plan, SEARCH_EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
         storage = optuna.storages.RDBStorage(RunDir(plan.run_dir).optuna_url)
         searcher = StudySearch(
@@ -257,7 +274,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
             scheduler = FIFOScheduler()
         tuner = tune.Tuner(
             trainable,
-            param_space={**spec.fixed, **spec.run_settings(), "seed": plan.seed},
+            param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
                                         metric="best_val_bpc", mode="min",
                                         max_concurrent_trials=plan.max_concurrent,
@@ -350,17 +367,18 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
     """Retrain one configuration with `repeats` other seeds, on the search's schedule up to `repeat_chars`."""
     seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
     writer.stage("repeat", plan.repeats, repeat_of=str(best["trial_id"]))
-    tuner = _restored(plan, experiment, trainable, writer)
+    stop = plan.spec.repeat_chars or plan.spec.budget_chars
+    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, best), "stop_chars": stop,
+                   "seed": tune.grid_search(seeds)}
+    tuner = _restored(plan, experiment, trainable, writer, param_space)
     if tuner is not None:
         _fit(tuner, plan.repeats, writer)
         return
-    stop = plan.spec.repeat_chars or plan.spec.budget_chars
     writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds} "
                 f"to {stop:,} characters")
     tuner = tune.Tuner(
         trainable,
-        param_space={**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, best), "stop_chars": stop,
-                     "seed": tune.grid_search(seeds)},
+        param_space=param_space,
         tune_config=tune.TuneConfig(metric="best_val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
                                     reuse_actors=_reuse_actors(plan), trial_dirname_creator=_trial_dirname),
         run_config=_run_config(plan, experiment, writer),
@@ -386,18 +404,19 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
                                     {"cpu": cpus, "gpu": gpus})
     writer.stage("final", 1, repeat_of=str(chosen["trial_id"]))
-    tuner = _restored(plan, FINAL_EXPERIMENT, trainable, writer)
+    minutes = plan.final_minutes
+    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, chosen),
+                   "budget_chars": plan.final_chars, "eval_at": [], "evals_per_trial": final["evals"],
+                   "val_chars": 0, "patience": final["patience"], "min_delta": final["min_delta"],
+                   "time_limit_s": 60.0 * minutes, "seed": plan.seed}
+    tuner = _restored(plan, FINAL_EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
-        minutes = plan.final_minutes
         writer.echo(f"final model: trial {chosen['trial_id']}'s configuration, up to {plan.final_chars:,} characters"
                     + (f" or {minutes:g} minutes" if minutes else "") + f", on {cpus:g} CPUs"
                     + (" and a GPU" if gpus else "") + "; scored once on the test text")
         tuner = tune.Tuner(
             trainable,
-            param_space={**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, chosen),
-                         "budget_chars": plan.final_chars, "eval_at": [], "evals_per_trial": final["evals"],
-                         "val_chars": 0, "patience": final["patience"], "min_delta": final["min_delta"],
-                         "time_limit_s": 60.0 * minutes, "seed": plan.seed},
+            param_space=param_space,
             tune_config=tune.TuneConfig(metric="best_val_bpc", mode="min", num_samples=1,
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, FINAL_EXPERIMENT, writer),
