@@ -8,6 +8,7 @@ what was kept can be quoted.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -142,8 +143,9 @@ class Link:
     env: dict
 
 
-def _run_link(cmd: list[str], link: Link, out: Path, logs: Path) -> tuple[str | None, int | None, float]:
-    """Start `cmd`; kill it at the link's moment. Returns (what the moment saw or None, exit status, seconds)."""
+def _run_link(cmd: list[str], link: Link, out: Path, logs: Path) -> tuple[str | None, int | str, float]:
+    """Start `cmd`; kill it at the link's moment. Returns (what the moment saw or None, the exit status, or
+    "killed" or "timed out", seconds)."""
     start = time.monotonic()
     with open(logs / f"{link.name}.out", "w") as so, open(logs / f"{link.name}.err", "w") as se:
         proc = subprocess.Popen(cmd, cwd=REPO, env=link.env, stdout=so, stderr=se, start_new_session=True)
@@ -151,11 +153,11 @@ def _run_link(cmd: list[str], link: Link, out: Path, logs: Path) -> tuple[str | 
             while time.monotonic() - start < LINK_TIMEOUT_S:
                 if link.moment is not None and (seen := link.moment(out)):
                     _kill_all(proc)
-                    return seen, None, time.monotonic() - start
+                    return seen, "killed", time.monotonic() - start
                 if proc.poll() is not None:
                     return None, proc.returncode, time.monotonic() - start
                 time.sleep(0.1)  # polling interval only: the moment is decided by what is on disk
-            raise AssertionError(f"{link.name}: nothing happened in {LINK_TIMEOUT_S}s")
+            return None, "timed out", time.monotonic() - start
         finally:
             if proc.poll() is None:
                 _kill_all(proc)
@@ -200,12 +202,12 @@ def test_study_killed_at_five_moments_resumes_with_every_invariant(tmp_path):
     for k, link in enumerate(chain):
         seen, rc, secs = _run_link(first if k == 0 else resume, link, out, logs)
         if link.moment is None:
-            report.append(f"{link.name}: exit {rc} after {secs:.0f}s; {_describe(out)}")
+            report.append(f"{link.name}: ended ({rc}) after {secs:.0f}s; {_describe(out)}")
             break
         if seen is None:
             err = (logs / f"{link.name}.err").read_text()[-1500:]
-            problems.append(f"{link.name}: moment never seen, the driver exited {rc} after {secs:.0f}s")
-            report.append(f"{link.name}: MISSED (driver exited {rc} after {secs:.0f}s); stderr tail:\n{err}")
+            problems.append(f"{link.name}: moment never seen, the driver ended ({rc}) after {secs:.0f}s")
+            report.append(f"{link.name}: MISSED (the driver ended ({rc}) after {secs:.0f}s); stderr tail:\n{err}")
             continue
         trials = _trials(out)
         if trials is None:
@@ -221,8 +223,9 @@ def test_study_killed_at_five_moments_resumes_with_every_invariant(tmp_path):
     # ---- every invariant of issue 11, at the end ---------------------------------------------------------
     stdout = (logs / "f-to-the-end.out").read_text()
     if rc != 0 or "final model: test" not in stdout:
-        problems.append(f"end: exit {rc}, summary {'with' if 'final model: test' in stdout else 'without'} the "
-                        f"final test score; stderr tail: {(logs / 'f-to-the-end.err').read_text()[-1500:]}")
+        with_score = "with" if "final model: test" in stdout else "without"
+        problems.append(f"end: driver ended ({rc}), summary {with_score} the final test score; stderr tail: "
+                        f"{(logs / 'f-to-the-end.err').read_text()[-1500:]}")
     trials = _trials(out)
     search = trials[trials["role"] == "search"]
     if len(search) != TRIALS:
@@ -251,6 +254,9 @@ def test_study_killed_at_five_moments_resumes_with_every_invariant(tmp_path):
     if len(final) != 1 or test_bpc.isna().any():
         problems.append(f"end: {len(final)} final rows, test_bpc {list(test_bpc)}")
 
+    for params in sorted(out.glob("tune*/trial_*/params.json")):  # a resumed stage runs what it was asked to
+        if not json.loads(params.read_text()):
+            problems.append(f"end: Tune ran {params.parent.relative_to(out)} with an empty config (params.json {{}})")
     tune_dirs = sorted(p.name for p in (out / "tune").glob("trial_*")) if (out / "tune").exists() else []
     report.append(f"Tune's search trial directories: {tune_dirs}")
     report.append(f"whole chain: {time.monotonic() - t0:.0f}s")
