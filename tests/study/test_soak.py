@@ -254,9 +254,11 @@ def test_study_killed_at_five_moments_resumes_with_every_invariant(tmp_path):
     if len(final) != 1 or test_bpc.isna().any():
         problems.append(f"end: {len(final)} final rows, test_bpc {list(test_bpc)}")
 
-    for params in sorted(out.glob("tune*/trial_*/params.json")):  # a resumed stage runs what it was asked to
-        if not json.loads(params.read_text()):
-            problems.append(f"end: Tune ran {params.parent.relative_to(out)} with an empty config (params.json {{}})")
+    for params in sorted(out.glob("tune*/trial_*/params.json")):  # a resumed stage runs with the study's settings
+        config = json.loads(params.read_text())
+        if "budget_chars" not in config:
+            problems.append(f"end: Tune ran {params.parent.relative_to(out)} without the study's settings "
+                            f"(params.json {config})")
     tune_dirs = sorted(p.name for p in (out / "tune").glob("trial_*")) if (out / "tune").exists() else []
     report.append(f"Tune's search trial directories: {tune_dirs}")
     report.append(f"whole chain: {time.monotonic() - t0:.0f}s")
