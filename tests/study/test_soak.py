@@ -227,6 +227,7 @@ def test_study_killed_at_five_moments_resumes_with_every_invariant(tmp_path):
         problems.append(f"end: driver ended ({rc}), summary {with_score} the final test score; stderr tail: "
                         f"{(logs / 'f-to-the-end.err').read_text()[-1500:]}")
     trials = _trials(out)
+    assert trials is not None, "no trials.parquet at the end:\n" + "\n".join(report + problems)
     search = trials[trials["role"] == "search"]
     if len(search) != TRIALS:
         problems.append(f"end: {len(search)} search rows for {TRIALS} asked: "
