@@ -12,7 +12,9 @@ import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 import torch
@@ -26,10 +28,34 @@ from charrnn.train import CheckpointError, EvalRecord, train
 # "once:N" makes a trial raise after its Nth report on its first attempt only (the retry succeeds),
 # "always:N" on every attempt (the trial ends failed once --max-failures retries are spent).
 FAIL_ENV = "CHARRNN_TEST_FAIL"
+# Test-only hook, to kill a process at a moment chosen by progress rather than by a sleep: "<dir>:<N>" makes the
+# first trial of the run that reaches its Nth report (of its current attempt) write its checkpoint files, then
+# `<dir>/hold-<trial_id>` holding its pid, then wait (up to HOLD_MAX_S, or until `<dir>/release` exists) before
+# handing the checkpoint to Tune. Only one trial ever holds (`<dir>/claimed`), so retries and resumes run on.
+HOLD_ENV = "CHARRNN_TEST_HOLD"
+HOLD_MAX_S = 120.0
 
 
 class InjectedFailure(RuntimeError):
     """Raised on purpose by the test-only hook."""
+
+
+def _test_hold(report_number: int) -> None:
+    """The HOLD_ENV hook (test-only); a no-op unless the variable is set."""
+    where, _, at = os.environ.get(HOLD_ENV, "").rpartition(":")
+    if not where or int(at) != report_number:
+        return
+    directory = Path(where)
+    try:
+        os.close(os.open(directory / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    tmp = directory / f".hold-{os.getpid()}.tmp"  # renamed into place: a reader never sees it empty
+    tmp.write_text(str(os.getpid()), encoding="utf-8")
+    os.replace(tmp, directory / f"hold-{tune.get_context().get_trial_id()}")
+    deadline = time.monotonic() + HOLD_MAX_S
+    while time.monotonic() < deadline and not (directory / "release").exists():
+        time.sleep(0.1)
 
 
 def _trial_device(gpus: float) -> str:
@@ -88,6 +114,7 @@ class TuneReporter:
         metrics = tune_metrics(record, self.labels)
         if self.labels["device"] == "cuda":
             metrics["peak_gpu_mem_bytes"] = torch.cuda.max_memory_allocated()
+        _test_hold(self.reports + 1)
         # Tune copies the directory's files into the trial's storage before it returns.
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(self.checkpoint_dir))
         self.reports += 1
