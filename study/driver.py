@@ -27,9 +27,9 @@ from charrnn.metrics import corpus_words, ngram_hashes
 from study._compat import set_restored_callbacks
 from study.inputs import UsageError
 from study.results import ResultsWriter
-from study.rundir import BASELINES_FILE, RunDir, RunDirWriteError, TextIndex
+from study.rundir import BASELINES_FILE, FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
 from study.schedule import QuorumASHA
-from study.search import StudySearch
+from study.search import StudySearch, outcome
 from study.space import make_sampler, optuna_space
 from study.trainable import run_trial
 
@@ -67,13 +67,13 @@ def _sigterm_as_sigint():
             signal.signal(signal.SIGTERM, previous)
 
 
-def _fit(tuner, expected_trials: int, writer: ResultsWriter):
+def _fit(tuner, expected_trials: int):
     """Run a Tuner to the end and return its ResultGrid; raise Interrupted if a signal cut it short, and the
-    writer's failure if the run directory refused a write."""
+    write error if the run directory refused a write (study.rundir.write_failure)."""
     with _sigterm_as_sigint():
         results = tuner.fit()
-    if writer.failure is not None:
-        raise writer.failure
+    if write_failure() is not None:
+        raise write_failure()
     if _TERMINATED.is_set():
         raise Interrupted("SIGTERM")
     # After Ctrl-C Tune returns normally, leaving trials unfinished or never started.
@@ -145,6 +145,7 @@ def make_text_index(corpus) -> TextIndex:
 def run_study(plan) -> str:
     """Run (or resume) the search, the seed repeats and the final model; returns the closing summary text."""
     spec, run_dir = plan.spec, plan.run_dir.resolve()
+    clear_write_failures()
     baselines = _start_baselines(plan)
     start_ray(plan.address, plan.verbose)
     try:
@@ -177,8 +178,8 @@ def _last_write(writer: ResultsWriter) -> None:
     """Write what the writer holds once more (results that arrived within its throttle interval); after a failed
     write the tables stay as last written, and the failure stops the study."""
     writer.write()
-    if writer.failure is not None:
-        raise writer.failure
+    if write_failure() is not None:
+        raise write_failure()
 
 
 def _start_baselines(plan) -> threading.Thread:
@@ -282,24 +283,31 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, SEARCH_EXPERIMENT, writer),
         )
-    _fit(tuner, plan.trials, writer)
-    _fail_orphans(plan)
+    _fit(tuner, plan.trials)
+    _settle_optuna(plan, writer.table)
 
 
-def _fail_orphans(plan) -> None:
-    """Tell FAIL to the Optuna trials still RUNNING once the search is over.
+def _settle_optuna(plan, table) -> None:
+    """Once the search is over, no Optuna trial may stay RUNNING: tell each what the tables say of its Tune trial.
 
-    A driver killed between Optuna's ask and Tune's saving of the trial leaves an Optuna trial that no Tune
-    trial will ever finish (seen after SIGKILL + --resume). Left RUNNING, TPE's constant liar would keep
-    treating it as in flight and the dashboard would show it running forever.
+    Two ways one is left: the storage refused the tell (a full disk, then --resume), so the table holds the trial's
+    ending and Optuna does not; or a driver was killed between Optuna's ask and Tune's saving of the trial and no
+    new trial took the asked one over (study.search hands it to the next one), so no Tune trial ran it
+    ("orphaned", FAIL). Left RUNNING, TPE's constant liar would keep treating it as in flight and the dashboard
+    would show it running forever.
     """
     storage = optuna.storages.RDBStorage(RunDir(plan.run_dir).optuna_url)
     study = optuna.load_study(study_name=plan.study_name, storage=storage)
     study_id = storage.get_study_id_from_name(plan.study_name)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        row = table.trials.get(trial.user_attrs.get("tune_trial_id"))
+        status = row["status"] if row is not None and row["status"] in FINISHED else "orphaned"
+        state, value, label = outcome({"finished": status == "completed", "diverged": status == "diverged",
+                                       "best_val_bpc": row["best_val_bpc"] if row is not None else None},
+                                      status in ("failed", "orphaned"), "best_val_bpc")
         storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
-                                    "status", "orphaned")
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                                    "status", "orphaned" if status == "orphaned" else label or status)
+        study.tell(trial.number, value, state=state)
 
 
 def _reuse_actors(plan) -> bool:
@@ -372,7 +380,7 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
                    "seed": tune.grid_search(seeds)}
     tuner = _restored(plan, experiment, trainable, writer, param_space)
     if tuner is not None:
-        _fit(tuner, plan.repeats, writer)
+        _fit(tuner, plan.repeats)
         return
     writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds} "
                 f"to {stop:,} characters")
@@ -383,7 +391,7 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
                                     reuse_actors=_reuse_actors(plan), trial_dirname_creator=_trial_dirname),
         run_config=_run_config(plan, experiment, writer),
     )
-    _fit(tuner, len(seeds), writer)
+    _fit(tuner, len(seeds))
 
 
 def final_resources() -> tuple[float, float]:
@@ -421,7 +429,7 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, FINAL_EXPERIMENT, writer),
         )
-    results = _fit(tuner, 1, writer)
+    results = _fit(tuner, 1)
     result = results[0]
     if result.checkpoint is not None and not result.error:
         with result.checkpoint.as_directory() as directory:

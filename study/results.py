@@ -12,7 +12,8 @@ from pathlib import Path
 from ray.tune import Callback
 
 from study.progress import Progress
-from study.rundir import RunDir, RunDirWriteError, TextIndex, TrialTable, _finite
+from study.rundir import (RunDir, RunDirWriteError, TextIndex, TrialTable, _finite, note_write_failure,
+                          write_failure)
 
 __all__ = ["ResultsWriter", "TextIndex", "error_summary", "summarize_error"]
 
@@ -29,13 +30,26 @@ def error_summary(trial) -> str:
 
 
 def summarize_error(text: str) -> str:
-    """The innermost "SomeError: message" line of a traceback; a CUDA out-of-memory is named as such."""
+    """The innermost "SomeError: message" line of a traceback; a CUDA out-of-memory and a worker process that died
+    (killed, or out of host memory) are named as such."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    candidates = [ln for ln in lines if ":" in ln and ln.split(":")[0].replace(".", "").isidentifier()]
-    line = (candidates or lines or ["unknown error"])[-1]
+    candidates = [ln for ln in lines if _names_an_exception(ln)]
+    if candidates:
+        line = candidates[-1]
+    elif "worker process has died" in text or "actor died unexpectedly" in text:
+        pid = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("pid:")), "?")
+        line = f"the trial's worker process (pid {pid}) died: killed, out of memory, or crashed"
+    else:
+        line = (lines or ["unknown error"])[-1]
     if "CUDA out of memory" in text or "OutOfMemoryError" in text:
         return f"CUDA out of memory: {line}"[:1000]
     return line[:1000]
+
+
+def _names_an_exception(line: str) -> bool:
+    """"pkg.mod.SomeError: ..." or "SomeError: ...", not "ip: 10.0.0.1"."""
+    name = line.split(":", 1)[0]
+    return ":" in line and name.replace(".", "").isidentifier() and name.rsplit(".", 1)[-1][:1].isupper()
 
 
 def _checkpoint_path(trial) -> str | None:
@@ -47,9 +61,10 @@ class ResultsWriter(Callback):
     """Keeps RUN's tables up to date from Tune's trial events, and the progress line with them.
 
     Rows already in the run directory (from an interrupted driver) are read back first, so a resumed study
-    appends to them instead of starting over. Every write is atomic. A write that fails (a full disk) is kept in
-    `failure` and no further write is tried; it is raised at the end of Tune's step, which stops the study with
-    the tables as last written (Tune logs, and goes on after, an exception raised in some of its hooks).
+    appends to them instead of starting over. Every write is atomic. A write that fails (a full disk) is noted
+    (`study.rundir.note_write_failure`, as Optuna's storage errors are by study.search) and no further write is
+    tried; it is raised at the end of Tune's step, which stops the study with the tables as last written (Tune
+    logs, and goes on after, an exception raised in some of its hooks).
     """
 
     def __init__(self, run_dir: Path, search_params: list[str], text_index: TextIndex | None = None,
@@ -60,7 +75,6 @@ class ResultsWriter(Callback):
         self.echo = self.progress.log
         self._last_write = 0.0
         self._reconciled = False
-        self.failure: RunDirWriteError | None = None
 
     def stage(self, role: str, total: int, **extra) -> None:
         """The trials Tune runs from now on are `role` (search, repeat, final), `total` of them."""
@@ -115,8 +129,8 @@ class ResultsWriter(Callback):
         self.progress.log(f"trial {trial.trial_id} failed: {error}", self.table.tally())
 
     def on_step_end(self, iteration, trials, **info):
-        if self.failure is not None:
-            raise self.failure
+        if write_failure() is not None:
+            raise write_failure()
         self.progress.tick()
 
     def on_experiment_end(self, trials, **info):
@@ -127,10 +141,10 @@ class ResultsWriter(Callback):
     def write(self, throttle: float = 0.0) -> None:
         """Rewrite the tables atomically (at most every `throttle` seconds); after a failed write, nothing."""
         now = time.monotonic()
-        if self.failure is not None or (throttle and now - self._last_write < throttle):
+        if write_failure() is not None or (throttle and now - self._last_write < throttle):
             return
         self._last_write = now
         try:
             self.run_dir.write_tables(self.table)
         except RunDirWriteError as exc:
-            self.failure = exc
+            note_write_failure(exc)

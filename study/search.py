@@ -17,13 +17,18 @@ the next new Tune trial instead of asking again.
 """
 from __future__ import annotations
 
+import errno
 import math
 import pickle
+from contextlib import contextmanager
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
+import sqlalchemy.exc
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
+
+from study.rundir import RunDirWriteError, note_write_failure
 
 
 class StudySearch(Searcher):
@@ -56,14 +61,19 @@ class StudySearch(Searcher):
     # ---- Searcher interface ------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._trials:
-            if self._unclaimed:
-                from study._compat import optuna_trial
+            with self._storage_errors():
+                if self._unclaimed:
+                    from study._compat import optuna_trial
 
-                trial = optuna_trial(self.study, self._storage, self._unclaimed.pop(0))
-            else:
-                trial = self.study.ask(fixed_distributions=self.space)
-            trial.set_user_attr("tune_trial_id", trial_id)
-            self._trials[trial_id] = trial
+                    trial = optuna_trial(self.study, self._storage, self._unclaimed[0])
+                else:
+                    trial = self.study.ask(fixed_distributions=self.space)
+                trial.set_user_attr("tune_trial_id", trial_id)
+                if self._unclaimed and trial.number == self._unclaimed[0]:
+                    self._unclaimed.pop(0)
+                self._trials[trial_id] = trial
+            if trial_id not in self._trials:
+                return None  # the storage refused the write: no trial now; the study stops at the end of this step
         return dict(self._trials[trial_id].params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -75,11 +85,11 @@ class StudySearch(Searcher):
             # A retried trial re-reports from its checkpoint: the steps it already reported are kept.
             return
         try:
-            trial.report(float(value), step)
+            with self._storage_errors():
+                trial.report(float(value), step)
+                self._last_step[trial_id] = step
         except UpdateFinishedTrialError:
             self._told.add(trial_id)  # told by a driver that was killed before Tune saved its own state
-            return
-        self._last_step[trial_id] = step
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self._trials.get(trial_id)
@@ -90,13 +100,27 @@ class StudySearch(Searcher):
         self._told.add(trial_id)
         state, value, status = outcome(result, error, self.metric)
         try:
-            if status is not None:
-                trial.set_user_attr("status", status)
-            # skip_if_finished: a driver killed after telling, before Tune saved its state, resumes the trial;
-            # Optuna keeps the value it was told first.
-            self.study.tell(trial, value, state=state, skip_if_finished=True)
+            with self._storage_errors():
+                if status is not None:
+                    trial.set_user_attr("status", status)
+                # skip_if_finished: a driver killed after telling, before Tune saved its state, resumes the trial;
+                # Optuna keeps the value it was told first.
+                self.study.tell(trial, value, state=state, skip_if_finished=True)
         except UpdateFinishedTrialError:
             pass
+
+    @contextmanager
+    def _storage_errors(self):
+        """A storage that refuses a write (optuna.db on a full disk) stops the study in one line, like the tables:
+        raised inside Tune's result handling it would count as the trial's crash and be retried."""
+        try:
+            yield
+        except (StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
+            cause = exc
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                cause = cause.__cause__ or cause.__context__
+            where = getattr(self._storage, "url", "the Optuna storage")
+            note_write_failure(RunDirWriteError(errno.EIO, f"cannot write {where}: {cause}".splitlines()[0]))
 
     # ---- checkpointing (Tune saves the searcher with its experiment state) ---------------------------
     def save(self, checkpoint_path: str) -> None:

@@ -20,3 +20,14 @@ def test_error_summary_names_the_innermost_exception():
 def test_cuda_out_of_memory_is_named_as_such():
     text = TRACEBACK.format(inner="torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
     assert summarize_error(text).startswith("CUDA out of memory: torch.OutOfMemoryError")
+
+
+def test_a_worker_that_died_is_named_as_such_not_by_its_ip_line():
+    text = """Failure # 1 (occurred at 2026-11-26_04-53-06)
+The actor died unexpectedly before finishing this task.
+\tclass_name: ImplicitFunc
+\tpid: 7805
+\tip: 192.0.2.2
+The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR
+"""
+    assert summarize_error(text) == "the trial's worker process (pid 7805) died: killed, out of memory, or crashed"

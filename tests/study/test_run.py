@@ -48,16 +48,27 @@ def test_a_small_corpus_of_ones_own_fits_the_spec_and_names_the_study(tmp_path, 
     assert plan.run_dir.parent.name == "runs" and plan.run_dir.name.startswith("smoke-my_novel-")
 
 
-def test_the_optuna_study_is_the_plans(tmp_path, novel):
-    """The driver creates the study under plan.study_name and closes orphans of that same study."""
-    from study.driver import _fail_orphans
+def test_the_optuna_study_is_the_plans_and_ends_with_no_trial_running(tmp_path, novel):
+    """The driver creates the study under plan.study_name; once the search is over, Optuna trials still RUNNING
+    are told what the tables say (a tell the storage refused), or FAIL "orphaned" (no Tune trial ran them)."""
+    from study.driver import _settle_optuna
+    from study.rundir import TrialTable
 
     plan = _plan(tmp_path, "--corpus", str(novel))
     plan.run_dir.mkdir()
     study = optuna.create_study(study_name=plan.study_name, storage=RunDir(plan.run_dir).optuna_url)
-    orphan = study.ask()
-    _fail_orphans(plan)
-    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    orphan, untold, pruned = study.ask(), study.ask(), study.ask()
+    untold.set_user_attr("tune_trial_id", "t1")
+    pruned.set_user_attr("tune_trial_id", "t2")
+    pruned.report(3.5, 100)
+    table = TrialTable([], None, ([{"trial_id": "t1", "status": "completed", "best_val_bpc": 2.5},
+                                   {"trial_id": "t2", "status": "stopped", "best_val_bpc": 3.5}], [], []))
+    _settle_optuna(plan, table)
+    trials = study.trials
+    assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert trials[orphan.number].user_attrs["status"] == "orphaned"
+    assert trials[untold.number].state == optuna.trial.TrialState.COMPLETE and trials[untold.number].value == 2.5
+    assert trials[pruned.number].state == optuna.trial.TrialState.PRUNED and trials[pruned.number].value == 3.5
 
 
 def test_resume_keeps_the_study_name_and_the_fitted_spec(tmp_path, novel):
