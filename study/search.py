@@ -119,7 +119,7 @@ class StudySearch(Searcher):
             cause = exc
             while cause.__cause__ is not None or cause.__context__ is not None:
                 cause = cause.__cause__ or cause.__context__
-            where = getattr(self._storage, "url", "the Optuna storage")
+            where = str(getattr(self._storage, "url", "the Optuna storage")).removeprefix("sqlite:///")
             note_write_failure(RunDirWriteError(errno.EIO, f"cannot write {where}: {cause}".splitlines()[0]))
 
     # ---- checkpointing (Tune saves the searcher with its experiment state) ---------------------------

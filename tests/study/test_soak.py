@@ -8,6 +8,7 @@ what was kept can be quoted.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -33,22 +34,19 @@ LINK_TIMEOUT_S = 300  # per driver of the chain, generous for a loaded 2-core ma
 
 
 def _trials(out: Path) -> pd.DataFrame | None:
-    """trials.parquet, or None before the first write (a partial file would raise: the writer is atomic)."""
+    """trials.parquet, or None before the first write. The writer replaces the file atomically; it is read into
+    memory first because pyarrow opens a path twice (footer, then pages) and could pair two versions."""
     path = out / "trials.parquet"
-    return pd.read_parquet(path) if path.exists() else None
-
-
-def _score_column(trials: pd.DataFrame) -> str:
-    return "best_val_bpc" if "best_val_bpc" in trials else "val_bpc"  # the column is being renamed
+    return pd.read_parquet(io.BytesIO(path.read_bytes())) if path.exists() else None
 
 
 def _finished(trials: pd.DataFrame | None) -> dict[str, tuple]:
     """trial_id -> (status, chars_seen, score) of the rows that are no longer running."""
     if trials is None:
         return {}
-    col = _score_column(trials)
     done = trials[trials["status"] != "running"]
-    return {str(r["trial_id"]): (str(r["status"]), int(r["chars_seen"]), float(r[col])) for _, r in done.iterrows()}
+    return {str(r["trial_id"]): (str(r["status"]), int(r["chars_seen"]), float(r["best_val_bpc"]))
+            for _, r in done.iterrows()}
 
 
 def _optuna_trials(out: Path) -> list[tuple[int, str, str | None]]:
