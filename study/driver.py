@@ -175,8 +175,8 @@ def run_study(plan) -> str:
 
 
 def _last_write(writer: ResultsWriter) -> None:
-    """Write what the writer holds once more (results that arrived within its throttle interval); after a failed
-    write the tables stay as last written, and the failure stops the study."""
+    """Write the tables once more as the study ends or stops; after a failed write the tables stay as last
+    written, and the failure stops the study."""
     writer.write()
     if write_failure() is not None:
         raise write_failure()

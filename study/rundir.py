@@ -346,6 +346,26 @@ class TrialTable:
         row.update(status="failed", error=error)
         self.finished.add(tid)
 
+    def catch_up(self, tid: str, config: dict, last_result: dict | None, ended: str | None = None,
+                 error: str | None = None) -> bool:
+        """Bring a row up to what the trial runner saved of its trial; True if the row changed.
+
+        Tune saves its state after the callbacks of a step have run, so a driver stopped in between (killed, or
+        stopped by a write the disk refused) leaves a row behind Tune: a result it never wrote, or a trial that
+        ended while the row still says running. `ended` is None (in flight), "completed" or "failed" (`error`).
+        """
+        row = self.trials.get(tid)
+        if row is None or tid in self.finished or row.get("role") != self.role:
+            return False
+        behind = bool(last_result) and int(last_result["chars_seen"]) > int(row.get("chars_seen") or 0)
+        if behind:
+            self.result(tid, config, last_result)
+        if ended == "failed":
+            self.fail(tid, config, error or "unknown error")
+        elif ended is not None:
+            self.complete(tid, config, last_result)
+        return behind or ended is not None
+
     def drop_unknown_running(self, known: set[str]) -> list[str]:
         """Forget the running trials of this stage that the trial runner does not know.
 

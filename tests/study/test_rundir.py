@@ -137,6 +137,29 @@ def test_running_rows_the_trial_runner_does_not_know_are_dropped():
     assert "ghost" not in set(curves["trial_id"]) | set(samples["trial_id"])
 
 
+def test_rows_catch_up_with_what_tune_saved():
+    """Tune saves its state after a step's callbacks: a driver stopped in between (killed, or by a full disk)
+    leaves rows behind it. On resume each is brought up to Tune's trial: its last result, and how it ended."""
+    t = _table()
+    for tid in ("ended", "behind", "crashed", "current"):
+        t.start(tid, CONFIG)
+        t.result(tid, CONFIG, _result(100, 3.0, 3.0))
+    assert t.catch_up("ended", CONFIG, _result(200, 2.8, 2.8, finished=True), ended="completed")
+    assert t.catch_up("behind", CONFIG, _result(200, 2.9, 2.9))
+    assert t.catch_up("crashed", CONFIG, _result(100, 3.0, 3.0), ended="failed", error="ValueError: x")
+    assert not t.catch_up("current", CONFIG, _result(100, 3.0, 3.0))
+    rows = t.trials
+    assert rows["ended"]["status"] == "completed" and rows["ended"]["best_val_bpc"] == 2.8
+    assert rows["behind"]["status"] == "running" and rows["behind"]["chars_seen"] == 200
+    assert rows["crashed"]["status"] == "failed" and rows["crashed"]["error"] == "ValueError: x"
+    assert t.frames()[1].groupby("trial_id").size().to_dict() == {"behind": 2, "crashed": 1, "current": 1, "ended": 2}
+    # A finished row is never changed, and another stage's rows are not this stage's to settle.
+    assert not t.catch_up("ended", CONFIG, _result(300, 1.0, 1.0), ended="failed")
+    t.stage("repeat", 1)
+    assert not t.catch_up("current", CONFIG, _result(300, 1.0, 1.0), ended="completed")
+    assert rows["current"]["status"] == "running"
+
+
 def test_stages_stamp_their_role_and_count_their_own_trials():
     t = _table()
     t.stage("search", 4)
