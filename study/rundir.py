@@ -245,7 +245,7 @@ def classify(last_result: dict | None) -> tuple[str, str | None]:
     completed: trained its whole budget; stopped: the scheduler (or early stopping's owner) ended it before;
     diverged: its loss went NaN/inf; failed: it ended without reporting anything.
     """
-    if not last_result:
+    if not last_result or "chars_seen" not in last_result:  # Tune's own fields only: the trainer never reported
         return "failed", "trial ended without reporting a result"
     if last_result.get("diverged"):
         return "diverged", f"loss diverged (NaN/inf or exploding) at {int(last_result['chars_seen']):,} chars"
@@ -357,13 +357,14 @@ class TrialTable:
         row = self.trials.get(tid)
         if row is None or tid in self.finished or row.get("role") != self.role:
             return False
-        behind = bool(last_result) and int(last_result["chars_seen"]) > int(row.get("chars_seen") or 0)
+        reported = last_result if last_result and "chars_seen" in last_result else None  # else Tune's fields only
+        behind = reported is not None and int(reported["chars_seen"]) > int(row.get("chars_seen") or 0)
         if behind:
-            self.result(tid, config, last_result)
+            self.result(tid, config, reported)
         if ended == "failed":
             self.fail(tid, config, error or "unknown error")
         elif ended is not None:
-            self.complete(tid, config, last_result)
+            self.complete(tid, config, reported)
         return behind or ended is not None
 
     def drop_unknown_running(self, known: set[str]) -> list[str]:

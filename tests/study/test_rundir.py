@@ -58,6 +58,7 @@ def test_a_trial_from_start_to_completion():
     (_result(150, math.nan, math.nan, diverged=True), "diverged"),
     (None, "failed"),
     ({}, "failed"),
+    ({"trial_id": "x", "config": {}}, "failed"),  # Tune's own fields only: the trainer never reported
 ])
 def test_how_a_trial_that_ended_is_classified(last, status):
     assert classify(last)[0] == status
@@ -148,6 +149,7 @@ def test_rows_catch_up_with_what_tune_saved():
     assert t.catch_up("behind", CONFIG, _result(200, 2.9, 2.9))
     assert t.catch_up("crashed", CONFIG, _result(100, 3.0, 3.0), ended="failed", error="ValueError: x")
     assert not t.catch_up("current", CONFIG, _result(100, 3.0, 3.0))
+    assert not t.catch_up("current", CONFIG, {"trial_id": "current", "config": {}})  # Tune's fields only
     rows = t.trials
     assert rows["ended"]["status"] == "completed" and rows["ended"]["best_val_bpc"] == 2.8
     assert rows["behind"]["status"] == "running" and rows["behind"]["chars_seen"] == 200
