@@ -29,7 +29,7 @@ from study.inputs import UsageError
 from study.results import ResultsWriter
 from study.rundir import BASELINES_FILE, FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
 from study.schedule import QuorumASHA
-from study.search import StudySearch, outcome
+from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.trainable import run_trial
 
@@ -302,12 +302,15 @@ def _settle_optuna(plan, table) -> None:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         row = table.trials.get(trial.user_attrs.get("tune_trial_id"))
         status = row["status"] if row is not None and row["status"] in FINISHED else "orphaned"
-        state, value, label = outcome({"finished": status == "completed", "diverged": status == "diverged",
-                                       "best_val_bpc": row["best_val_bpc"] if row is not None else None},
-                                      status in ("failed", "orphaned"), "best_val_bpc")
-        storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
-                                    "status", "orphaned" if status == "orphaned" else label or status)
+        state = _TOLD_AS.get(status, optuna.trial.TrialState.FAIL)  # as study.search.outcome tells them
+        value = row["best_val_bpc"] if state == optuna.trial.TrialState.COMPLETE else None
+        if status != "completed":
+            storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+                                        "status", status)
         study.tell(trial.number, value, state=state)
+
+
+_TOLD_AS = {"completed": optuna.trial.TrialState.COMPLETE, "stopped": optuna.trial.TrialState.PRUNED}
 
 
 def _reuse_actors(plan) -> bool:
