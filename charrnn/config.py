@@ -26,6 +26,7 @@ HYPERPARAMETERS = (
     "optimizer",
     "seq_len",
     "batch_size",
+    "step_chars",
     "grad_clip",
     "weight_decay",
     "lr_schedule",
@@ -47,6 +48,10 @@ class TrainConfig:
     optimizer: str = "adam"
     seq_len: int = 50
     batch_size: int = 64
+    # > 0: characters per optimizer step; batch_size = step_chars / seq_len (rounded, at least 1). A study that
+    # fixes it compares every trial after the same number of steps at any budget in characters, whatever its
+    # seq_len: a model learns per step, and a budget in characters would favour the settings that step more often.
+    step_chars: int = 0
     grad_clip: float = 5.0  # max gradient norm; 0 disables clipping
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
@@ -87,6 +92,10 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.lr_scale < 0:
             raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
+        if self.step_chars < 0:
+            raise ValueError(f"step_chars must be >= 0, got {self.step_chars}")
+        if self.step_chars > 0:
+            object.__setattr__(self, "batch_size", max(1, round(self.step_chars / self.seq_len)))
         if self.lr_scale > 0:  # the rate the study searched is relative to the optimizer's usual one
             object.__setattr__(self, "lr", self.lr_scale * BASE_LR[self.optimizer])
         if any(b <= a for a, b in zip(self.eval_at, self.eval_at[1:])) or any(c < 1 for c in self.eval_at):

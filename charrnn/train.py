@@ -57,6 +57,7 @@ class EvalRecord:
     final_samples: dict[float, str] = field(default_factory=dict)  # from the best weights, on the last record
     test_bpc: float = math.nan  # the best weights on the test text, on the last record when a test text is given
     eval_s: float = 0.0  # time spent evaluating so far
+    steps: int = 0  # optimizer steps taken (chars_seen / characters per step)
 
 
 @dataclass
@@ -224,17 +225,19 @@ def next_eval_after(config: TrainConfig, budget_chars: int, chars: int) -> int:
     return next((p for p in points if p > chars), points[-1])
 
 
-def fit_time_limit(config: TrainConfig, state: TrainState, elapsed_s: float, train_s: float, train_chars: int,
-                   chars_per_step: int) -> int | None:
-    """The budget fitted to `config.time_limit_s` after a step, or None when it stays: fitted at warm-up, again when an
-    evaluation has been timed, and cut to this step once out of time. `train_s` and `train_chars` count this
-    process's training steps alone (not the set-up, evaluations or an earlier attempt): they give the rate."""
-    rate = train_chars / max(train_s, 1e-9)
+def fit_time_limit(config: TrainConfig, state: TrainState, elapsed_s: float, rate: float, train_s: float,
+                   train_chars: int, chars_per_step: int, after_eval: bool = False) -> int | None:
+    """The budget fitted to `config.time_limit_s` after a step, or None when it stays.
+
+    Fitted at warm-up (once `train_s` seconds of this process's training have given a rate), then again after
+    every evaluation at the recent pace `rate`, upward as well as downward (never past `config.budget_chars`):
+    a machine that gets quieter gets the time back. Cut to this step once out of time.
+    """
     if (state.budget_fits == 0 and train_chars // chars_per_step >= 10
             and train_s >= min(RATE_WARMUP_S, config.time_limit_s / 8)):
         return budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed_s, config.time_limit_s,
                                      chars_per_step)
-    if state.budget_fits == 1 and state.last_eval_s > 0:
+    if after_eval and state.budget_fits >= 1 and state.last_eval_s > 0:
         evals_left = sum(p > state.chars_seen for p in config.eval_points(state.budget_chars))
         return budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed_s, config.time_limit_s,
                                      chars_per_step, evals_s=(evals_left + 1) * state.last_eval_s)
@@ -291,6 +294,7 @@ def train(
     resume_from: str | Path | None = None,
     test_ids: np.ndarray | None = None,
     checkpoint_dir: str | Path | None = None,
+    init_weights: dict | None = None,
 ) -> TrainResult:
     """Train one CharRNN for `config.budget_chars` characters; returns a `TrainResult`.
 
@@ -305,6 +309,9 @@ def train(
             (`TrainResult.test_bpc` and the last record's `test_bpc`); None during a search.
         checkpoint_dir: where to write `model.pt` and `state.pt` (`save_checkpoint`) before each report, so that
             the files there always match the record being reported; None writes nothing.
+        init_weights: a state dict of this configuration's model to start from (a search trial's best weights).
+            They are scored on the validation text before the first step and count as the best so far, so the
+            weights this run hands back are never worse on it than the ones it started from. Ignored on a resume.
 
     A loss that turns NaN/inf or explodes ends training with status "diverged" (reported with
     `diverged=True` and a NaN val_bpc); it does not raise.
@@ -334,15 +341,19 @@ def train(
         state, best_model = load_checkpoint(resume_from, model, optimizer, device)
         gen = np.random.default_rng([config.seed, state.chars_seen])
         torch.manual_seed(config.seed + state.chars_seen)
+    elif init_weights is not None:
+        best_model = warm_start(model, init_weights, val, config, state)
     t_zero = t_start - state.wall_s  # the run's wall time counts the attempts before a resume
-    # The time limit is fitted to the rate of this process's training steps, measured from here.
+    # The time limit is fitted to the rate of this process's training steps, measured from here; after the
+    # first fit, to the pace since the previous evaluation (`mark`).
     t_loop, chars_at_start, eval_s_at_start = time.perf_counter(), state.chars_seen, state.eval_s
+    mark = (0.0, state.chars_seen)  # (training seconds, chars_seen) at the latest evaluation
 
     explode_nats = 3.0 * math.log(max(len(vocab), 2))  # three times worse than guessing uniformly
     chars_per_step = config.batch_size * config.seq_len
     check_every = CHECK_EVERY.get(device.type, 25)
     step_losses = torch.zeros(check_every, device=device)
-    loss_sum, loss_steps, pending = 0.0, 0, 0
+    loss_sum, loss_steps, pending, after_eval = 0.0, 0, 0, False
     lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
     next_eval = next_eval_after(config, state.budget_chars, state.chars_seen)
     hidden, records, status = None, [], "completed"
@@ -363,8 +374,13 @@ def train(
             pending += 1
             if config.time_limit_s:
                 train_s = time.perf_counter() - t_loop - (state.eval_s - eval_s_at_start)
-                budget = fit_time_limit(config, state, time.perf_counter() - t_zero, train_s,
-                                        state.chars_seen - chars_at_start, chars_per_step)
+                overall = (state.chars_seen - chars_at_start) / max(train_s, 1e-9)
+                recent = (state.chars_seen - mark[1]) / max(train_s - mark[0], 1e-9)
+                budget = fit_time_limit(config, state, time.perf_counter() - t_zero,
+                                        recent if after_eval else overall, train_s,
+                                        state.chars_seen - chars_at_start, chars_per_step, after_eval=after_eval)
+                if after_eval:
+                    mark, after_eval = (train_s, state.chars_seen), False
                 if budget is not None:  # the evenly spaced evaluation points move with the budget
                     state.budget_chars, state.budget_fits = budget, state.budget_fits + 1
                     next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1)
@@ -379,27 +395,16 @@ def train(
         if bad:  # diverged: report the step where it happened, and stop
             state.chars_seen -= (len(losses) - bad[0] - 1) * chars_per_step
             status = "diverged"
-            record = EvalRecord(state.chars_seen, time.perf_counter() - t_zero, math.nan, math.nan,
-                                state.best_val_bpc, lr, "", config.sample_temperature, False, state.budget_chars,
-                                done=True, diverged=True, eval_s=state.eval_s)
+            record = EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // chars_per_step,
+                                wall_s=time.perf_counter() - t_zero, train_bpc=math.nan, val_bpc=math.nan,
+                                best_val_bpc=state.best_val_bpc, lr=lr, sample="",
+                                sample_temperature=config.sample_temperature, is_best=False,
+                                budget_chars=state.budget_chars, done=True, diverged=True, eval_s=state.eval_s)
         elif at_eval:
-            t_eval = time.perf_counter()
-            val_bpc, text = evaluate(model, val, vocab, config, state.chars_seen)
-            is_best = state.add_evaluation(val_bpc, config.min_delta)
-            if is_best:
-                best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stopped_early = not at_end and should_stop_early(state.evals_since_best, config.patience)
-            finals, test_bpc = {}, math.nan
-            if (at_end or stopped_early) and best_model is not None:
-                finals, test_bpc = final_evaluation(best_model, model.config, vocab, config, test_ids, device)
-            state.last_eval_s = time.perf_counter() - t_eval
-            state.eval_s += state.last_eval_s
-            train_bpc = loss_sum / loss_steps / LN2 if loss_steps else math.nan
-            loss_sum, loss_steps = 0.0, 0
-            record = EvalRecord(state.chars_seen, time.perf_counter() - t_zero, train_bpc, val_bpc,
-                                state.best_val_bpc, lr, text, config.sample_temperature, is_best, state.budget_chars,
-                                done=at_end or stopped_early, stopped_early=stopped_early, final_samples=finals,
-                                test_bpc=test_bpc, eval_s=state.eval_s)
+            record, best_model = _evaluation(model, val, vocab, config, state, best_model, at_end, test_ids, device,
+                                             lr, loss_sum / loss_steps / LN2 if loss_steps else math.nan,
+                                             t_zero, chars_per_step)
+            loss_sum, loss_steps, after_eval = 0.0, 0, True
         else:
             continue
 
@@ -415,3 +420,40 @@ def train(
     return TrainResult(status, state.best_val_bpc, state.best_chars_seen, state.chars_seen,
                        time.perf_counter() - t_zero, state.eval_s, model.num_params(), str(device), records, peak,
                        test_bpc=records[-1].test_bpc, budget_chars=state.budget_chars)
+
+
+def warm_start(model: CharRNN, weights: dict, val: torch.Tensor, config: TrainConfig, state: TrainState) -> dict:
+    """Load `weights` into `model` and count them as the best so far (scored on `val`); returns them."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f"the starting weights do not fit this configuration's model: {exc}".splitlines()[0]) from exc
+    t_eval = time.perf_counter()
+    state.add_evaluation(evaluate_bpc(model, val, config.bf16), config.min_delta)
+    state.eval_s += time.perf_counter() - t_eval
+    model.train()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _evaluation(model, val, vocab, config, state, best_model, at_end, test_ids, device, lr, train_bpc, t_zero,
+                chars_per_step) -> tuple[EvalRecord, dict | None]:
+    """Score, sample and (at the end, or when early stopping ends the run) hand the best weights' final samples
+    and test score over; returns the record and the best weights so far."""
+    t_eval = time.perf_counter()
+    val_bpc, text = evaluate(model, val, vocab, config, state.chars_seen)
+    is_best = state.add_evaluation(val_bpc, config.min_delta)
+    if is_best:
+        best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    stopped_early = not at_end and should_stop_early(state.evals_since_best, config.patience)
+    finals, test_bpc = {}, math.nan
+    if (at_end or stopped_early) and best_model is not None:
+        finals, test_bpc = final_evaluation(best_model, model.config, vocab, config, test_ids, device)
+    state.last_eval_s = time.perf_counter() - t_eval
+    state.eval_s += state.last_eval_s
+    record = EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // chars_per_step,
+                        wall_s=time.perf_counter() - t_zero, train_bpc=train_bpc, val_bpc=val_bpc,
+                        best_val_bpc=state.best_val_bpc, lr=lr, sample=text,
+                        sample_temperature=config.sample_temperature, is_best=is_best,
+                        budget_chars=state.budget_chars, done=at_end or stopped_early, stopped_early=stopped_early,
+                        final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
+    return record, best_model

@@ -4,10 +4,13 @@ Only `study.run` calls this, after every input has been checked.
 """
 from __future__ import annotations
 
+import io
 import logging
+import math
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import optuna
 import pandas as pd
 import pyarrow.fs
 import ray
+import torch
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -28,9 +32,11 @@ from study._compat import set_restored_callbacks
 from study.inputs import UsageError
 from study.results import ResultsWriter
 from study.rundir import BASELINES_FILE, FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
-from study.schedule import QuorumASHA
+from study.schedule import HalvingASHA
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
+from study.timeplan import (PlanError, TimePlan, apply_plan, final_seconds, measure_speed, plan_budgets,
+                            planned_counts)
 from study.trainable import run_trial
 
 SEARCH_EXPERIMENT = "tune"
@@ -152,6 +158,8 @@ def run_study(plan) -> str:
         check_storage_reachable(_storage(plan))
         gpus = gpus_per_trial(plan.gpus_per_trial)
         cpus = plan.cpus_per_trial
+        _plan_time(plan, cpus, gpus)
+        spec = plan.spec
         val_chars = spec.val_chars or len(plan.corpus.val)
         # Into the object store once; every trial reads these arrays without re-reading or re-encoding.
         # The test text is not among them: only the final model sees it, once.
@@ -163,6 +171,7 @@ def run_study(plan) -> str:
         writer = ResultsWriter(run_dir, list(spec.search), index)
         try:
             _search(plan, trainable, writer)
+            _record_rungs(plan, writer.table.trials_frame())
             chosen = _choose_final(plan, trainable, writer)
             if plan.final_chars > 0 and chosen is not None:
                 _final(plan, chosen, writer)
@@ -252,9 +261,62 @@ def _has_experiment_state(path: str) -> bool:
     return any(e.base_name.startswith("experiment_state") and e.base_name.endswith(".json") for e in entries)
 
 
+def _parallel(plan, cpus: float, gpus: float) -> int:
+    """How many trials run at once on this cluster."""
+    res = ray.cluster_resources()
+    slots = int(res.get("CPU", 1) // cpus) if cpus else plan.trials
+    if gpus:
+        slots = min(slots, int(res.get("GPU", 0) // gpus))
+    return max(1, min(slots, plan.max_concurrent or slots, plan.trials))
+
+
+def _plan_time(plan, cpus: float, gpus: float) -> None:
+    """With `--minutes`: measure this machine's speed and size the budgets to fit (study.timeplan), once; the
+    plan is recorded in study.json, and a resumed study reads it back (study.run)."""
+    if plan.minutes <= 0 or plan.time_plan is not None:
+        return
+    device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
+    print(f"measuring this machine's training speed ({device}, {max(1, int(cpus))} thread(s) per trial) ...",
+          flush=True)
+    rate = measure_speed(plan.spec, plan.corpus, plan.seed, device=device, threads=max(1, int(cpus)))
+    parallel = _parallel(plan, cpus, gpus)
+    try:
+        time_plan = plan_budgets(minutes=plan.minutes, trials=plan.trials,
+                                 reduction_factor=plan.spec.scheduler["reduction_factor"], chars_per_s=rate,
+                                 parallel=parallel, step_chars=plan.spec.step_chars_range()[1],
+                                 min_steps=plan.spec.min_steps, repeats=plan.repeats,
+                                 final_minutes_cap=plan.final_minutes if plan.final_minutes_asked else 0.0)
+    except PlanError as exc:
+        raise UsageError(str(exc)) from None
+    plan.spec = apply_plan(plan.spec, time_plan)
+    plan.time_plan = time_plan.to_dict()
+    spec = plan.spec
+    RunDir(plan.run_dir).update_study({
+        "plan": plan.time_plan, "budget_chars": spec.budget_chars, "repeat_chars": spec.repeat_chars,
+        "eval": {"eval_at_chars": spec.eval_at()},
+        "scheduler": {"grace_period": spec.grace_chars, "max_t": spec.budget_chars, "rungs": spec.rungs()},
+    })
+    print(time_plan.describe(), flush=True)
+
+
+def _record_rungs(plan, trials: pd.DataFrame) -> None:
+    """Per rung (and the full budget), the trials synchronous halving would send there and those that got there:
+    study.json `scheduler.rung_counts`."""
+    spec = plan.spec
+    if spec.scheduler["name"] != "asha":
+        return
+    search = trials[trials["role"] == "search"]
+    points = spec.rungs() + [spec.budget_chars]
+    planned = planned_counts(plan.trials, len(spec.rungs()), spec.scheduler["reduction_factor"])
+    reached = [int((search["chars_seen"] >= p).sum()) for p in points]
+    RunDir(plan.run_dir).update_study({"scheduler": {"rung_counts": [
+        {"chars": int(p), "steps": int(p // spec.step_chars_range()[1]), "planned": n, "reached": r}
+        for p, n, r in zip(points, planned, reached)]}})
+
+
 def _search(plan, trainable, writer: ResultsWriter) -> None:
     spec = plan.spec
-    writer.stage("search", plan.trials)
+    writer.stage("search", plan.trials, expect=_expect(plan, "search"))
     param_space = {**spec.fixed, **spec.run_settings(), "seed": plan.seed}
     tuner = _restored(plan, SEARCH_EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
@@ -266,10 +328,10 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
         if plan.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
         if spec.scheduler["name"] == "asha":
-            rungs, rf = spec.rungs(), spec.scheduler["reduction_factor"]
-            scheduler = QuorumASHA(
+            scheduler = HalvingASHA(
                 time_attr="chars_seen", max_t=spec.budget_chars, grace_period=spec.grace_chars,
-                reduction_factor=rf, rungs=rungs, quorum=spec.quorum(),
+                reduction_factor=spec.scheduler["reduction_factor"], rungs=spec.rungs(),
+                planned=planned_counts(plan.trials, len(spec.rungs()), spec.scheduler["reduction_factor"]),
             )
         else:
             scheduler = FIFOScheduler()
@@ -355,29 +417,43 @@ def unstable_repeats(trials: pd.DataFrame, trial_id: str) -> tuple[int, int]:
 def _choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
     """Retrain the best configuration with `repeats` other seeds (the noise floor for the report, and a check
     that it trains reliably); a configuration that diverges in any seed is not handed over as the final model,
-    and the next best is checked instead. Returns the search trial whose configuration the final model trains."""
+    and the next best is checked instead. Returns the search trial whose configuration the final model trains,
+    and records the choice in study.json (`selection`) so that the report reads it rather than re-deriving it."""
     ranked = ranked_search_trials(writer.table.trials_frame(), plan.spec.eval_at())
+    candidates: list[dict] = []
+
+    def record(chosen: pd.Series | None) -> pd.Series | None:
+        RunDir(plan.run_dir).update_study({"selection": {
+            "rule": "the best search trial by best_val_bpc among those that got furthest; a configuration that "
+                    "diverged or failed in a seed repeat is skipped for the next",
+            "chosen": None if chosen is None else str(chosen["trial_id"]), "candidates": candidates}})
+        return chosen
+
     if ranked.empty:
         writer.echo("no trial finished; skipping the seed repeats and the final model")
-        return None
+        return record(None)
     if plan.repeats == 0:
-        return ranked.iloc[0]
+        candidates.append({"trial_id": str(ranked.iloc[0]["trial_id"]), "skipped": None})
+        return record(ranked.iloc[0])
     for k, (_, candidate) in enumerate(ranked.head(MAX_FINAL_CANDIDATES).iterrows()):
         _repeat(plan, trainable, writer, candidate, REPEAT_EXPERIMENT if k == 0 else f"{REPEAT_EXPERIMENT}-{k + 1}")
         bad, n = unstable_repeats(writer.table.trials_frame(), str(candidate["trial_id"]))
         if not bad:
-            return candidate
-        writer.echo(f"trial {candidate['trial_id']}'s configuration is unstable: it diverged or failed in {bad} of "
-                    f"{n} seed repeats; it is not handed over as the final model")
+            candidates.append({"trial_id": str(candidate["trial_id"]), "skipped": None})
+            return record(candidate)
+        why = f"diverged or failed in {bad} of {n} seed repeats"
+        candidates.append({"trial_id": str(candidate["trial_id"]), "skipped": why})
+        writer.echo(f"trial {candidate['trial_id']}'s configuration is unstable: it {why}; it is not handed over "
+                    "as the final model")
     writer.echo(f"none of the {MAX_FINAL_CANDIDATES} best configurations trained reliably in every seed; "
                 "no final model")
-    return None
+    return record(None)
 
 
 def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
     """Retrain one configuration with `repeats` other seeds, on the search's schedule up to `repeat_chars`."""
     seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
-    writer.stage("repeat", plan.repeats, repeat_of=str(best["trial_id"]))
+    writer.stage("repeat", plan.repeats, expect=_expect(plan, "repeat"), repeat_of=str(best["trial_id"]))
     stop = plan.spec.repeat_chars or plan.spec.budget_chars
     param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, best), "stop_chars": stop,
                    "seed": tune.grid_search(seeds)}
@@ -405,26 +481,77 @@ def final_resources() -> tuple[float, float]:
     return max(1.0, float(cpus)), gpus
 
 
+def _trial_weights(plan, chosen: pd.Series) -> dict | None:
+    """The best weights a search trial saved (its last checkpoint's model.pt), or None where they cannot be read."""
+    where = chosen.get("checkpoint")
+    if not isinstance(where, str) or not where:
+        return None
+    storage = _storage(plan)
+    try:
+        if "://" in storage:
+            fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
+            with fs.open_input_file(f"{where.rstrip('/')}/{MODEL_FILE}") as f:
+                data = f.read()
+        else:
+            data = (Path(where) / MODEL_FILE).read_bytes()
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["state_dict"]
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        print(f"warning: cannot read trial {chosen['trial_id']}'s weights ({exc}); the final model starts afresh",
+              flush=True)
+        return None
+
+
+def _expect(plan, stage: str, limit_s: float = 0.0) -> tuple[float | None, float]:
+    """(seconds planned for `stage`, seconds planned for the stages after it), for the progress line."""
+    if plan.time_plan is None:
+        return (limit_s or None, 0.0)
+    p = plan.time_plan
+    final = p["final_s"] if plan.final_chars > 0 else 0.0
+    return {"search": (p["search_s"], p["repeats_s"] + final + p["report_s"]),
+            "repeat": (p["repeats_s"], final + p["report_s"]),
+            "final": (limit_s or final, p["report_s"])}[stage]
+
+
+def _final_limit_s(plan) -> float:
+    """Seconds the final model may train: under a time plan, what is left of the study's minutes (at most
+    --final-minutes when given); else --final-minutes (0 = no limit)."""
+    if plan.time_plan is None:
+        return 60.0 * plan.final_minutes
+    left = final_seconds(TimePlan.from_dict(plan.time_plan), time.monotonic() - plan.started)
+    return min(left, 60.0 * plan.final_minutes) if plan.final_minutes_asked and plan.final_minutes else left
+
+
 def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
-    """Train the chosen configuration to convergence and score it once on the test text."""
+    """Train the chosen configuration to convergence, starting from its search trial's weights, on the whole
+    training text, and score it once on the test text.
+
+    Of the chosen trial's hyperparameters, all carry over but `train_chars`: a search trial's training-text size
+    trades text for passes at the search's budget, while the final model trains many times longer, where more
+    text can only help (early stopping ends it once validation stops improving). Starting from the trial's
+    weights, scored first on the final model's validation text, means the model handed over is never worse
+    there than the trial it came from.
+    """
     final = plan.spec.final
     cpus, gpus = final_resources()
     corpus = plan.corpus
+    weights = _trial_weights(plan, chosen)
     data = {"train": corpus.train, "val": corpus.val[: final["val_chars"] or len(corpus.val)], "test": corpus.test,
-            "vocab": corpus.vocab.chars}
+            "vocab": corpus.vocab.chars, "init_weights": weights}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
                                     {"cpu": cpus, "gpu": gpus})
-    writer.stage("final", 1, repeat_of=str(chosen["trial_id"]))
-    minutes = plan.final_minutes
+    limit_s = _final_limit_s(plan)
+    writer.stage("final", 1, expect=_expect(plan, "final", limit_s), repeat_of=str(chosen["trial_id"]))
     param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, chosen),
-                   "budget_chars": plan.final_chars, "eval_at": [], "evals_per_trial": final["evals"],
-                   "val_chars": 0, "patience": final["patience"], "min_delta": final["min_delta"],
-                   "time_limit_s": 60.0 * minutes, "seed": plan.seed}
+                   "train_chars": 0, "budget_chars": plan.final_chars, "eval_at": [],
+                   "evals_per_trial": final["evals"], "val_chars": 0, "patience": final["patience"],
+                   "min_delta": final["min_delta"], "time_limit_s": limit_s, "seed": plan.seed}
     tuner = _restored(plan, FINAL_EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
-        writer.echo(f"final model: trial {chosen['trial_id']}'s configuration, up to {plan.final_chars:,} characters"
-                    + (f" or {minutes:g} minutes" if minutes else "") + f", on {cpus:g} CPUs"
-                    + (" and a GPU" if gpus else "") + "; scored once on the test text")
+        writer.echo(f"final model: trial {chosen['trial_id']}'s configuration"
+                    + (", starting from its weights" if weights is not None else "")
+                    + f", on the whole training text ({len(corpus.train):,} characters), up to "
+                    f"{plan.final_chars:,} characters" + (f" or {limit_s / 60:.1f} minutes" if limit_s else "")
+                    + f", on {cpus:g} CPUs" + (" and a GPU" if gpus else "") + "; scored once on the test text")
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -432,6 +559,11 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, FINAL_EXPERIMENT, writer),
         )
+    RunDir(plan.run_dir).update_study({"final": {
+        "train_chars": len(corpus.train), "started_from": str(chosen["trial_id"]) if weights is not None else None,
+        "planned_minutes": limit_s / 60.0,
+        "why": "every hyperparameter of the chosen trial but train_chars, which the final model takes as the whole "
+               "training text: it trains many times longer than any trial, where more text can only help"}})
     results = _fit(tuner, 1)
     result = results[0]
     if result.checkpoint is not None and not result.error:
@@ -482,7 +614,9 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
     lines = [f"final model: test {row['test_bpc']:.3f} bits/char" + (f" ({refs})" if refs else "")
              + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in {row['wall_s'] / 60:.1f} min",
              "  " + ", ".join(f"{n}={_fmt(row[f'param.{n}'])}" for n in plan.spec.search)
-             + f" (search trial {row['repeat_of']}'s configuration)"]
+             + f" (search trial {row['repeat_of']}'s configuration, on the whole training text"
+             + (", from its weights)" if (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
+                else ")")]
     mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
     for _, s in mine.sort_values("temperature").iterrows():
         lines.append(f"  sample at temperature {s['temperature']:g}:")

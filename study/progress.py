@@ -5,9 +5,12 @@ second, by tqdm on a terminal or as a prefix of plain lines when the stream is n
 
     search  [#####     ] 21/50 done (1 failed), 2 running | best val_bpc 2.1869 | 6:12 elapsed, about 8:34 left
 
-The estimate of the time left is the time per finished trial so far (finished since this driver started
-the stage, so a resumed study does not count the trials an earlier driver finished) times the trials not
-yet finished; it says "estimating…" until a trial has finished.
+The estimate of the time left covers the whole study: for the stage running now, the time per finished trial
+so far (finished since this driver started the stage, so a resumed study does not count the trials an earlier
+driver finished) times the trials not yet finished, or, until a trial has finished (and for the final model,
+one trial with a time limit), what the stage was planned to take; plus what the later stages are planned to
+take (`Progress.expect`, from the study's time plan). Without a plan it says "estimating…" until a trial has
+finished.
 """
 from __future__ import annotations
 
@@ -88,6 +91,12 @@ class Progress:
         self._last_draw = -math.inf
         self._drawn: Tally | None = None
         self._bar: tqdm | None = None
+        self._stage_s: float | None = None  # what the current stage was planned to take
+        self._after_s = 0.0  # what the stages after it are planned to take
+
+    def expect(self, stage_s: float | None, after_s: float = 0.0) -> None:
+        """The plan for the stage that starts next: its own seconds (None: unknown) and the later stages'."""
+        self._stage_s, self._after_s = stage_s, after_s
 
     @property
     def stream(self) -> TextIO:
@@ -137,6 +146,10 @@ class Progress:
         tally = self.tally
         elapsed = self.clock() - self._started
         eta = remaining_s(elapsed, tally.done - self._done_at_start, tally.total - tally.done)
+        if self._stage_s is not None and (eta is None or tally.total == 1):
+            eta = max(self._stage_s - elapsed, 0.0)
+        if eta is not None and self._stage_s is not None:
+            eta += self._after_s
         return status_text(tally, elapsed, eta)
 
     def _enter(self, tally: Tally) -> None:

@@ -74,9 +74,11 @@ class ResultsWriter(Callback):
         self.echo = self.progress.log
         self._reconciled = False
 
-    def stage(self, role: str, total: int, **extra) -> None:
-        """The trials Tune runs from now on are `role` (search, repeat, final), `total` of them."""
+    def stage(self, role: str, total: int, expect: tuple[float | None, float] = (None, 0.0), **extra) -> None:
+        """The trials Tune runs from now on are `role` (search, repeat, final), `total` of them; `expect` is the
+        seconds this stage and the later ones are planned to take, for the progress line's estimate."""
         self.table.stage(role, total, **extra)
+        self.progress.expect(*expect)
         self._reconciled = False
 
     # ---- Tune callback hooks ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -22,6 +23,7 @@ from study.inputs import (UsageError, check_args, check_out_dir, default_out, is
                           resolve_spec, study_name)
 from study.rundir import SCHEMA_VERSION, SPEC_FILE, RunDir, RunDirWriteError
 from study.spec import SpecError, StudySpec, fit_to_corpus, load_spec
+from study.timeplan import TimePlan, apply_plan
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-minutes", type=float,
                    help="at most this many minutes for the final model: its budget shrinks to fit (default: the "
                         "spec's; 0 = no limit)")
+    p.add_argument("--minutes", type=float,
+                   help="end the whole study within this many minutes: its speed is measured first and the "
+                        "budgets, rungs and final model sized to fit (default: the spec's, 30 for sherlock; 0 = "
+                        "the spec's budgets as written)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial from its checkpoint")
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one (or set RAY_ADDRESS)")
     p.add_argument("--storage", help="where Tune keeps checkpoints: a path or a pyarrow URI (default RUN/)")
@@ -83,6 +89,10 @@ class Plan:
     study_name: str = ""  # names the Optuna study and the default run directory; the spec's name if empty
     adjusted: dict = field(default_factory=dict)  # what fit_to_corpus changed in the spec, for study.json
     verbose: bool = False
+    minutes: float = 0.0  # > 0: the study ends within this many minutes (study.timeplan)
+    time_plan: dict | None = None  # the plan made when the study started (study.json `plan`); None until then
+    final_minutes_asked: bool = False  # --final-minutes was given: it caps the final model under a time plan too
+    started: float = field(default_factory=time.monotonic)  # when this process started the study
 
     def __post_init__(self) -> None:
         self.study_name = self.study_name or self.spec.name
@@ -109,12 +119,17 @@ def prepare(args: argparse.Namespace) -> Plan:
         if corpus.sha256 != saved["corpus"]["sha256"]:
             raise UsageError(f"the corpus {inv['corpus_path']} changed since the study started (sha256 differs)")
         spec, adjusted = fit_to_corpus(spec, len(corpus.train), len(corpus.val))  # as when it started
+        time_plan = saved.get("plan")
+        if time_plan:
+            spec = apply_plan(spec, TimePlan.from_dict(time_plan))
         return Plan(spec, corpus, run_dir, inv["trials"], inv["seed"], inv["repeats"],
                     inv.get("final_chars", 0), inv.get("final_minutes", 0.0), inv["cpus_per_trial"],
                     inv["gpus_per_trial"], inv["max_concurrent"], args.max_failures,
                     args.address or os.environ.get("RAY_ADDRESS") or inv.get("address"), inv["storage"],
                     inv["encoding"], True, not args.no_report,
-                    study_name=saved.get("name", spec.name), adjusted=adjusted, verbose=args.verbose)
+                    study_name=saved.get("name", spec.name), adjusted=adjusted, verbose=args.verbose,
+                    minutes=inv.get("minutes", 0.0), time_plan=time_plan,
+                    final_minutes_asked=inv.get("final_minutes_asked", False))
     spec = resolve_spec(args.spec)
     corpus = load_checked_corpus(spec, args.corpus, args.encoding)
     spec, adjusted = fit_to_corpus(spec, len(corpus.train), len(corpus.val))
@@ -143,6 +158,8 @@ def prepare(args: argparse.Namespace) -> Plan:
         study_name=name,
         adjusted=adjusted,
         verbose=args.verbose,
+        minutes=spec.minutes if args.minutes is None else args.minutes,
+        final_minutes_asked=args.final_minutes is not None,
     )
 
 
@@ -178,7 +195,8 @@ def study_metadata(plan: Plan) -> dict:
                     **{k: v for k, v in spec.sampler.items() if k != "name"}},
         "scheduler": ({"name": "ASHA", "time_attr": "chars_seen", "grace_period": spec.grace_chars,
                        "reduction_factor": spec.scheduler["reduction_factor"], "max_t": spec.budget_chars,
-                       "rungs": spec.rungs(), "quorum": spec.quorum()}
+                       "rungs": spec.rungs(), "min_steps": spec.min_steps,
+                       "promotion": "at most floor(arrived / reduction_factor) per rung (study.schedule)"}
                       if spec.scheduler["name"] == "asha" else {"name": "FIFO"}),
         "seed": plan.seed,
         "num_trials": plan.trials,
@@ -188,7 +206,8 @@ def study_metadata(plan: Plan) -> dict:
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "invocation": {
             "trials": plan.trials, "seed": plan.seed, "repeats": plan.repeats, "final_chars": plan.final_chars,
-            "final_minutes": plan.final_minutes,
+            "final_minutes": plan.final_minutes, "final_minutes_asked": plan.final_minutes_asked,
+            "minutes": plan.minutes,
             "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
             "max_concurrent": plan.max_concurrent, "storage": plan.storage, "encoding": plan.encoding,
             "corpus_path": plan.corpus.path, "spec_path": spec.path, "address": plan.address,

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from charrnn.checkpoint import FINAL_MODEL_FILE
+from charrnn.config import TrainConfig
 from charrnn.metrics import copied_frac, known_word_frac
 from study.progress import Tally
 
@@ -49,13 +50,13 @@ STATUSES = ("completed", "stopped", "diverged", "failed", "running")
 FINISHED = ("completed", "stopped", "diverged", "failed")
 ROLES = ("search", "repeat", "final")
 
-CURVE_COLUMNS = ["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc", "lr"]
+CURVE_COLUMNS = ["trial_id", "chars_seen", "steps", "wall_s", "train_bpc", "val_bpc", "best_val_bpc", "lr"]
 SAMPLE_COLUMNS = ["trial_id", "chars_seen", "temperature", "text", "kind", "prime", "known_word_frac",
                   "copy20_frac"]
 _STRING_COLUMNS = ("trial_id", "status", "role", "node_id", "device", "precision", "error", "retry_error",
                    "checkpoint", "repeat_of")
 _FLOAT_COLUMNS = ("best_val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s", "test_bpc")
-_INT_COLUMNS = ("chars_seen", "best_chars_seen", "trial_index", "seed", "retries", "threads", "peak_gpu_mem_bytes",
+_INT_COLUMNS = ("chars_seen", "step_chars", "best_chars_seen", "trial_index", "seed", "retries", "threads", "peak_gpu_mem_bytes",
                 "budget_chars")
 
 
@@ -124,6 +125,17 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self / SPEC_FILE, Path(spec_path).read_bytes())
         atomic_write_json(self / STUDY_FILE, {"schema_version": SCHEMA_VERSION, **study})
+
+    def update_study(self, changes: dict) -> None:
+        """Record decisions the study made after it started (its time plan, the rungs' counts, the selection) in
+        study.json: top-level keys are replaced, nested tables merged one level deep."""
+        meta = self.read_study() or {}
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(meta.get(key), dict):
+                meta[key] = {**meta[key], **value}
+            else:
+                meta[key] = value
+        atomic_write_json(self / STUDY_FILE, meta)
 
     def write_tables(self, table: TrialTable) -> None:
         """Rewrite trials, curves and samples as one set: all three are written in full before any replaces its
@@ -300,7 +312,8 @@ class TrialTable:
         prime = config.get("prime", "\n")
         if not result.get("diverged"):
             self.curves.append({
-                "trial_id": tid, "chars_seen": chars, "wall_s": float(result["wall_s"]),
+                "trial_id": tid, "chars_seen": chars, "steps": int(result.get("steps") or 0),
+                "wall_s": float(result["wall_s"]),
                 "train_bpc": float(result["train_bpc"]), "val_bpc": float(result["val_bpc"]),
                 "best_val_bpc": float(result["best_val_bpc"]), "lr": float(result["lr"]),
             })
@@ -392,7 +405,8 @@ class TrialTable:
             row = {"trial_id": tid, "trial_index": len(self.trials), "role": self.role, "status": "running"}
             for name in self.search_params:
                 row[f"param.{name}"] = _plain(config.get(name))
-            row.update(best_val_bpc=math.nan, chars_seen=0, wall_s=0.0, node_id="", device="", error=None,
+            row.update(best_val_bpc=math.nan, chars_seen=0, step_chars=_step_chars(config), wall_s=0.0, node_id="",
+                       device="", error=None,
                        seed=int(config.get("seed", 0)), retries=0, **self.extra)
             self.trials[tid] = row
         return self.trials[tid]
@@ -443,11 +457,21 @@ class TrialTable:
         return int(min(rows, key=lambda c: c["val_bpc"])["chars_seen"]) if rows else 0
 
 
+def _step_chars(config: dict) -> int:
+    """Characters per optimizer step of a trial with this (flat, Tune) config: batch_size x seq_len."""
+    known = {k: v for k, v in config.items() if k in ("batch_size", "seq_len", "step_chars")}
+    try:
+        c = TrainConfig.from_flat(known)
+    except (TypeError, ValueError):
+        return 0
+    return c.batch_size * c.seq_len
+
+
 def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=columns)
     for col in columns:
-        if col == "chars_seen":
-            df[col] = df[col].astype("int64")
+        if col in ("chars_seen", "steps"):
+            df[col] = df[col].fillna(0).astype("int64")
         elif col in ("trial_id", "text", "kind", "prime"):
             df[col] = df[col].astype("string")
         else:

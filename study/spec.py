@@ -18,12 +18,6 @@ class SpecError(ValueError):
     """A job spec is malformed; the message is one line for the CLI."""
 
 
-def default_quorum(n_rungs: int, reduction_factor: int) -> list[int]:
-    """rf^(R-1-k) at rung k of R: the top rung (the last before the budget) promotes from its first trial, each
-    rung below needs rf times as many, as many as it would have to promote that one."""
-    return [reduction_factor ** (n_rungs - 1 - k) for k in range(n_rungs)]
-
-
 @dataclass(frozen=True)
 class Param:
     """One searched hyperparameter: a float or int range (optionally log-scaled) or a list of choices."""
@@ -57,6 +51,7 @@ class StudySpec:
     repeats: int = 2
     repeat_chars: int = 0  # where the seed repeats stop (0 = budget_chars)
     seed: int = 0
+    minutes: float = 0.0  # > 0: plan the budgets so that the study ends within this many minutes (study.timeplan)
     search: dict[str, Param] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=lambda: dict(_SAMPLER_DEFAULTS))
@@ -64,6 +59,11 @@ class StudySpec:
     sampling: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=lambda: dict(_FINAL_DEFAULTS))
     path: str = ""
+
+    @property
+    def min_steps(self) -> int:
+        """Optimizer steps a trial needs to leave the unigram plateau: no trial is stopped or compared before."""
+        return int(self.scheduler["min_steps"])
 
     @property
     def grace_chars(self) -> int:
@@ -76,10 +76,6 @@ class StudySpec:
             out.append(t)
             t *= rf
         return out
-
-    def quorum(self) -> list[int]:
-        """How many trials each rung must have ranked before it promotes one (study.schedule.QuorumASHA)."""
-        return default_quorum(len(self.rungs()), self.scheduler["reduction_factor"])
 
     def eval_at(self) -> list[int]:
         """Where every trial is evaluated: each rung, `evals_per_rung - 1` points spaced geometrically between
@@ -106,11 +102,26 @@ class StudySpec:
 
     def min_train_chars_needed(self) -> int:
         """The most training text any trial of this spec can need for one batch (batch_size x (seq_len+1))."""
-        def biggest(name: str) -> int:
+        def values(name: str) -> list[int]:
             if name in self.search:
-                return int(max(self.search[name].extremes()))
-            return int(self.fixed.get(name, getattr(TrainConfig, name)))
-        return biggest("batch_size") * (biggest("seq_len") + 1)
+                return [int(v) for v in self.search[name].extremes()]
+            return [int(self.fixed.get(name, getattr(TrainConfig, name)))]
+        if "step_chars" in self.search or "step_chars" in self.fixed:
+            return max(max(1, round(c / s)) * (s + 1) for c in values("step_chars") for s in values("seq_len"))
+        return max(values("batch_size")) * (max(values("seq_len")) + 1)
+
+    def step_chars_range(self) -> tuple[int, int]:
+        """The fewest and the most characters an optimizer step of this spec's trials takes."""
+        def values(name: str) -> list[int]:
+            if name in self.search:
+                p = self.search[name]
+                return [int(v) for v in (p.choices if p.type == "categorical" else (p.low, p.high))]
+            return [int(self.fixed.get(name, getattr(TrainConfig, name)))]
+        if "step_chars" in self.search or "step_chars" in self.fixed:
+            sizes = [max(1, round(c / s)) * s for c in values("step_chars") for s in values("seq_len")]
+        else:
+            sizes = [b * s for b in values("batch_size") for s in values("seq_len")]
+        return min(sizes), max(sizes)
 
 
 def fit_to_corpus(spec: StudySpec, train_chars: int, val_chars: int) -> tuple[StudySpec, dict[str, dict]]:
@@ -153,14 +164,14 @@ def fit_to_corpus(spec: StudySpec, train_chars: int, val_chars: int) -> tuple[St
     return spec, adjusted
 
 
-_TOP = {"name", "corpus", "trials", "budget_chars", "evals_per_rung", "val_chars", "repeats", "repeat_chars",
+_TOP = {"name", "corpus", "trials", "minutes", "budget_chars", "evals_per_rung", "val_chars", "repeats", "repeat_chars",
         "seed", "search", "fixed", "sampler", "scheduler", "sampling", "final"}
 _PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
 _SAMPLER_DEFAULTS = {"name": "tpe", "n_startup_trials": 10, "startup": "lhs"}
 _SAMPLER_KEYS = set(_SAMPLER_DEFAULTS)
 _STARTUPS = {"lhs", "random"}
 _SAMPLERS = {"tpe", "random"}
-_SCHEDULER_DEFAULTS = {"name": "asha", "grace_chars": 100_000, "reduction_factor": 3}
+_SCHEDULER_DEFAULTS = {"name": "asha", "grace_chars": 100_000, "reduction_factor": 3, "min_steps": 100}
 _SCHEDULER_KEYS = set(_SCHEDULER_DEFAULTS)
 # The final model: the best configuration trained for `chars` characters (0 skips the stage), at most
 # `minutes` (the budget shrinks to fit, 0 = no limit), evaluated `evals` times on `val_chars` validation
@@ -280,6 +291,10 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         raise SpecError(f"scheduler.name must be one of {', '.join(sorted(_SCHEDULERS))}, got {scheduler['name']!r}")
     _int("scheduler.grace_chars", scheduler["grace_chars"], 1)
     _int("scheduler.reduction_factor", scheduler["reduction_factor"], 2)
+    _int("scheduler.min_steps", scheduler["min_steps"], 0)
+    minutes = raw.get("minutes", 0.0)
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes >= 0:
+        raise SpecError(f"spec: minutes must be a number >= 0, got {minutes!r}")
     final = {**_FINAL_DEFAULTS, **raw.get("final", {})}
     _check_keys("final", final, set(_FINAL_DEFAULTS))
     for key in ("chars", "evals", "val_chars", "patience"):
@@ -288,6 +303,8 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         if isinstance(final[key], bool) or not isinstance(final[key], (int, float)) or not final[key] >= 0:
             raise SpecError(f"final.{key} must be a number >= 0, got {final[key]!r}")
         final[key] = float(final[key])
+    if "batch_size" in set(search_raw) | set(fixed_raw) and "step_chars" in set(search_raw) | set(fixed_raw):
+        raise SpecError("spec: give batch_size or step_chars, not both (step_chars / seq_len is the batch size)")
     if "lr" in set(search_raw) | set(fixed_raw) and "lr_scale" in set(search_raw) | set(fixed_raw):
         raise SpecError("spec: give lr or lr_scale, not both (lr_scale x the optimizer's base rate is the lr)")
     sampling = dict(raw.get("sampling", {}))
@@ -308,6 +325,7 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         repeats=_int("spec: repeats", raw.get("repeats", 2), 0),
         repeat_chars=_int("spec: repeat_chars", raw.get("repeat_chars", 0), 0),
         seed=_int("spec: seed", raw.get("seed", 0), 0),
+        minutes=float(minutes),
         search=search,
         fixed=dict(fixed_raw),
         sampler=sampler,

@@ -69,10 +69,10 @@ def _trial_device(gpus: float) -> str:
 MIN_WORK_PER_EXTRA_THREAD = 128 * 32
 
 
-def useful_threads(cpus: float, config: dict) -> int:
+def useful_threads(cpus: float, config: TrainConfig) -> int:
     """Torch threads for a trial given `cpus`: all of them, unless the model is too small to use them."""
     threads = max(1, int(math.floor(cpus)))
-    work = int(config.get("hidden_size", 512)) * int(config.get("batch_size", 64))
+    work = config.hidden_size * config.batch_size
     return threads if work >= MIN_WORK_PER_EXTRA_THREAD else 1
 
 
@@ -80,6 +80,7 @@ def tune_metrics(record: EvalRecord, labels: dict) -> dict:
     """The Tune result for one EvalRecord; `labels` (device, node, seed, threads, precision) are the trial's own."""
     return {
         "chars_seen": record.chars_seen,
+        "steps": record.steps,
         "wall_s": record.wall_s,
         "eval_s": record.eval_s,
         "train_bpc": record.train_bpc,
@@ -123,9 +124,11 @@ class TuneReporter:
 
 
 def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> None:
-    """Train one trial; `data` holds the encoded corpus from Ray's object store."""
+    """Train one trial; `data` holds the encoded corpus from Ray's object store (and, for a final model that
+    starts from a search trial's weights, those weights as `init_weights`)."""
     device = _trial_device(gpus)
-    threads = useful_threads(cpus, config)
+    trial_config = TrainConfig.from_flat({**config, "device": device})
+    threads = useful_threads(cpus, trial_config)
     trial_config = TrainConfig.from_flat({**config, "device": device, "threads": threads})
     vocab = Vocab(data["vocab"])
     labels = {"device": device, "node_id": ray.get_runtime_context().get_node_id(), "seed": trial_config.seed,
@@ -148,4 +151,4 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
                     print(f"trial {tune.get_context().get_trial_id()}: {exc}; training again from the start",
                           file=sys.stderr, flush=True)
         train(trial_config, data["train"], data["val"], vocab, report=report, test_ids=data.get("test"),
-              checkpoint_dir=checkpoint_dir)
+              checkpoint_dir=checkpoint_dir, init_weights=data.get("init_weights"))

@@ -1,10 +1,11 @@
-"""The promotion quorum on Ray's own ASHA, with plain trial objects (no Ray runtime)."""
+"""Successive-halving promotion on Ray's own ASHA, with plain trial objects (no Ray runtime)."""
 from __future__ import annotations
 
+import numpy as np
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from study.schedule import QuorumASHA
-from study.spec import default_quorum
+from study.schedule import HalvingASHA
+from study.timeplan import planned_counts
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
@@ -28,29 +29,56 @@ def _run(s, values, t=100):
     return [s.on_trial_result(None, trial, {"chars": t, "val_bpc": v}) for trial, v in zip(trials, values)]
 
 
-def test_default_quorum_grows_by_the_reduction_factor_towards_the_first_rung():
-    assert default_quorum(3, 3) == [9, 3, 1]
-    assert default_quorum(2, 2) == [2, 1]
-    assert default_quorum(1, 4) == [1]
+def test_planned_counts_are_synchronous_halving():
+    assert planned_counts(50, 2, 3) == [50, 16, 5]
+    assert planned_counts(4, 1, 2) == [4, 2]
+    assert planned_counts(2, 2, 3) == [2, 1, 1]
 
 
 def test_plain_asha_promotes_the_first_trial_whatever_it_scores():
     assert _run(_scheduler(ASHAScheduler), [9.0])[0] == CONTINUE
 
 
-def test_quorum_stops_the_first_arrivals_then_ranks_like_asha():
+def test_the_first_arrivals_stop_then_at_most_a_third_go_on():
     values = [5.0, 4.0, 3.0, 2.0, 6.0, 1.0]
-    got = _run(_scheduler(QuorumASHA, rungs=[100, 300], quorum=[3, 1]), values)
-    # The first two arrive before the rung holds three values: stopped however good they are.
+    got = _run(_scheduler(HalvingASHA, rungs=[100, 300]), values)
+    # The first two arrive before a third could be promoted: stopped however good they are.
     assert got[:2] == [STOP, STOP]
-    plain = _run(_scheduler(ASHAScheduler), values)
-    assert got[2:] == plain[2:]
+    assert got[2] == CONTINUE  # the best of three
+    assert got[3] == STOP  # best so far, but 1 of 4 is already promoted (floor(4/3) = 1)
+    assert got[5] == CONTINUE  # the sixth arrival makes room for a second
+    assert got.count(CONTINUE) <= len(values) // 3
+
+
+def test_promotion_never_exceeds_synchronous_halving_and_stays_near_it():
+    """Arrivals in random order (as asynchronous trials finish): each rung promotes at most floor(n / rf), and
+    at least two thirds of that."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        values = rng.normal(size=50)
+        got = _run(_scheduler(HalvingASHA, rungs=[100, 300]), values.tolist())
+        promoted = got.count(CONTINUE)
+        assert promoted <= 50 // 3
+        assert promoted >= (50 // 3) / 1.5
 
 
 def test_a_trial_reporting_again_at_the_same_rung_is_counted_once():
-    s = _scheduler(QuorumASHA, rungs=[100, 300], quorum=[2, 1])
-    trial = _Trial("a")
-    s.on_trial_add(None, trial)
-    assert s.on_trial_result(None, trial, {"chars": 100, "val_bpc": 1.0}) == STOP
-    s.on_trial_add(None, _Trial("b"))
-    assert s.on_trial_result(None, _Trial("b"), {"chars": 100, "val_bpc": 0.5}) == CONTINUE
+    s = _scheduler(HalvingASHA, rungs=[100, 300])
+    for name, value in (("a", 3.0), ("b", 2.0)):
+        s.on_trial_add(None, _Trial(name))
+        assert s.on_trial_result(None, _Trial(name), {"chars": 100, "val_bpc": value}) == STOP
+    s.on_trial_result(None, _Trial("a"), {"chars": 150, "val_bpc": 3.0})  # past the rung again: not a new arrival
+    assert s.counts()[100] == (2, 0)
+    s.on_trial_add(None, _Trial("c"))
+    assert s.on_trial_result(None, _Trial("c"), {"chars": 100, "val_bpc": 1.0}) == CONTINUE
+    assert s.counts()[100] == (3, 1)
+
+
+def test_a_rung_that_received_its_planned_trials_promotes_what_halving_would():
+    """4 trials at rf 2: halving sends 4, 2, 1. The second rung gets 2 arrivals; floor(2 / 2) = 1 would do too,
+    but at rf 3 with 5 trials (5, 1, ...) a rung of 1 arrival would promote none without the plan."""
+    s = HalvingASHA(time_attr="chars", max_t=900, grace_period=100, reduction_factor=3, rungs=[100, 300],
+                    planned=[2, 1, 1])
+    s.set_search_properties("val_bpc", "min")
+    got = _run(s, [2.0, 1.0])
+    assert got == [STOP, CONTINUE]  # the rung has its 2 planned arrivals: the better one goes on

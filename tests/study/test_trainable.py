@@ -22,7 +22,7 @@ def _record(**changes) -> EvalRecord:
 
 def test_metric_keys_and_values():
     metrics = tune_metrics(_record(final_samples={0.5: "x"}), LABELS)
-    assert list(metrics) == ["chars_seen", "wall_s", "eval_s", "train_bpc", "val_bpc", "best_val_bpc", "lr", "sample",
+    assert list(metrics) == ["chars_seen", "steps", "wall_s", "eval_s", "train_bpc", "val_bpc", "best_val_bpc", "lr", "sample",
                              "sample_temperature", "final_samples_json", "budget_chars", "stopped_early", "test_bpc",
                              "finished", "diverged", "device", "node_id", "seed", "threads", "precision"]
     assert metrics["val_bpc"] == 2.5 and metrics["best_val_bpc"] == 2.4  # ASHA and Optuna rank by the best so far

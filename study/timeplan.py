@@ -1,0 +1,173 @@
+"""A study that fits its time: measure this machine's training speed, then size the budgets to `--minutes`.
+
+The plan is made once, when a study starts, and recorded in study.json (`plan`); a resumed study reads it back.
+
+    measured speed --> characters the search can train --> the first rung (at least `min_steps` optimizer steps
+    for every trial) and the rungs above it --> the repeats' budget --> the final model's minutes
+
+Where the time goes, for `--minutes M` (all of it measured or estimated here, and printed):
+- a margin of MARGIN x M for what cannot be predicted (a busier machine, Ray's start, a slow trial at the end);
+- the report: REPORT_S plus REPORT_S_PER_TRIAL per trial;
+- the final model: FINAL_SHARE of what is left (at most the spec's `final.minutes`, when it sets one);
+- the seed repeats: `repeats` trials of the best configuration to the last rung below the full budget;
+- the search: the rest. Successive halving at reduction factor rf with K rungs below the full budget trains
+  n x R1 x (1 + K (1 - 1/rf)) characters for n trials and a first rung of R1 characters, so R1 follows from
+  the characters the search can afford; K is the largest (at most MAX_RUNGS) whose R1 still gives every trial
+  `min_steps` optimizer steps by the first rung.
+
+The final model's minutes are planned again when it starts, from the time actually left (`final_seconds`), so a
+search that ran long shortens the final model rather than the study running over, and one that ran short gives
+the final model the time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+from charrnn.config import TrainConfig
+from charrnn.corpus import Corpus
+from study.spec import StudySpec
+
+MARGIN = 0.08
+REPORT_S, REPORT_S_PER_TRIAL = 30.0, 1.2
+FINAL_SHARE = 0.45
+MAX_RUNGS = 2
+# Training speed counted for the search: evaluations, checkpoints and a trial's start take the rest (measured
+# 7-11% for evaluation alone on the CPU).
+SEARCH_EFFICIENCY = 0.85
+MEASURE_CONFIGS, MEASURE_S = 8, 1.0
+
+
+class PlanError(ValueError):
+    """The time asked for cannot hold the study; the message is one line for the CLI."""
+
+
+@dataclass(frozen=True)
+class TimePlan:
+    """How a study spends `minutes`; every figure is in seconds or characters. Recorded in study.json."""
+
+    minutes: float
+    chars_per_s: float  # one trial's training speed, averaged over the search space (time-weighted)
+    parallel: int  # trials at once
+    min_steps: int
+    step_chars: int  # the most characters an optimizer step of this space takes
+    grace_chars: int
+    budget_chars: int
+    rungs: list[int]
+    planned: list[int]  # trials synchronous halving sends to each rung, then to the full budget
+    repeat_chars: int
+    search_s: float
+    repeats_s: float
+    final_s: float
+    report_s: float
+    margin_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TimePlan:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+    def describe(self) -> str:
+        """The plan in two lines, for the console."""
+        steps = self.grace_chars // self.step_chars
+        return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial, {self.parallel} "
+                f"at once: search {self.search_s / 60:.1f} min (rungs at {_chars(self.rungs)}, full budget "
+                f"{_chars([self.budget_chars])} characters; every trial at least {steps} optimizer steps by the "
+                f"first rung), repeats {self.repeats_s / 60:.1f} min, final model {self.final_s / 60:.1f} min, "
+                f"report {self.report_s / 60:.1f} min")
+
+
+def _chars(values: list[int]) -> str:
+    return ", ".join(f"{v / 1e6:.2g}M" if v >= 1e6 else f"{v / 1e3:.0f}k" for v in values)
+
+
+def planned_counts(n_trials: int, n_rungs: int, reduction_factor: int) -> list[int]:
+    """Trials that synchronous successive halving sends to each rung and then to the full budget: n, n/rf, ...
+    (n_rungs + 1 numbers, the last the full budget's)."""
+    return [max(1, n_trials // reduction_factor ** k) if k else n_trials for k in range(n_rungs + 1)]
+
+
+def plan_budgets(*, minutes: float, trials: int, reduction_factor: int, chars_per_s: float, parallel: int,
+                 step_chars: int, min_steps: int, repeats: int, final_minutes_cap: float = 0.0) -> TimePlan:
+    """Size the search, the repeats and the final model to `minutes` at a measured speed (pure; see the module doc).
+
+    Raises:
+        PlanError: when even one rung of `min_steps` steps for every trial does not fit.
+    """
+    total = 60.0 * minutes
+    margin = MARGIN * total
+    report = REPORT_S + REPORT_S_PER_TRIAL * trials
+    left = total - margin - report
+    final = FINAL_SHARE * left
+    if final_minutes_cap > 0:
+        final = min(final, 60.0 * final_minutes_cap)
+    floor = min_steps * step_chars
+    rate = chars_per_s * parallel * SEARCH_EFFICIENCY  # characters the search trains per second
+    rf = reduction_factor
+    for k in range(MAX_RUNGS, -1, -1):
+        # The repeats train `repeats` trials to the last rung below the full budget, `parallel` at once.
+        rep_rungs = rf ** (k - 1) if k else 1
+        per_trial = trials * (1 + k * (1 - 1 / rf))
+        rep_trials = math.ceil(repeats / parallel) * parallel if repeats else 0
+        grace = (left - final) * rate / (per_trial + rep_trials * rep_rungs)
+        grace = int(grace // 1000 * 1000)
+        if grace >= floor:
+            break
+    else:
+        need = (floor * (trials + (repeats and math.ceil(repeats / parallel) * parallel)) / rate + final + report
+                + margin) / 60.0
+        raise PlanError(f"{minutes:g} minutes cannot hold {trials} trials of at least {min_steps} optimizer steps "
+                        f"({floor:,} characters) each at the measured {chars_per_s:,.0f} chars/s per trial "
+                        f"({parallel} at once): that needs about {need:.0f} minutes; give more --minutes or fewer "
+                        f"--trials")
+    rungs = [grace * rf ** j for j in range(k)]
+    budget = grace * rf ** k
+    repeat_chars = rungs[-1] if rungs else budget
+    repeats_s = (math.ceil(repeats / parallel) * parallel * repeat_chars / rate) if repeats else 0.0
+    search_s = trials * grace * (1 + k * (1 - 1 / rf)) / rate
+    final = total - margin - report - repeats_s - search_s  # what the rounding freed goes to the final model
+    if final_minutes_cap > 0:
+        final = min(final, 60.0 * final_minutes_cap)
+    return TimePlan(minutes=minutes, chars_per_s=chars_per_s, parallel=parallel, min_steps=min_steps,
+                    step_chars=step_chars, grace_chars=grace, budget_chars=budget, rungs=rungs,
+                    planned=planned_counts(trials, k, rf), repeat_chars=repeat_chars, search_s=search_s,
+                    repeats_s=repeats_s, final_s=final, report_s=report, margin_s=margin)
+
+
+def apply_plan(spec: StudySpec, plan: TimePlan) -> StudySpec:
+    """The spec with the plan's budgets: the first rung, the full budget and where the repeats stop."""
+    return replace(spec, budget_chars=plan.budget_chars, repeat_chars=plan.repeat_chars,
+                   scheduler={**spec.scheduler, "grace_chars": plan.grace_chars})
+
+
+def final_seconds(plan: TimePlan, study_elapsed_s: float) -> float:
+    """Seconds the final model may train when it starts `study_elapsed_s` into the study: what is left of the
+    study's minutes after the report and the margin (never less than a minute)."""
+    left = 60.0 * plan.minutes - study_elapsed_s - plan.report_s - plan.margin_s
+    return max(60.0, left)
+
+
+def measure_speed(spec: StudySpec, corpus: Corpus, seed: int, device: str = "cpu", threads: int = 1,
+                  configs: int = MEASURE_CONFIGS, seconds: float = MEASURE_S) -> float:
+    """One trial's training speed on this machine, in characters per second, averaged over the search space.
+
+    Trains `configs` configurations drawn from a Latin hypercube over the space (the startup trials' design) for
+    about `seconds` each with the real trainer, and returns their time-weighted mean: characters over the total
+    seconds, as the search will spend them. The learning rate plays no part in speed and is left at a safe value.
+    """
+    from charrnn.bench import trainer_throughput
+    from study.space import LatinHypercubeStartup, make_sampler, optuna_space
+
+    space = optuna_space(spec)
+    design = LatinHypercubeStartup(make_sampler(spec, seed), space, max(configs, 2), seed).design()[:configs]
+    seconds_per_char = []
+    for row in design:
+        flat = {**spec.fixed, **row, "lr": 1e-3, "lr_scale": 0.0, "optimizer": "adam", "device": device,
+                "threads": threads, "val_chars": 2_000, "sample_chars": 1, "final_temperatures": ()}
+        flat = {k: v for k, v in flat.items() if k in TrainConfig.__dataclass_fields__}
+        config = TrainConfig.from_flat(flat)
+        chars, secs = trainer_throughput(config, corpus, seconds)
+        seconds_per_char.append(secs / max(chars, 1))
+    return len(seconds_per_char) / sum(seconds_per_char)

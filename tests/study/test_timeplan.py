@@ -1,0 +1,57 @@
+"""The time plan: pure arithmetic on a measured speed (no Ray, no training)."""
+from __future__ import annotations
+
+import pytest
+
+from study.timeplan import PlanError, TimePlan, final_seconds, plan_budgets, planned_counts
+
+ARGS = dict(minutes=30, trials=50, reduction_factor=3, parallel=2, step_chars=800, min_steps=100, repeats=2)
+
+
+def _search_chars(p: TimePlan, trials: int = 50) -> float:
+    return trials * p.grace_chars * (1 + len(p.rungs) * (1 - 1 / 3))
+
+
+def test_the_plan_adds_up_to_the_minutes_asked():
+    p = plan_budgets(chars_per_s=13_000, **ARGS)
+    total = p.search_s + p.repeats_s + p.final_s + p.report_s + p.margin_s
+    assert total == pytest.approx(30 * 60)
+    assert p.grace_chars // 800 >= 100  # every trial leaves the plateau before it can be stopped
+    assert p.rungs == [p.grace_chars, 3 * p.grace_chars] and p.budget_chars == 9 * p.grace_chars
+    assert p.planned == [50, 16, 5] and p.repeat_chars == p.rungs[-1]
+    assert p.final_s > 8 * 60  # the final model keeps a real share of the time
+
+
+def test_a_faster_machine_reaches_larger_budgets_in_the_same_minutes():
+    slow, fast = plan_budgets(chars_per_s=13_000, **ARGS), plan_budgets(chars_per_s=130_000, **ARGS)
+    assert fast.grace_chars >= 9 * slow.grace_chars
+    assert fast.search_s == pytest.approx(slow.search_s, rel=0.05)
+
+
+def test_a_short_time_drops_rungs_before_it_drops_the_floor():
+    p = plan_budgets(chars_per_s=3_000, **ARGS)
+    assert p.grace_chars >= 100 * 800 and len(p.rungs) < 2
+
+
+def test_too_few_minutes_is_one_clear_error():
+    with pytest.raises(PlanError, match="cannot hold 50 trials of at least 100 optimizer steps"):
+        plan_budgets(chars_per_s=1_000, **{**ARGS, "minutes": 5})
+
+
+def test_final_minutes_cap_and_round_trip():
+    p = plan_budgets(chars_per_s=13_000, final_minutes_cap=2, **ARGS)
+    assert p.final_s == 120
+    assert TimePlan.from_dict(p.to_dict()) == p
+
+
+def test_the_final_model_gets_what_is_left_of_the_study():
+    p = plan_budgets(chars_per_s=13_000, **ARGS)
+    on_time = p.search_s + p.repeats_s
+    assert final_seconds(p, on_time) == pytest.approx(p.final_s)
+    assert final_seconds(p, on_time + 120) == pytest.approx(p.final_s - 120)  # a late search shortens it
+    assert final_seconds(p, 10 * 3600) == 60.0
+
+
+def test_planned_counts():
+    assert planned_counts(50, 2, 3) == [50, 16, 5]
+    assert planned_counts(50, 0, 3) == [50]
