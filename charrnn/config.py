@@ -10,7 +10,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Each optimizer's usual learning rate for a char-RNN. A study that searches `lr_scale` trains with
 # lr = lr_scale x BASE_LR[optimizer], so one range is fair to every optimizer: SGD with momentum needs rates
 # 10-100x Adam's, and a range chosen for Adam leaves SGD near uniform guessing (see the study's report).
-BASE_LR = {"adam": 2e-3, "adamw": 2e-3, "rmsprop": 1e-3, "sgd": 0.1}
+BASE_LR = {"adam": 2e-3, "adamw": 2e-3, "rmsprop": 1e-3, "sgd": 0.3}
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 autocast where the hardware runs bf16 natively
 
 # Names a spec may search over or fix: the lab's hyperparameters plus a few standard ones.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import signal
 import threading
@@ -14,7 +13,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 import pyarrow.fs
@@ -31,8 +29,10 @@ from charrnn.metrics import corpus_words, ngram_hashes
 from study._compat import set_restored_callbacks
 from study.inputs import UsageError
 from study.results import ResultsWriter
-from study.rundir import BASELINES_FILE, FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
+from study.rundir import FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
 from study.schedule import HalvingASHA
+from study import selection
+from study.closing import summary
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.timeplan import (PlanError, TimePlan, apply_plan, final_seconds, measure_speed, plan_budgets,
@@ -43,8 +43,6 @@ SEARCH_EXPERIMENT = "tune"
 REPEAT_EXPERIMENT = "tune-repeats"
 FINAL_EXPERIMENT = "tune-final"
 TRIALS_PER_GPU = 4
-# When the best configuration diverges in a seed repeat, the next best is tried, up to this many in all.
-MAX_FINAL_CANDIDATES = 3
 
 
 class Interrupted(Exception):
@@ -180,7 +178,7 @@ def run_study(plan) -> str:
     finally:
         ray.shutdown()
         baselines.join()
-    return _summary(plan, run_dir, writer)
+    return summary(plan, run_dir, writer.table.trials_frame(), pd.DataFrame(writer.table.samples))
 
 
 def _last_write(writer: ResultsWriter) -> None:
@@ -388,66 +386,41 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def ranked_search_trials(trials: pd.DataFrame, eval_at: list[int]) -> pd.DataFrame:
-    """Search trials that trained normally, best first: those that got to a later evaluation point first (a
-    value at a smaller budget is not comparable with one at a larger), by val_bpc among equals."""
-    search = trials[trials.get("role", "search") == "search"]
-    ok = search[search["best_val_bpc"].notna() & search["status"].isin(["completed", "stopped"])].copy()
-    ok["_reached"] = np.searchsorted(np.asarray(eval_at), ok["chars_seen"].to_numpy(), side="right")
-    return ok.sort_values(["_reached", "best_val_bpc"], ascending=[False, True]).drop(columns="_reached")
-
-
-def best_search_trial(trials: pd.DataFrame, eval_at: list[int]) -> pd.Series | None:
-    """The search trial with the lowest best_val_bpc among those that got furthest (normally: the whole budget)."""
-    ranked = ranked_search_trials(trials, eval_at)
-    return None if ranked.empty else ranked.iloc[0]
-
-
 def _params(plan, trial: pd.Series) -> dict:
     params = {name: trial[f"param.{name}"] for name in plan.spec.search}
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
 
 
-def unstable_repeats(trials: pd.DataFrame, trial_id: str) -> tuple[int, int]:
-    """(repeats that diverged or failed, repeats) of one search trial's configuration."""
-    rep = trials[(trials.get("role", "search") == "repeat") & (trials.get("repeat_of") == trial_id)]
-    return int(rep["status"].isin(["diverged", "failed"]).sum()), len(rep)
-
-
 def _choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
     """Retrain the best configuration with `repeats` other seeds (the noise floor for the report, and a check
     that it trains reliably); a configuration that diverges in any seed is not handed over as the final model,
-    and the next best is checked instead. Returns the search trial whose configuration the final model trains,
-    and records the choice in study.json (`selection`) so that the report reads it rather than re-deriving it."""
-    ranked = ranked_search_trials(writer.table.trials_frame(), plan.spec.eval_at())
+    and the next best is checked instead (study.selection decides). Returns the search trial whose configuration
+    the final model trains, and records the choice in study.json (`selection`)."""
+    ranked = selection.ranked_search_trials(writer.table.trials_frame(), plan.spec.eval_at())
     candidates: list[dict] = []
 
-    def record(chosen: pd.Series | None) -> pd.Series | None:
-        RunDir(plan.run_dir).update_study({"selection": {
-            "rule": "the best search trial by best_val_bpc among those that got furthest; a configuration that "
-                    "diverged or failed in a seed repeat is skipped for the next",
-            "chosen": None if chosen is None else str(chosen["trial_id"]), "candidates": candidates}})
+    def decided(chosen: pd.Series | None) -> pd.Series | None:
+        RunDir(plan.run_dir).update_study({"selection": selection.record(
+            candidates, None if chosen is None else str(chosen["trial_id"]))})
         return chosen
 
     if ranked.empty:
         writer.echo("no trial finished; skipping the seed repeats and the final model")
-        return record(None)
+        return decided(None)
     if plan.repeats == 0:
         candidates.append({"trial_id": str(ranked.iloc[0]["trial_id"]), "skipped": None})
-        return record(ranked.iloc[0])
-    for k, (_, candidate) in enumerate(ranked.head(MAX_FINAL_CANDIDATES).iterrows()):
+        return decided(ranked.iloc[0])
+    for k, (_, candidate) in enumerate(ranked.head(selection.MAX_CANDIDATES).iterrows()):
         _repeat(plan, trainable, writer, candidate, REPEAT_EXPERIMENT if k == 0 else f"{REPEAT_EXPERIMENT}-{k + 1}")
-        bad, n = unstable_repeats(writer.table.trials_frame(), str(candidate["trial_id"]))
-        if not bad:
-            candidates.append({"trial_id": str(candidate["trial_id"]), "skipped": None})
-            return record(candidate)
-        why = f"diverged or failed in {bad} of {n} seed repeats"
+        why = selection.verdict(writer.table.trials_frame(), str(candidate["trial_id"]))
         candidates.append({"trial_id": str(candidate["trial_id"]), "skipped": why})
+        if why is None:
+            return decided(candidate)
         writer.echo(f"trial {candidate['trial_id']}'s configuration is unstable: it {why}; it is not handed over "
                     "as the final model")
-    writer.echo(f"none of the {MAX_FINAL_CANDIDATES} best configurations trained reliably in every seed; "
+    writer.echo(f"none of the {selection.MAX_CANDIDATES} best configurations trained reliably in every seed; "
                 "no final model")
-    return record(None)
+    return decided(None)
 
 
 def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
@@ -571,70 +544,3 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
             RunDir(plan.run_dir).install_final_model(Path(directory) / MODEL_FILE)
 
 
-def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:
-    """The closing summary: the final model first (its test score beside the baselines, its text, how to sample
-    more), then the search."""
-    trials = writer.table.trials_frame()
-    samples = pd.DataFrame(writer.table.samples)
-    lines = _final_lines(plan, run_dir, trials, samples)
-    search = trials[trials["role"] == "search"]
-    counts = search["status"].value_counts().to_dict()
-    lines.append(f"study {plan.spec.name}: {len(search)} search trials "
-                 + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    best = best_search_trial(trials, plan.spec.eval_at())
-    if best is None:
-        lines.append("no trial reached an evaluation.")
-    else:
-        params = ", ".join(f"{n}={_fmt(best[f'param.{n}'])}" for n in plan.spec.search)
-        lines.append(f"best search trial {best['trial_id']}: best val_bpc {best['best_val_bpc']:.4f} after "
-                     f"{int(best['chars_seen']):,} chars ({best['wall_s']:.0f} s)")
-        lines.append(f"  {params}")
-        repeats = trials[(trials["role"] == "repeat") & (trials.get("repeat_of") == best["trial_id"])]
-        if len(repeats):
-            lines.append(f"  retrained with {len(repeats)} other seeds to {int(repeats['chars_seen'].max()):,} chars: "
-                         + ", ".join(f"{v:.4f}" if np.isfinite(v) else s
-                                     for v, s in zip(repeats["best_val_bpc"], repeats["status"])))
-            bad, n = unstable_repeats(trials, str(best["trial_id"]))
-            if bad:
-                lines.append(f"  unstable: it diverged or failed in {bad} of {n} seeds, so it is not the final model")
-    lines.append(f"run directory: {run_dir}")
-    return "\n".join(lines)
-
-
-def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> list[str]:
-    final = trials[trials["role"] == "final"]
-    if final.empty:
-        why = ("--final-chars 0" if plan.final_chars == 0 else "no configuration trained reliably"
-               if len(trials[trials["role"] == "repeat"]) else "no search trial finished")
-        return [f"no final model ({why})."]
-    row = final.iloc[-1]
-    if row["status"] != "completed" or not np.isfinite(row.get("test_bpc", np.nan)):
-        return [f"final model {row['trial_id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else "")]
-    refs = _baseline_refs(run_dir)
-    lines = [f"final model: test {row['test_bpc']:.3f} bits/char" + (f" ({refs})" if refs else "")
-             + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in {row['wall_s'] / 60:.1f} min",
-             "  " + ", ".join(f"{n}={_fmt(row[f'param.{n}'])}" for n in plan.spec.search)
-             + f" (search trial {row['repeat_of']}'s configuration, on the whole training text"
-             + (", from its weights)" if (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
-                else ")")]
-    mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
-    for _, s in mine.sort_values("temperature").iterrows():
-        lines.append(f"  sample at temperature {s['temperature']:g}:")
-        lines.append("    " + str(s["text"]).strip().replace("\n", "\n    "))
-    lines.append(f"  more text: python -m charrnn.sample --run {run_dir} --temperature 0.8 --length 1000")
-    return lines
-
-
-def _baseline_refs(run_dir: Path) -> str:
-    if not RunDir(run_dir).has_baselines():
-        return ""
-    b = pd.read_parquet(RunDir(run_dir) / BASELINES_FILE)
-    b = b[b["split"] == "test"].set_index("method")["bpc"]
-    names = {"ppmd": "PPMd", "xz": "xz", "unigram": "unigram"}
-    return ", ".join(f"{names.get(m, m)} {v:.3f}" for m, v in b.items())
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)

@@ -12,8 +12,9 @@ Where the time goes, for `--minutes M` (all of it measured or estimated here, an
 - the seed repeats: `repeats` trials of the best configuration to the last rung below the full budget;
 - the search: the rest. Successive halving at reduction factor rf with K rungs below the full budget trains
   n x R1 x (1 + K (1 - 1/rf)) characters for n trials and a first rung of R1 characters, so R1 follows from
-  the characters the search can afford; K is the largest (at most MAX_RUNGS) whose R1 still gives every trial
-  `min_steps` optimizer steps by the first rung.
+  the characters the search can afford; K is the largest (at most MAX_RUNGS) whose R1 gives every trial
+  COMFORT x `min_steps` optimizer steps by the first rung (else `min_steps`): `min_steps` is where a typical
+  trial leaves the unigram plateau, and the slower learners of a space need a few times that.
 
 The final model's minutes are planned again when it starts, from the time actually left (`final_seconds`), so a
 search that ran long shortens the final model rather than the study running over, and one that ran short gives
@@ -32,6 +33,7 @@ MARGIN = 0.08
 REPORT_S, REPORT_S_PER_TRIAL = 30.0, 1.2
 FINAL_SHARE = 0.45
 MAX_RUNGS = 2
+COMFORT = 2  # the first rung aims at this many times min_steps before it settles for min_steps
 # Training speed counted for the search: evaluations, checkpoints and a trial's start take the rest (measured
 # 7-11% for evaluation alone on the CPU).
 SEARCH_EFFICIENCY = 0.85
@@ -72,10 +74,10 @@ class TimePlan:
     def describe(self) -> str:
         """The plan in two lines, for the console."""
         steps = self.grace_chars // self.step_chars
+        rungs = f"rungs at {_chars(self.rungs)}, " if self.rungs else "no rungs: every trial trains "
         return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial, {self.parallel} "
-                f"at once: search {self.search_s / 60:.1f} min (rungs at {_chars(self.rungs)}, full budget "
-                f"{_chars([self.budget_chars])} characters; every trial at least {steps} optimizer steps by the "
-                f"first rung), repeats {self.repeats_s / 60:.1f} min, final model {self.final_s / 60:.1f} min, "
+                f"at once: search {self.search_s / 60:.1f} min ({rungs}full budget {_chars([self.budget_chars])} "
+                f"characters; every trial at least {steps} optimizer steps before it can be stopped), repeats {self.repeats_s / 60:.1f} min, final model {self.final_s / 60:.1f} min, "
                 f"report {self.report_s / 60:.1f} min")
 
 
@@ -106,22 +108,25 @@ def plan_budgets(*, minutes: float, trials: int, reduction_factor: int, chars_pe
     floor = min_steps * step_chars
     rate = chars_per_s * parallel * SEARCH_EFFICIENCY  # characters the search trains per second
     rf = reduction_factor
-    for k in range(MAX_RUNGS, -1, -1):
+    def first_rung(k: int) -> int:
         # The repeats train `repeats` trials to the last rung below the full budget, `parallel` at once.
         rep_rungs = rf ** (k - 1) if k else 1
         per_trial = trials * (1 + k * (1 - 1 / rf))
         rep_trials = math.ceil(repeats / parallel) * parallel if repeats else 0
-        grace = (left - final) * rate / (per_trial + rep_trials * rep_rungs)
-        grace = int(grace // 1000 * 1000)
-        if grace >= floor:
-            break
-    else:
+        return int((left - final) * rate / (per_trial + rep_trials * rep_rungs) // 1000 * 1000)
+
+    # The most rungs whose first gives every trial COMFORT x min_steps steps (formation takes 50-300 steps, median
+    # ~90: BENCHMARKS.md); failing that, the most whose first gives min_steps; failing that, the study cannot fit.
+    fits = [k for need in (COMFORT * floor, floor) for k in range(MAX_RUNGS, -1, -1) if first_rung(k) >= need]
+    if not fits:
         need = (floor * (trials + (repeats and math.ceil(repeats / parallel) * parallel)) / rate + final + report
                 + margin) / 60.0
         raise PlanError(f"{minutes:g} minutes cannot hold {trials} trials of at least {min_steps} optimizer steps "
                         f"({floor:,} characters) each at the measured {chars_per_s:,.0f} chars/s per trial "
                         f"({parallel} at once): that needs about {need:.0f} minutes; give more --minutes or fewer "
                         f"--trials")
+    k = fits[0]
+    grace = first_rung(k)
     rungs = [grace * rf ** j for j in range(k)]
     budget = grace * rf ** k
     repeat_chars = rungs[-1] if rungs else budget

@@ -1,0 +1,78 @@
+"""The closing summary a study prints: the final model first (its test score beside the baselines, its text, how
+to sample more), then the search."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from study.rundir import BASELINES_FILE, RunDir
+from study.selection import best_search_trial, unstable_repeats
+
+
+def summary(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> str:
+    """The closing summary: the final model first (its test score beside the baselines, its text, how to sample
+    more), then the search."""
+    lines = _final_lines(plan, run_dir, trials, samples)
+    search = trials[trials["role"] == "search"]
+    counts = search["status"].value_counts().to_dict()
+    lines.append(f"study {plan.spec.name}: {len(search)} search trials "
+                 + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    best = best_search_trial(trials, plan.spec.eval_at())
+    if best is None:
+        lines.append("no trial reached an evaluation.")
+    else:
+        params = ", ".join(f"{n}={_fmt(best[f'param.{n}'])}" for n in plan.spec.search)
+        lines.append(f"best search trial {best['trial_id']}: best val_bpc {best['best_val_bpc']:.4f} after "
+                     f"{int(best['chars_seen']):,} chars ({best['wall_s']:.0f} s)")
+        lines.append(f"  {params}")
+        repeats = trials[(trials["role"] == "repeat") & (trials.get("repeat_of") == best["trial_id"])]
+        if len(repeats):
+            lines.append(f"  retrained with {len(repeats)} other seeds to {int(repeats['chars_seen'].max()):,} chars: "
+                         + ", ".join(f"{v:.4f}" if np.isfinite(v) else s
+                                     for v, s in zip(repeats["best_val_bpc"], repeats["status"])))
+            bad, n = unstable_repeats(trials, str(best["trial_id"]))
+            if bad:
+                lines.append(f"  unstable: it diverged or failed in {bad} of {n} seeds, so it is not the final model")
+    lines.append(f"run directory: {run_dir}")
+    return "\n".join(lines)
+
+
+def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> list[str]:
+    final = trials[trials["role"] == "final"]
+    if final.empty:
+        why = ("--final-chars 0" if plan.final_chars == 0 else "no configuration trained reliably"
+               if len(trials[trials["role"] == "repeat"]) else "no search trial finished")
+        return [f"no final model ({why})."]
+    row = final.iloc[-1]
+    if row["status"] != "completed" or not np.isfinite(row.get("test_bpc", np.nan)):
+        return [f"final model {row['trial_id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else "")]
+    refs = _baseline_refs(run_dir)
+    lines = [f"final model: test {row['test_bpc']:.3f} bits/char" + (f" ({refs})" if refs else "")
+             + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in {row['wall_s'] / 60:.1f} min",
+             "  " + ", ".join(f"{n}={_fmt(row[f'param.{n}'])}" for n in plan.spec.search)
+             + f" (search trial {row['repeat_of']}'s configuration, on the whole training text"
+             + (", from its weights)" if (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
+                else ")")]
+    mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
+    for _, s in mine.sort_values("temperature").iterrows():
+        lines.append(f"  sample at temperature {s['temperature']:g}:")
+        lines.append("    " + str(s["text"]).strip().replace("\n", "\n    "))
+    lines.append(f"  more text: python -m charrnn.sample --run {run_dir} --temperature 0.8 --length 1000")
+    return lines
+
+
+def _baseline_refs(run_dir: Path) -> str:
+    if not RunDir(run_dir).has_baselines():
+        return ""
+    b = pd.read_parquet(RunDir(run_dir) / BASELINES_FILE)
+    b = b[b["split"] == "test"].set_index("method")["bpc"]
+    names = {"ppmd": "PPMd", "xz": "xz", "unigram": "unigram"}
+    return ", ".join(f"{names.get(m, m)} {v:.3f}" for m, v in b.items())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
