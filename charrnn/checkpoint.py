@@ -4,12 +4,11 @@ Everything is stored as tensors, strings and numbers, so `torch.load(..., weight
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from charrnn.atomic import atomic_write
 from charrnn.corpus import Vocab
 from charrnn.model import CharRNN, ModelConfig
 
@@ -20,16 +19,8 @@ FINAL_MODEL_FILE = "final_model.pt"  # in a run directory: the study's final mod
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """Write to a temporary file beside `path`, then rename, so a reader never sees half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through `charrnn.atomic`: a reader never sees half a file, and the file is on disk."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def model_payload(model_config: ModelConfig, vocab: Vocab, state_dict: dict, train_config: dict, **meta) -> dict:

@@ -33,6 +33,7 @@ from study.rundir import FINISHED, RunDir, RunDirWriteError, TextIndex, clear_wr
 from study.schedule import HalvingASHA
 from study import selection
 from study.closing import summary
+from study.outcomes import told
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.timeplan import (PlanError, TimePlan, apply_plan, final_seconds, measure_speed, plan_budgets,
@@ -362,15 +363,12 @@ def _settle_optuna(plan, table) -> None:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         row = table.trials.get(trial.user_attrs.get("tune_trial_id"))
         status = row["status"] if row is not None and row["status"] in FINISHED else "orphaned"
-        state = _TOLD_AS.get(status, optuna.trial.TrialState.FAIL)  # as study.search.outcome tells them
+        state = told(status)
         value = row["best_val_bpc"] if state == optuna.trial.TrialState.COMPLETE else None
         if status != "completed":
             storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
                                         "status", status)
         study.tell(trial.number, value, state=state)
-
-
-_TOLD_AS = {"completed": optuna.trial.TrialState.COMPLETE, "stopped": optuna.trial.TrialState.PRUNED}
 
 
 def _reuse_actors(plan) -> bool:

@@ -24,7 +24,6 @@ import errno
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,9 +31,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from charrnn import atomic
 from charrnn.checkpoint import FINAL_MODEL_FILE
 from charrnn.config import TrainConfig
 from charrnn.metrics import copied_frac, known_word_frac
+from study.outcomes import ended
 from study.progress import Tally
 
 SCHEMA_VERSION = 2
@@ -201,29 +202,17 @@ def _atomic(path: Path, write: Callable[[str], Any]) -> None:
 
 
 def _stage(path: Path, write: Callable[[str], Any]) -> str:
-    """`write` into a new temporary file beside `path`, flushed to disk; its name. Raises RunDirWriteError."""
-    tmp = None
+    """`write` into a new temporary file beside `path`, flushed to disk (charrnn.atomic); its name. Raises
+    RunDirWriteError."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        os.chmod(tmp, FILE_MODE)
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        return tmp
+        return atomic.stage(path, write, FILE_MODE)
     except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         raise _write_error(path, exc) from exc
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _replace(tmp: str, path: Path) -> None:
     try:
-        os.replace(tmp, path)
+        atomic.commit(tmp, path)
     except OSError as exc:
         raise _write_error(path, exc) from exc
 
@@ -252,16 +241,8 @@ class TextIndex:
 
 
 def classify(last_result: dict | None) -> tuple[str, str | None]:
-    """(status, error) of a trial that ended normally, from its last result.
-
-    completed: trained its whole budget; stopped: the scheduler (or early stopping's owner) ended it before;
-    diverged: its loss went NaN/inf; failed: it ended without reporting anything.
-    """
-    if not last_result or "chars_seen" not in last_result:  # Tune's own fields only: the trainer never reported
-        return "failed", "trial ended without reporting a result"
-    if last_result.get("diverged"):
-        return "diverged", f"loss diverged (NaN/inf or exploding) at {int(last_result['chars_seen']):,} chars"
-    return ("completed" if last_result.get("finished") else "stopped"), None
+    """(status, error) of a trial that ended normally, from its last result (study.outcomes holds the table)."""
+    return ended(last_result)
 
 
 class TrialTable:

@@ -28,6 +28,7 @@ from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from study.outcomes import ended, told
 from study.rundir import RunDirWriteError, note_write_failure
 
 
@@ -153,17 +154,10 @@ class StudySearch(Searcher):
 
 
 def outcome(result: dict | None, error: bool, metric: str) -> tuple[TrialState, float | None, str | None]:
-    """How a finished Tune trial is told to Optuna: (state, value, the `status` user attribute or None).
-
-    COMPLETE with the metric for a trial that trained its whole budget (`finished`), PRUNED for one the
-    scheduler stopped early, FAIL for one that crashed, diverged or reported no finite value.
-    """
-    result = result or {}
-    value = result.get(metric)
-    if result.get("diverged"):
-        return TrialState.FAIL, None, "diverged"
-    if error or value is None or not math.isfinite(float(value)):
-        return TrialState.FAIL, None, "failed"
-    if result.get("finished"):
-        return TrialState.COMPLETE, float(value), None
-    return TrialState.PRUNED, None, "stopped"
+    """How a finished Tune trial is told to Optuna: (state, value, the `status` user attribute or None), by the
+    table in study.outcomes: COMPLETE with the metric for a trial that trained its whole budget, PRUNED for one the
+    scheduler stopped early, FAIL for one that crashed, diverged or reported no finite value."""
+    status, _ = ended(result, error, metric)
+    state = told(status)
+    return state, (float(result[metric]) if state == TrialState.COMPLETE else None), (
+        None if status == "completed" else status)

@@ -29,12 +29,13 @@ def _by_tune_id(storage) -> dict[str, optuna.trial.FrozenTrial]:
 
 
 @pytest.mark.parametrize("result, error, expected", [
-    ({"best_val_bpc": 2.0, "finished": True}, False, (TrialState.COMPLETE, 2.0, None)),
-    ({"best_val_bpc": 2.5, "finished": False}, False, (TrialState.PRUNED, None, "stopped")),
-    ({"best_val_bpc": math.nan, "diverged": True}, False, (TrialState.FAIL, None, "diverged")),
-    ({"best_val_bpc": 2.0}, True, (TrialState.FAIL, None, "failed")),
+    ({"chars_seen": 9, "best_val_bpc": 2.0, "finished": True}, False, (TrialState.COMPLETE, 2.0, None)),
+    ({"chars_seen": 9, "best_val_bpc": 2.5, "finished": False}, False, (TrialState.PRUNED, None, "stopped")),
+    ({"chars_seen": 9, "best_val_bpc": math.nan, "diverged": True}, False, (TrialState.FAIL, None, "diverged")),
+    ({"chars_seen": 9, "best_val_bpc": 2.0}, True, (TrialState.FAIL, None, "failed")),
     (None, False, (TrialState.FAIL, None, "failed")),
-    ({"best_val_bpc": math.inf, "finished": True}, False, (TrialState.FAIL, None, "failed")),
+    ({"training_iteration": 1}, False, (TrialState.FAIL, None, "failed")),  # Tune's own fields only
+    ({"chars_seen": 9, "best_val_bpc": math.inf, "finished": True}, False, (TrialState.FAIL, None, "failed")),
 ])
 def test_outcome(result, error, expected):
     assert outcome(result, error, "best_val_bpc") == expected
