@@ -56,14 +56,23 @@ def test_contract_files(smoke_run):
     assert "val_bpc" not in trials.columns  # one meaning per name: a trial's score is its best
     assert trials["node_id"].str.len().gt(0).all() and (trials["device"] == "cpu").all()
     done = search[search["status"] == "completed"]
-    assert len(done) >= 1 and (done["chars_seen"] >= 48_000).all()
+    assert (done["chars_seen"] >= 48_000).all()
+    # Promotion as synchronous halving would send (4, 2, 1 at rf 2), never more; study.json records both counts.
+    counts = meta["scheduler"]["rung_counts"]
+    assert [c["chars"] for c in counts] == [12_000, 24_000, 48_000] and [c["planned"] for c in counts] == [4, 2, 1]
+    assert [c["reached"] for c in counts] == [int((search["chars_seen"] >= c["chars"]).sum()) for c in counts]
+    assert all(c["reached"] <= c["planned"] for c in counts)
     # Repeats train on the search's schedule and stop at repeat_chars, where they complete.
     repeats = trials[trials["role"] == "repeat"]
     assert (repeats["status"] == "completed").all() and repeats["chars_seen"].between(24_000, 30_000).all()
     assert (trials.loc[trials["status"] == "stopped", "chars_seen"] < 48_000).all()
 
     curves = pd.read_parquet(out / "curves.parquet")
-    assert list(curves.columns) == ["trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc", "lr"]
+    assert list(curves.columns) == ["trial_id", "chars_seen", "steps", "wall_s", "train_bpc", "val_bpc",
+                                    "best_val_bpc", "lr"]
+    # Steps are characters over each trial's characters per step (batch_size x seq_len, also in trials.parquet).
+    per_step = trials.set_index("trial_id")["step_chars"]
+    assert (curves["steps"] == curves["chars_seen"] // curves["trial_id"].map(per_step).astype(int)).all()
     assert set(curves["trial_id"]) <= set(trials["trial_id"])
     for tid, rows in curves.groupby("trial_id"):
         assert rows["chars_seen"].is_monotonic_increasing
