@@ -34,6 +34,9 @@ from reports._load import ParamSpec, RunData, running_best
 NOISE_LOG_SD = 0.03 / 2.5  # seed noise measured in real runs: 0.03 bits/char at val_bpc ~2.5
 BASE = math.log(2.5)
 GRACE, FULL = 125_000, 1_000_000
+# The known answer is quality once trained: every trial takes 400 characters a step (16 x 25), 312 optimizer steps by
+# the first rung, past the 100 that leaving the unigram plateau takes. The "steps" shape is the one where it is not.
+STEP_CHARS = 400
 
 
 def _float(name, low, high, log=False):
@@ -181,6 +184,7 @@ def synthetic_run(shape: Shape, seed: int, n_trials: int | None = None) -> RunDa
             crows.append((ids[i], FULL, y_rung[i] * 0.85 + rng.normal(0, 0.01)))
     curves = pd.DataFrame(crows, columns=["trial_id", "chars_seen", "val_bpc"])
     curves["chars_seen"] = curves["chars_seen"].astype(float)
+    curves["steps"] = curves["chars_seen"] // STEP_CHARS
     curves["wall_s"] = curves["chars_seen"] / 1e4
     curves["train_bpc"] = curves["val_bpc"] - 0.05
     best = curves.groupby("trial_id")["val_bpc"].min()
@@ -189,7 +193,7 @@ def synthetic_run(shape: Shape, seed: int, n_trials: int | None = None) -> RunDa
                                                                          "completed", "stopped")),
                            "best_val_bpc": np.where(diverged, np.nan, best.loc[ids].to_numpy()),
                            "chars_seen": np.where(np.isin(np.arange(n), promoted), FULL, GRACE).astype(float),
-                           "wall_s": 1.0, "node_id": "n0", "role": "search"})
+                           "wall_s": 1.0, "node_id": "n0", "role": "search", "step_chars": STEP_CHARS})
     curves.loc[curves["trial_id"].isin(np.array(ids)[diverged]) & (curves["chars_seen"] > GRACE), "val_bpc"] = np.nan
     curves["best_val_bpc"] = running_best(curves)
     for s in shape.specs:
