@@ -194,6 +194,11 @@ def steps_text(x: float) -> str:
     return f"{x:,.0f}" if math.isfinite(x) else "n/a"
 
 
+def signed(x: float) -> str:
+    """A correlation for prose, with a true minus sign."""
+    return f"{x:.2f}".replace("-", "−") if math.isfinite(x) else "n/a"
+
+
 def compared_words(n: int, budget: Budget) -> str:
     """The budget in words a student understands: "48 trials compared after 150 optimizer steps (120k training
     characters, 800 per step)", or, when the steps differ between trials, "48 trials compared at 120k training
@@ -217,7 +222,7 @@ def formed_text(budget: Budget) -> str:
     fewest = (f"the fewest optimizer steps any compared trial had taken is {steps_text(f.fewest_steps)} (leaving the "
               f"unigram plateau takes about {f.need_steps})")
     rho = (f"n/a: every compared trial took the same {steps_text(f.same_steps)} steps" if math.isfinite(f.same_steps)
-           else f"{f.spearman:.2f}" if math.isfinite(f.spearman) else "n/a")
+           else signed(f.spearman))
     if math.isfinite(f.formed_share):
         s = (f"At this budget {pct(f.formed_share)} of the compared trials ({f.n_formed} of {f.n_compared}) had "
              f"formed, at least {FORMED_BITS:g} bit/char below the unigram baseline ({f.unigram:.2f}); {fewest}")
@@ -247,14 +252,14 @@ def not_formed(imp: ImportanceResult, budget: Budget) -> str:
               f"({f.unigram:.2f})")
     s += (", so this report names no hyperparameter as the one that matters most: the importance below measures how "
           "far each trial had got, not what its hyperparameters do once trained.")
+    top = imp.table.iloc[0] if len(imp.table) else None
+    if top is not None and step_carried(str(top["param"]), f):
+        s += (f" {top['param']} ranks first there, but its lead is carried by the optimizer steps it sets "
+              f"(Spearman {signed(f.spearman)} between score and steps).")
     if math.isfinite(f.max_step_chars):
         s += (f" To compare trained models, compare every trial after at least {f.need_steps} steps: "
               f"{chars(f.need_steps * f.max_step_chars)} characters for the trials that take "
               f"{f.max_step_chars:,.0f} a step (a later first rung, or a smaller batch_size × seq_len).")
-    top = imp.table.iloc[0] if len(imp.table) else None
-    if top is not None and step_carried(str(top["param"]), f):
-        s += (f" {top['param']} ranks first there, but its lead is carried by the optimizer steps it sets "
-              f"(Spearman {f.spearman:.2f} between score and steps).")
     return s
 
 
@@ -292,7 +297,7 @@ def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
         noise = [n for n in noise if n not in named]
     elif step_carried(str(top["param"]), budget.formation):
         s = (f"{top['param']} leads, but its lead is carried by the optimizer steps it sets (Spearman "
-             f"{budget.formation.spearman:.2f} between score and steps): it explains {pct(top['importance'])} (95% "
+             f"{signed(budget.formation.spearman)} between score and steps): it explains {pct(top['importance'])} (95% "
              f"CI {pct(top['ci_low'])}–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
         if len(real) > 1:
             sec = real.iloc[1]

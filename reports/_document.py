@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, compared_words, pct, steps_text
+from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, compared_words, pct, signed, steps_text
 from reports._steps import FORMED_BITS
 from reports._final import final_blocks, final_model
 from reports._importance import agreement
@@ -123,7 +123,7 @@ def _formed_blocks(a: Analysis) -> list[Block]:
              f"the character frequencies alone)" if math.isfinite(f.formed_share) else
              "Whether the compared trials had formed is unknown: the run has no unigram baseline (baselines.parquet)")
     rho = (f"n/a: every compared trial took the same {steps_text(f.same_steps)} steps" if math.isfinite(f.same_steps)
-           else f"{f.spearman:.2f}" if math.isfinite(f.spearman) else "n/a")
+           else signed(f.spearman))
     verdict = ("Every compared trial had taken at least that many, so quality had formed at this budget." if f.qualifies
                else f"{f.n_short} of {f.n_compared} compared trials had taken fewer, and no later milestone with "
                     f"enough trials to rank had every trial past it: quality had NOT formed, and the importance "

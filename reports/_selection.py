@@ -9,7 +9,7 @@ The study decides it and records it in study.json's `selection` ({"chosen": tria
   larger), by best_val_bpc among equals;
 - the chosen one: the first of the best MAX_CANDIDATES candidates whose seed repeats (role repeat, repeat_of its
   id) neither diverged nor failed; none when all of them did. A configuration without repeats is not known to be
-  unstable. In runs without a repeat_of column (before repeats were attributed), the first candidate.
+  unstable. In runs whose repeats have no repeat_of (before repeats were attributed), the first candidate.
 """
 
 from __future__ import annotations
@@ -49,11 +49,17 @@ def ranked_candidates(run: RunData) -> pd.DataFrame:
         columns="_reached")
 
 
+def _attributed(run: RunData) -> bool:
+    """Whether the run says which configuration each repeat trains (older runs have no repeat_of for repeats)."""
+    rep = run.trials[run.trials["role"] == "repeat"]
+    return "repeat_of" in rep.columns and bool(rep["repeat_of"].notna().any())
+
+
 def repeats_of(run: RunData, trial_id: str) -> pd.DataFrame:
-    """The seed repeats of one search trial's configuration (every repeat in runs without repeat_of)."""
+    """The seed repeats of one search trial's configuration (every repeat in runs that do not attribute them)."""
     t = run.trials
     rep = t[t["role"] == "repeat"]
-    if "repeat_of" not in rep.columns:
+    if not _attributed(run):
         return rep
     return rep[rep["repeat_of"].astype(str) == str(trial_id)]
 
@@ -70,7 +76,7 @@ def selection(run: RunData) -> Selection:
     ranked = ranked_candidates(run)["trial_id"].astype(str).tolist()
     if not ranked:
         return Selection(None, (), False)
-    if "repeat_of" not in run.trials.columns:
+    if not _attributed(run):
         return Selection(ranked[0], ((ranked[0], None),), False)
     cands: list[tuple[str, str | None]] = []
     for tid in ranked[:MAX_CANDIDATES]:
