@@ -100,6 +100,14 @@ def _budget_blocks(a: Analysis) -> list[Block]:
            "among them is range-restricted and would understate, or misattribute, what the hyperparameters do. "
            "The milestone (nearly) every trial reached is the only unbiased sample of the search space; a later "
            "one serves only as the check below.")
+    if math.isfinite(b.moved_from) and b.survivors:
+        why = (f"At {b.moved_from:,.0f} characters, the milestone nearly every trial reached and the only unbiased "
+               f"sample of the search space, some compared trials had not yet taken the optimizer steps they need "
+               f"to leave the unigram plateau: their scores there say how far they had got. This comparison is at "
+               f"the first later milestone where every compared trial had, at the price of a sample the scheduler "
+               f"selected ({b.n_trials} trials it promoted, which a model-based sampler such as TPE puts in one "
+               f"region of the search space): its spread is range-restricted, and a hyperparameter the scheduler "
+               f"already selected on can look less important than it is.")
     excl = (f"Of {c.search} search trials, {c.diverged} diverged, {c.failed} failed and {c.no_value} never "
             f"produced a finite {a.run.metric}; they are left out of every fit. {c.repeats} repeat trials "
             f"(role repeat) measure the seed noise and are kept out of the importance fit as well.")
@@ -132,10 +140,9 @@ def _formed_blocks(a: Analysis) -> list[Block]:
     out = [Para(
         f"A model learns per optimizer step, and the characters a step takes (batch_size × seq_len) differ "
         f"between trials, so equal characters are not equal training. The trials were compared "
-        f"{compared_words(f.n_compared, a.budget).split(' compared ', 1)[1]}; the fewest optimizer steps any had "
-        f"taken is {steps_text(f.fewest_steps)}, against the {f.need_steps} a trial needs to leave the unigram "
-        f"plateau (study.json's scheduler.min_steps, else 100). {verdict} {share}. Spearman rank correlation of "
-        f"their scores with the steps they had taken: {rho}.")]
+        f"{compared_words(f.n_compared, a.budget).split(' compared ', 1)[1]}; a trial needs about {f.need_steps} "
+        f"to leave the unigram plateau (study.json's scheduler.min_steps, else 100). {verdict} {share}. Spearman "
+        f"rank correlation of their scores with the steps they had taken: {rho}.")]
     if p is not None and p.n_left:
         out.append(Para(
             f"The steps it takes to leave the plateau, measured from curves: {p.n_left} of {p.n_trials} valid search "
@@ -338,7 +345,9 @@ def document(a: Analysis) -> list[Block]:
     return [
         Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
         Para(a.summary, lead=True),
-        Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
+        Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"
+               + ("" if a.budget.formed else " (NOT FORMED: compared before every trial had left the unigram "
+                                             "plateau; this measures how far trials had got)")),
         *final_blocks(a.run, final_model(a.run)),
         Heading(2, "Importance" if a.budget.formed else "Importance (NOT FORMED: trials had not all left the "
                                                         "unigram plateau at this budget)"),

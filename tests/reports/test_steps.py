@@ -147,3 +147,20 @@ def test_known_answer_steps_shape_keeps_the_slow_parameter_out(seed):
     t = coverage_table(df).set_index("shape")
     assert t.loc["steps", "slow_kept_out"] == 1.0
     assert np.all(df.groupby("rep")["leader"].first() == "lr") and SHAPES["steps"].slow == "batch_size"
+
+
+def test_the_report_text_says_what_formed(tmp_path):
+    # Markdown and HTML render the same blocks: the answer, the labelled importance and the Equal budgets section.
+    from reports._document import document
+    from reports._render import to_html, to_markdown
+
+    early = analyze(load_run(write(stepped_run(1, evals=(100_000, 200_000)), tmp_path / "early")), n_bootstrap=4)
+    md = to_markdown(document(early))
+    assert "**Quality had not formed at any budget these trials share" in md
+    assert "## Importance (NOT FORMED: trials had not all left the unigram plateau at this budget)" in md
+    assert "quality had NOT formed" in md and "38% (15 of 40) of the compared trials had formed" in md
+    assert "The steps it takes to leave the plateau, measured from curves: 27 of 40" in md
+    full = analyze(load_run(write(stepped_run(1), tmp_path / "full")), n_bootstrap=4)
+    html = to_html(document(full), {}, "t")
+    assert "so quality had formed at this budget" in html and "the first later milestone where every" in html
+    assert "NOT FORMED" not in html
