@@ -35,13 +35,14 @@ CARRIED_RHO = -0.5  # a Spearman of score with steps at or below this: steps, no
 
 
 def min_steps(study: dict) -> int:
-    """Optimizer steps a trial needs to leave the unigram plateau: `scheduler.min_steps`, else 100."""
+    """Optimizer steps a trial needs to leave the unigram plateau: `scheduler.min_steps` as the study recorded it
+    (0 included: the study's decision), else 100."""
     v = (study.get("scheduler") or {}).get("min_steps")
     try:
         v = int(v)
     except (TypeError, ValueError):
         return DEFAULT_MIN_STEPS
-    return v if v > 0 else DEFAULT_MIN_STEPS
+    return v if v >= 0 else DEFAULT_MIN_STEPS
 
 
 def _setting(trials: pd.DataFrame, study: dict, name: str) -> pd.Series | None:
@@ -81,12 +82,14 @@ def step_chars(run: RunData) -> pd.Series:
 
 def with_steps(curves: pd.DataFrame, run: RunData) -> pd.DataFrame:
     """`curves` with a float `steps` column: optimizer steps taken at each evaluation (from the column where the
-    run has it, else chars_seen // step_chars; NaN for a trial with neither)."""
+    run has it, else chars_seen // step_chars; NaN for a trial with neither). A recorded 0 past the first
+    character is a result that did not say (the writer's default), and is derived like a missing one."""
     c = curves.copy()
     per = c["trial_id"].map(step_chars(run)).astype(float)
     derived = np.floor(c["chars_seen"].astype(float) / per)
     if "steps" in c.columns:
-        c["steps"] = pd.to_numeric(c["steps"], errors="coerce").astype(float).fillna(derived)
+        given = pd.to_numeric(c["steps"], errors="coerce").astype(float)
+        c["steps"] = given.where((given > 0) | (c["chars_seen"] <= 0)).fillna(derived)
     else:
         c["steps"] = derived
     return c

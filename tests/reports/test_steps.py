@@ -164,3 +164,14 @@ def test_the_report_text_says_what_formed(tmp_path):
     html = to_html(document(full), {}, "t")
     assert "so quality had formed at this budget" in html and "the first later milestone where every" in html
     assert "NOT FORMED" not in html
+
+
+def test_a_recorded_zero_is_no_step_count():
+    # The study writes steps 0 for a result that did not report them: derive those, keep the others.
+    run = stepped_run(3, record_steps=True)
+    c = run.curves.copy()
+    c.loc[c.index[:5], "steps"] = 0
+    from reports._steps import with_steps
+
+    got = with_steps(c, run)["steps"]
+    pd.testing.assert_series_equal(got, with_steps(run.curves, run)["steps"])
