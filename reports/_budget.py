@@ -144,6 +144,17 @@ def rungs(study: dict) -> list[float]:
     return rungs
 
 
+def rung_counts(study: dict) -> pd.DataFrame:
+    """Per rung, the trials the study planned to send (synchronous successive halving) and those that reached it,
+    as study.json's `scheduler.rung_counts` records them; empty for runs that do not."""
+    rows = (study.get("scheduler") or {}).get("rung_counts")
+    cols = ["chars", "steps", "planned", "reached"]
+    if not isinstance(rows, list):
+        return pd.DataFrame(columns=cols)
+    rows = [r for r in rows if isinstance(r, dict)]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+
+
 def _every(study: dict) -> float | None:
     ev = study.get("eval") or {}
     try:

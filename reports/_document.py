@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, compared_words, pct, signed, steps_text
+from reports._budget import rung_counts
 from reports._steps import FORMED_BITS
 from reports._final import final_blocks, final_model
 from reports._importance import agreement
@@ -118,7 +119,19 @@ def _budget_blocks(a: Analysis) -> list[Block]:
     if "fewest optimizer steps" in m:
         m["fewest optimizer steps"] = m["fewest optimizer steps"].map(steps_text)
     return [Heading(2, "Equal budgets"), Para(text), *_formed_blocks(a), Para(why), Para(excl), Table(m),
-            *_survivor_blocks(a)]
+            *_rung_blocks(a), *_survivor_blocks(a)]
+
+
+def _rung_blocks(a: Analysis) -> list[Block]:
+    r = rung_counts(a.run.study)
+    if r.empty:
+        return []
+    t = pd.DataFrame({"rung (characters)": [f"{v:,.0f}" if isinstance(v, (int, float)) else "" for v in r["chars"]],
+                      "optimizer steps": [f"{v:,.0f}" if isinstance(v, (int, float)) else "" for v in r["steps"]],
+                      "planned trials": r["planned"], "trials that reached it": r["reached"]})
+    return [Para("Promotion, as study.json records it: per rung, the trials synchronous successive halving would "
+                 "send there (planned) and those that reached it (optimizer steps: of a trial that takes the most "
+                 "characters a step)."), Table(t)]
 
 
 def _formed_blocks(a: Analysis) -> list[Block]:

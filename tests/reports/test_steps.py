@@ -175,3 +175,14 @@ def test_a_recorded_zero_is_no_step_count():
 
     got = with_steps(c, run)["steps"]
     pd.testing.assert_series_equal(got, with_steps(run.curves, run)["steps"])
+
+
+def test_recorded_rung_counts_are_shown(tmp_path):
+    from reports._document import document
+    from reports._render import to_markdown
+
+    run = stepped_run(1)
+    sched = {**run.study["scheduler"], "rung_counts": [{"chars": 100_000, "steps": 31, "planned": 40, "reached": 40},
+                                                       {"chars": 400_000, "steps": 125, "planned": 10, "reached": 18}]}
+    md = to_markdown(document(analyze(load_run(write(run, tmp_path / "r", scheduler=sched)), n_bootstrap=4)))
+    assert "| 400,000 | 125 | 10 | 18 |" in md, md[md.find("Promotion"):][:800]
