@@ -295,6 +295,11 @@ def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
             nxt = rest.iloc[0]
             s += f"; {nxt['param']} is next ({pct(nxt['importance'])}, {pct(nxt['ci_low'])}–{pct(nxt['ci_high'])})"
         noise = [n for n in noise if n not in named]
+        carried = [n for n in named if step_carried(n, budget.formation)]
+        if carried:
+            sets = "it sets" if len(carried) == 1 else "they set"
+            s += (f"; the lead of {_join(carried)} is carried by the optimizer steps {sets} "
+                  f"(Spearman {signed(budget.formation.spearman)} between score and steps)")
     elif step_carried(str(top["param"]), budget.formation):
         s = (f"{top['param']} leads, but its lead is carried by the optimizer steps it sets (Spearman "
              f"{signed(budget.formation.spearman)} between score and steps): it explains {pct(top['importance'])} (95% "

@@ -186,3 +186,24 @@ def test_recorded_rung_counts_are_shown(tmp_path):
                                                        {"chars": 400_000, "steps": 125, "planned": 10, "reached": 18}]}
     md = to_markdown(document(analyze(load_run(write(run, tmp_path / "r", scheduler=sched)), n_bootstrap=4)))
     assert "| 400,000 | 125 | 10 | 18 |" in md, md[md.find("Promotion"):][:800]
+
+
+def test_contenders_that_set_the_steps_are_named_as_carried():
+    # The seed-1 sentence of issue 18: seq_len and batch_size "in an order these trials cannot settle".
+    from dataclasses import replace
+
+    from reports import compute_importance
+    from reports._analysis import _summary
+    from reports._budget import Budget
+    from reports._steps import Formation
+    from tests.reports.test_analysis import SPECS, _study
+
+    params, y = _study(4.0, 1.0, n=40, seed=1)
+    res = compute_importance(SPECS, params, y, n_bootstrap=30, random_state=0)
+    res = replace(res, table=res.table.assign(param=res.table["param"].replace({"a": "seq_len", "b": "batch_size"})))
+    f = Formation(100, 40, 7, 16, 4.45, 16, -0.74, math.nan, True, 12_800)
+    s = _summary(res, Budget(100_000.0, 40, 1, False, pd.DataFrame({"trial_id": [], "y": []}), pd.DataFrame(),
+                             formation=f), "val_bpc")
+    assert "in an order these trials cannot settle" in s
+    assert ("the lead of seq_len and batch_size is carried by the optimizer steps they set (Spearman −0.74" in s
+            or "the lead of batch_size and seq_len is carried by the optimizer steps they set (Spearman −0.74" in s), s
