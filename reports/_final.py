@@ -13,7 +13,7 @@ import pandas as pd
 
 from reports._load import RunData
 from reports._render import Block, Code, Figure, Heading, Para, Table
-from reports._selection import selection
+from reports._selection import UNSTABLE_STATUSES, repeats_of, selection
 
 BASELINE_NAMES = {"unigram": "unigram (character frequencies)", "xz": "xz -9e", "ppmd": "PPMd order 8"}
 
@@ -37,14 +37,14 @@ class FinalModel:
 
 
 def unstable_configurations(run: RunData) -> pd.DataFrame:
-    """Search trials whose configuration diverged or failed in a seed repeat: (trial_id, bad, repeats)."""
-    t = run.trials
-    if "repeat_of" not in t.columns:
-        return pd.DataFrame(columns=["trial_id", "bad", "repeats"])
-    rep = t[t["role"] == "repeat"]
-    g = rep.groupby("repeat_of")["status"]
-    out = pd.DataFrame({"bad": g.apply(lambda s: int(s.isin(["diverged", "failed"]).sum())), "repeats": g.size()})
-    return out[out["bad"] > 0].rename_axis("trial_id").reset_index()
+    """Candidates the selection skipped (`reports._selection`: the study's decision, or its rule for older runs)
+    and how many of their seed repeats diverged or failed: (trial_id, bad, repeats)."""
+    rows = []
+    for tid, why in selection(run).candidates:
+        if why:
+            st = repeats_of(run, tid)["status"]
+            rows.append({"trial_id": tid, "bad": int(st.isin(UNSTABLE_STATUSES).sum()), "repeats": len(st)})
+    return pd.DataFrame(rows, columns=["trial_id", "bad", "repeats"])
 
 
 def final_model(run: RunData) -> FinalModel | None:

@@ -11,7 +11,7 @@ import pytest
 
 from reports import choose_budget, load_run, noise_floor
 from reports._analysis import analyze, best_trial_repeats
-from reports._final import baseline_table
+from reports._final import baseline_table, unstable_configurations
 from reports._selection import ranked_candidates, selection
 
 
@@ -63,6 +63,8 @@ def test_an_unstable_first_candidate_leaves_the_noise_floor_to_the_second(make_r
     chosen_score = run.trials.set_index("trial_id").loc[ranked[1], "best_val_bpc"]
     row = baseline_table(run, None).set_index("model").loc["chosen search trial (its budget)"]
     assert row["validation"] == pytest.approx(chosen_score)
+    skipped = unstable_configurations(run)
+    assert skipped.to_dict("records") == [{"trial_id": ranked[0], "bad": 2, "repeats": 3}]
 
 
 def test_a_recorded_selection_is_read_not_recomputed(make_run):
