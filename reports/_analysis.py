@@ -207,8 +207,9 @@ def compared_words(n: int, budget: Budget) -> str:
     if f is None or not math.isfinite(f.fewest_steps):
         return f"{n} trials compared at {chars(budget.chars)} training characters"
     if math.isfinite(f.same_steps) and f.same_steps > 0:
+        per = f.same_step_chars if math.isfinite(f.same_step_chars) else budget.chars / f.same_steps
         return (f"{n} trials compared after {steps_text(f.same_steps)} optimizer steps ({chars(budget.chars)} "
-                f"training characters, {chars(budget.chars / f.same_steps)} per step)")
+                f"training characters, {per:,.0f} per step)")
     return (f"{n} trials compared at {chars(budget.chars)} training characters (at least "
             f"{steps_text(f.fewest_steps)} optimizer steps each)")
 

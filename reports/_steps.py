@@ -125,6 +125,11 @@ class Formation:
     max_step_chars: float = math.nan  # the most characters a step of any compared trial takes
 
     @property
+    def same_step_chars(self) -> float:
+        """The characters every compared trial's step takes (NaN when they differ)."""
+        return math.nan if self.step_chars_vary else self.max_step_chars
+
+    @property
     def qualifies(self) -> bool:
         """Every compared trial had taken at least the steps it needs to leave the plateau."""
         return self.n_compared > 0 and self.n_short == 0

@@ -207,3 +207,15 @@ def test_contenders_that_set_the_steps_are_named_as_carried():
     assert "in an order these trials cannot settle" in s
     assert ("the lead of seq_len and batch_size is carried by the optimizer steps they set (Spearman −0.74" in s
             or "the lead of batch_size and seq_len is carried by the optimizer steps they set (Spearman −0.74" in s), s
+
+
+def test_characters_per_step_are_the_trials_own_not_budget_over_steps(tmp_path):
+    # 768 characters a step: the evaluation past 100k comes at step 131 (100,608 characters); 100k / 131 is 763.
+    run = stepped_run(2)
+    run.trials["param.batch_size"] = 16.0
+    c = run.curves.copy()
+    run.study["fixed"] = {"seq_len": 48}
+    c["chars_seen"] = -(-c["chars_seen"] // 768) * 768
+    run = RunData(None, run.study, run.params, run.trials, c, run.samples, baselines=run.baselines)
+    a = analyze(load_run(write(run, tmp_path / "r")), n_bootstrap=0)
+    assert "compared after 131 optimizer steps (100k training characters, 768 per step)" in a.summary, a.summary
