@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from reports import _budget
-from reports._budget import MIN_RANK_TRIALS, TRIALS_PER_PARAM, Budget, NoiseFloor, TrialCounts, rank_need  # noqa: F401
+from reports._budget import TRIALS_PER_PARAM, Budget, NoiseFloor, TrialCounts, rank_need
 from reports._importance import (METHODS, ImportanceResult, agreement, compute_importance, interaction_grid,
                                  interaction_shares)
 from reports._load import RunData
