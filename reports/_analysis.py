@@ -10,11 +10,13 @@ import pandas as pd
 from scipy.stats import chi2
 
 from reports import _budget
-from reports._budget import Budget, NoiseFloor, TrialCounts
+from reports._budget import TRIALS_PER_PARAM, Budget, NoiseFloor, TrialCounts, rank_need
 from reports._importance import (METHODS, ImportanceResult, agreement, compute_importance, interaction_grid,
                                  interaction_shares)
 from reports._load import RunData
 from reports._reference import optuna_importances
+from reports._selection import repeats_of, selection
+from reports._steps import FORMED_BITS, PlateauExit, plateau_exit, step_carried
 
 SAMPLE_METRICS = ("known_word_frac", "copy20_frac")
 # The answer names one hyperparameter as the most important only if it ranks first in at least FIRST_SURE of
@@ -23,9 +25,6 @@ FIRST_SURE, CONTENDER = 0.8, 0.1
 # A surrogate whose held-out R^2 is below this predicts trials hardly better than their mean: its numbers are
 # not evidence (shown as such, never as a second opinion).
 PREDICTS = 0.1
-# Trials per hyperparameter a ranking needs: the GP fits one amplitude and one length scale per hyperparameter,
-# and below two trials each the calibration's small shapes already lose coverage. With fewer, the answer says so.
-TRIALS_PER_PARAM, MIN_RANK_TRIALS = 2, 10
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,8 @@ class BudgetStep:
     spearman_prev: float  # NaN for the first
     n_both: int
     clear: bool = True  # the leader's interval clears the noise floor
+    fewest_steps: float = math.nan  # the fewest optimizer steps any compared trial had taken there
+    formed: bool = True  # every compared trial had taken the steps it needs to leave the plateau
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class Analysis:
     interactions: pd.DataFrame | None = None  # pairwise interaction shares, largest first (interval on the first)
     best: BestTrial | None = None
     budgets: list[BudgetStep] = field(default_factory=list)
+    plateau: PlateauExit | None = None  # when the search trials left the unigram plateau, from their curves
 
 
 def pct(x: float) -> str:
@@ -188,12 +190,86 @@ def uniform_bpc(run: RunData) -> float:
     return math.log2(vocab)
 
 
+def steps_text(x: float) -> str:
+    return f"{x:,.0f}" if math.isfinite(x) else "n/a"
+
+
+def signed(x: float) -> str:
+    """A correlation for prose, with a true minus sign."""
+    return f"{x:.2f}".replace("-", "−") if math.isfinite(x) else "n/a"
+
+
+def compared_words(n: int, budget: Budget) -> str:
+    """The budget in words a student understands: "48 trials compared after 150 optimizer steps (120k training
+    characters, 800 per step)", or, when the steps differ between trials, "48 trials compared at 120k training
+    characters (at least 150 optimizer steps each)"; characters alone when the steps are unknown."""
+    f = budget.formation
+    if f is None or not math.isfinite(f.fewest_steps):
+        return f"{n} trials compared at {chars(budget.chars)} training characters"
+    if math.isfinite(f.same_steps) and f.same_steps > 0:
+        per = f.same_step_chars if math.isfinite(f.same_step_chars) else budget.chars / f.same_steps
+        return (f"{n} trials compared after {steps_text(f.same_steps)} optimizer steps ({chars(budget.chars)} "
+                f"training characters, {per:,.0f} per step)")
+    return (f"{n} trials compared at {chars(budget.chars)} training characters (at least "
+            f"{steps_text(f.fewest_steps)} optimizer steps each)")
+
+
+def formed_text(budget: Budget) -> str:
+    """The sentence that follows the answer: how many compared trials had formed, the fewest steps, and whether
+    scores follow the steps taken ('' when the run says nothing of steps)."""
+    f = budget.formation
+    if f is None or not f.n_compared or not math.isfinite(f.fewest_steps):
+        return ""
+    fewest = (f"the fewest optimizer steps any compared trial had taken is {steps_text(f.fewest_steps)} (leaving the "
+              f"unigram plateau takes about {f.need_steps})")
+    rho = (f"n/a: every compared trial took the same {steps_text(f.same_steps)} steps" if math.isfinite(f.same_steps)
+           else signed(f.spearman))
+    if math.isfinite(f.formed_share):
+        s = (f"At this budget {pct(f.formed_share)} of the compared trials ({f.n_formed} of {f.n_compared}) had "
+             f"formed, at least {FORMED_BITS:g} bit/char below the unigram baseline ({f.unigram:.2f}); {fewest}")
+    else:
+        s = f"At this budget {fewest}; whether the trials had formed is unknown (the run has no unigram baseline)"
+    s += f"; Spearman correlation of score with steps taken: {rho}."
+    if math.isfinite(budget.moved_from):
+        t = budget.milestones
+        at = t[np.isclose(t["chars_seen"], budget.moved_from)]
+        if len(at) and "n_short" in at:
+            s += (f" The comparison is at {chars(budget.chars)} rather than at {chars(budget.moved_from)}, where "
+                  f"{int(at['n_short'].iloc[0])} of {int(at['n_trials'].iloc[0])} trials had taken fewer than "
+                  f"{f.need_steps} steps.")
+    return s
+
+
+def not_formed(imp: ImportanceResult, budget: Budget) -> str:
+    """The answer where no budget qualifies: quality had not formed, in how many trials, and what would fix it;
+    no winner is named (a leader carried by the steps it sets is named as such)."""
+    f = budget.formation
+    n = f.n_compared
+    s = (f"Quality had not formed at any budget these trials share: at {chars(budget.chars)} characters "
+         f"{f.n_short} of {n} compared trials had taken fewer than {f.need_steps} optimizer steps (the fewest "
+         f"{steps_text(f.fewest_steps)})")
+    if math.isfinite(f.formed_share):
+        s += (f", and {n - f.n_formed} of {n} were not yet {FORMED_BITS:g} bit/char below the unigram baseline "
+              f"({f.unigram:.2f})")
+    s += (", so this report names no hyperparameter as the one that matters most: the importance below measures how "
+          "far each trial had got, not what its hyperparameters do once trained.")
+    top = imp.table.iloc[0] if len(imp.table) else None
+    if top is not None and step_carried(str(top["param"]), f):
+        s += (f" {top['param']} ranks first there, but its lead is carried by the optimizer steps it sets "
+              f"(Spearman {signed(f.spearman)} between score and steps).")
+    if math.isfinite(f.max_step_chars):
+        s += (f" To compare trained models, compare every trial after at least {f.need_steps} steps: "
+              f"{chars(f.need_steps * f.max_step_chars)} characters for the trials that take "
+              f"{f.max_step_chars:,.0f} a step (a later first rung, or a smaller batch_size × seq_len).")
+    return s
+
+
 def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
     t = imp.table
     if imp.n_trials < 5 or not np.isfinite(t["importance"]).any():
         return (f"Too few comparable trials ({imp.n_trials}) to rank the hyperparameters; "
                 f"at least 5 finished trials with a finite {metric} are needed.")
-    where = f"across {imp.n_trials} trials compared at {chars(budget.chars)} training characters"
+    where = f"across {compared_words(imp.n_trials, budget)}"
     real = t[~t["within_noise"]]
     noise = t[t["within_noise"]]["param"].tolist()
     if real.empty:
@@ -220,6 +296,19 @@ def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
             nxt = rest.iloc[0]
             s += f"; {nxt['param']} is next ({pct(nxt['importance'])}, {pct(nxt['ci_low'])}–{pct(nxt['ci_high'])})"
         noise = [n for n in noise if n not in named]
+        carried = [n for n in named if step_carried(n, budget.formation)]
+        if carried:
+            sets = "it sets" if len(carried) == 1 else "they set"
+            s += (f"; the lead of {_join(carried)} is carried by the optimizer steps {sets} "
+                  f"(Spearman {signed(budget.formation.spearman)} between score and steps)")
+    elif step_carried(str(top["param"]), budget.formation):
+        s = (f"{top['param']} leads, but its lead is carried by the optimizer steps it sets (Spearman "
+             f"{signed(budget.formation.spearman)} between score and steps): it explains {pct(top['importance'])} (95% "
+             f"CI {pct(top['ci_low'])}–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
+        if len(real) > 1:
+            sec = real.iloc[1]
+            s += (f"; {sec['param']} is next ({pct(sec['importance'])}, {pct(sec['ci_low'])}–"
+                  f"{pct(sec['ci_high'])})")
     else:
         s = (f"{top['param']} matters most: it explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}"
              f"–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
@@ -236,21 +325,24 @@ def _ci_text(lo: float, hi: float) -> str:
     return f"{pct(lo)}–{pct(hi)}"
 
 
-def rank_need(k: int) -> int:
-    """Comparable trials a ranking of k hyperparameters needs (see TRIALS_PER_PARAM)."""
-    return max(MIN_RANK_TRIALS, TRIALS_PER_PARAM * k)
-
-
 def answer(imp: ImportanceResult, budget: Budget, metric: str, *, interactions: pd.DataFrame | None = None,
            budgets: list[BudgetStep] | None = None) -> str:
     """The report's first sentence: `_summary`'s ranking, unless the trials cannot carry one, with what else a
     careful reader needs in it: the methods' disagreement, a leader that acts through an interaction, and
     whether the leader holds at the later budgets."""
+    after = formed_text(budget) if budget.formed else ""  # an unformed answer says it in its own words
+    return _answer(imp, budget, metric, interactions, budgets) + (f" {after}" if after else "")
+
+
+def _answer(imp: ImportanceResult, budget: Budget, metric: str, interactions: pd.DataFrame | None,
+            budgets: list[BudgetStep] | None) -> str:
     t, k, n = imp.table, len(imp.table), imp.n_trials
     if n < 5 or not np.isfinite(t["importance"]).any():
         return _summary(imp, budget, metric)
+    if not budget.formed:
+        return not_formed(imp, budget)
     top = t.iloc[0]
-    where = f"{n} trials compared at {chars(budget.chars)} training characters"
+    where = compared_words(n, budget)
     if n < rank_need(k):
         return (f"{n} comparable trials cannot rank {k} hyperparameters (a ranking needs about {rank_need(k)}, "
                 f"{TRIALS_PER_PARAM} per hyperparameter): {top['param']} leads in this sample "
@@ -318,19 +410,16 @@ def answer(imp: ImportanceResult, budget: Budget, metric: str, *, interactions: 
 
 
 def best_trial_repeats(run: RunData) -> BestTrial | None:
-    """The best search trial by best_val_bpc and its seed repeats (role repeat, repeat_of = its id; without a
-    repeat_of column, every valid repeat), each scored by its own best_val_bpc."""
+    """The search trial the study handed over (`reports._selection`: study.json's `selection`, else the documented
+    rule) and its valid seed repeats, each scored by its own best_val_bpc; None when no configuration was chosen."""
+    chosen = selection(run).chosen
     t = run.trials
-    ok = _budget.valid_mask(t)
-    search = t[(t["role"] != "repeat") & ok]
-    reps = t[(t["role"] == "repeat") & ok]
-    if search.empty:
+    row = t[(t["trial_id"].astype(str) == chosen) & (t["role"] != "repeat")] if chosen is not None else t.iloc[:0]
+    if row.empty:
         return None
-    best = search.loc[search["best_val_bpc"].idxmin()]
-    if "repeat_of" in reps.columns and reps["repeat_of"].notna().any():
-        reps = reps[reps["repeat_of"].astype(str) == str(best["trial_id"])]
-    return BestTrial(str(best["trial_id"]), float(best["best_val_bpc"]),
-                     tuple(float(v) for v in reps["best_val_bpc"]))
+    reps = repeats_of(run, chosen)
+    reps = reps[_budget.valid_mask(reps)]
+    return BestTrial(str(chosen), float(row["best_val_bpc"].iloc[0]), tuple(float(v) for v in reps["best_val_bpc"]))
 
 
 def budget_steps(run: RunData, primary: Fit, *, n_bootstrap: int, random_state: int,
@@ -350,7 +439,7 @@ def budget_steps(run: RunData, primary: Fit, *, n_bootstrap: int, random_state: 
     last = chosen.groupby("n_trials")["chars_seen"].transform("max") == chosen["chars_seen"]
     chosen = chosen[last | np.isclose(chosen["chars_seen"], primary.budget.chars)]
     steps, prev = [], None
-    curves = _budget.with_milestones(run.curves, run.study)
+    curves = _budget._curves(run)
     for chars_ in chosen["chars_seen"]:
         if math.isclose(chars_, primary.budget.chars, rel_tol=1e-9):
             f = primary
@@ -368,9 +457,11 @@ def budget_steps(run: RunData, primary: Fit, *, n_bootstrap: int, random_state: 
                 rho = float(spearmanr(prev.loc[common], vals.loc[common]).statistic)
         top = f.importance.table.iloc[0]
         if f.importance.n_trials >= 5 and np.isfinite(top["importance"]):
+            fm = f.budget.formation
             steps.append(BudgetStep(float(chars_), f.importance.n_trials, str(top["param"]), float(top["importance"]),
                                     float(top["ci_low"]), float(top["ci_high"]), rho, both,
-                                    not bool(top["within_noise"])))
+                                    not bool(top["within_noise"]), fm.fewest_steps if fm else math.nan,
+                                    f.budget.formed))
         prev = vals
     return steps
 
@@ -494,5 +585,6 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
         notes.append("Seed noise floor unknown: fewer than two repeat trials (role == repeat) reached the "
                      "compared budget; hyperparameters are judged against the null-probe floor only.")
     summary = answer(imp, budget, run.metric, interactions=interactions, budgets=steps)
+    plateau = plateau_exit(run, _budget._search_ids(run))
     return Analysis(run, counts, budget, seed, imp, interaction, samples, _showcase(run), _pareto(run),
-                    summary, notes, fit.target, fit.log, survivors, interactions, best, steps)
+                    summary, notes, fit.target, fit.log, survivors, interactions, best, steps, plateau)

@@ -8,6 +8,15 @@ milestones hold only the trials the scheduler promoted, which were selected for 
 sit in one corner of the search space), so the spread among them is range-restricted and says little about
 the search space. The highest milestone with enough survivors is kept as a secondary check.
 
+A budget must also be one at which quality had formed: trials learn per optimizer step, not per character, and
+a trial that has taken fewer steps than it needs to leave the unigram plateau (study.json's
+`scheduler.min_steps`, else 100; see `reports._steps`) is compared on how far it got, not on what its
+hyperparameters do. So a compared budget *qualifies* only if every compared trial had taken at least that many
+steps by it. `choose_budget` keeps the milestone above when it qualifies; else it moves to the first later
+milestone that qualifies and still holds a rankable number of trials (`rank_need`: max(10, 2 per
+hyperparameter), the fewest the answer ranks at all; fewer would trade an unformed comparison for one that
+cannot rank); else the budget is *not formed*, and the report says so instead of naming a winner.
+
 A milestone is nominal: evaluations sit at the first step past each listed character count (study.json's
 `eval.eval_at_chars`, an increasing list; ASHA's rungs are among them) or, in run directories written before
 that list existed, past each multiple of `eval.eval_every_chars`. Their chars_seen therefore differ a little
@@ -24,9 +33,18 @@ import numpy as np
 import pandas as pd
 
 from reports._load import RunData
+from reports._steps import Formation, formation, min_steps, with_steps
 
 EXCLUDED_STATUSES = ("diverged", "failed")
 NEARLY_ALL = 0.9  # share of the valid search trials the primary budget must hold
+# Trials per hyperparameter a ranking needs: the GP fits one amplitude and one length scale per hyperparameter,
+# and below two trials each the calibration's small shapes already lose coverage. With fewer, the answer says so.
+TRIALS_PER_PARAM, MIN_RANK_TRIALS = 2, 10
+
+
+def rank_need(k: int) -> int:
+    """Comparable trials a ranking of k hyperparameters needs (see TRIALS_PER_PARAM)."""
+    return max(MIN_RANK_TRIALS, TRIALS_PER_PARAM * k)
 
 
 @dataclass(frozen=True)
@@ -46,8 +64,11 @@ class TrialCounts:
 class Budget:
     """The budget at which trials are compared.
 
-    `values` has one row per compared search trial: trial_id and `y` (best val_bpc up to `chars`).
-    `milestones` lists every evaluation milestone with the number of valid search trials that reached it.
+    `values` has one row per compared search trial: trial_id, `y` (best val_bpc up to `chars`) and `steps` (the
+    optimizer steps it had taken by then). `milestones` lists every evaluation milestone with the number of valid
+    search trials that reached it and the fewest steps any of them had taken there. `formation` says whether
+    quality had formed (None only for budgets built by hand); `moved_from` is the milestone the trial count alone
+    would have chosen, when the formed-budget rule moved the comparison later.
     """
 
     chars: float
@@ -58,6 +79,13 @@ class Budget:
     milestones: pd.DataFrame
     min_trials: int = 0  # trials the budget had to have
     survivors: bool = False  # a later milestone holding only the trials the scheduler promoted
+    formation: Formation | None = None
+    moved_from: float = math.nan
+
+    @property
+    def formed(self) -> bool:
+        """Every compared trial had taken the steps it needs to leave the plateau (True when not measured)."""
+        return self.formation is None or self.formation.qualifies
 
 
 @dataclass(frozen=True)
@@ -93,8 +121,16 @@ def count_trials(trials: pd.DataFrame) -> TrialCounts:
     )
 
 
-def _rungs(study: dict) -> list[float]:
+def rungs(study: dict) -> list[float]:
+    """ASHA's rungs in characters: study.json's `scheduler.rungs` as the study recorded them; for run directories
+    written before it did, recomputed from grace_period x reduction_factor^k below max_t (the rule ASHA applied)."""
     sched = study.get("scheduler") or {}
+    recorded = sched.get("rungs")
+    if isinstance(recorded, (list, tuple)):
+        try:
+            return [float(r) for r in recorded]
+        except (TypeError, ValueError):
+            pass
     try:
         grace, rf, max_t = float(sched["grace_period"]), float(sched["reduction_factor"]), float(sched["max_t"])
     except (KeyError, TypeError, ValueError):
@@ -106,6 +142,17 @@ def _rungs(study: dict) -> list[float]:
         rungs.append(t)
         t *= rf
     return rungs
+
+
+def rung_counts(study: dict) -> pd.DataFrame:
+    """Per rung, the trials the study planned to send (synchronous successive halving) and those that reached it,
+    as study.json's `scheduler.rung_counts` records them; empty for runs that do not."""
+    rows = (study.get("scheduler") or {}).get("rung_counts")
+    cols = ["chars", "steps", "planned", "reached"]
+    if not isinstance(rows, list):
+        return pd.DataFrame(columns=cols)
+    rows = [r for r in rows if isinstance(r, dict)]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
 
 
 def _every(study: dict) -> float | None:
@@ -185,28 +232,51 @@ def _search_ids(run: RunData) -> list[str]:
     return trials.loc[(trials["role"] != "repeat") & valid_mask(trials), "trial_id"].tolist()
 
 
+def _curves(run: RunData) -> pd.DataFrame:
+    """The run's curves with `milestone` and `steps` columns."""
+    return with_steps(with_milestones(run.curves, run.study), run)
+
+
+def steps_at(curves: pd.DataFrame, trial_ids: list[str], chars: float) -> pd.Series:
+    """Optimizer steps each trial had taken by budget `chars`: at its last evaluation up to it (`curves` as from
+    `with_milestones` and `reports._steps.with_steps`)."""
+    c = curves[curves["trial_id"].isin(trial_ids) & (curves["milestone"] <= chars * (1 + 1e-9))]
+    return c.sort_values("chars_seen").groupby("trial_id")["steps"].last()
+
+
 def _milestone_table(run: RunData, curves: pd.DataFrame) -> pd.DataFrame:
     c = curves[curves["trial_id"].isin(_search_ids(run)) & np.isfinite(curves["val_bpc"])
                & np.isfinite(curves["milestone"])]
     reached = c.groupby("trial_id")["milestone"].max()
     milestones = np.sort(c["milestone"].unique())
     counts = np.array([(reached >= m).sum() for m in milestones], dtype=int)
-    return pd.DataFrame({"chars_seen": milestones, "n_trials": counts})
+    need, fewest, short = min_steps(run.study), [], []
+    for m in milestones:
+        s = steps_at(c, reached[reached >= m].index.tolist(), m)
+        fewest.append(float(s.min()) if len(s) and np.isfinite(s).all() else math.nan)
+        short.append(int((~np.isfinite(s) | (s < need)).sum()))
+    return pd.DataFrame({"chars_seen": milestones, "n_trials": counts, "fewest_steps": fewest, "n_short": short})
 
 
 def _budget_at(run: RunData, curves: pd.DataFrame, table: pd.DataFrame, chars: float, need: int,
-               survivors: bool) -> Budget:
-    rungs = _rungs(run.study)
-    rung = next((i + 1 for i, r in enumerate(rungs) if math.isclose(r, chars, rel_tol=1e-6)), None)
+               survivors: bool, moved_from: float = math.nan) -> Budget:
+    rung = next((i + 1 for i, r in enumerate(rungs(run.study)) if math.isclose(r, chars, rel_tol=1e-6)), None)
     full = run.study.get("budget_chars")
     is_full = full is not None and chars >= float(full) * (1 - 1e-9)
     values = best_up_to(curves, _search_ids(run), chars)
-    return Budget(chars, len(values), rung, bool(is_full), values, table, need, survivors)
+    values["steps"] = values["trial_id"].map(steps_at(curves, values["trial_id"].tolist(), chars)).astype(float)
+    return Budget(chars, len(values), rung, bool(is_full), values, table, need, survivors,
+                  formation(run, values), moved_from)
+
+
+def _qualifies(table: pd.DataFrame, need_steps: int) -> pd.Series:
+    return np.isfinite(table["fewest_steps"]) & (table["fewest_steps"] >= need_steps)
 
 
 def choose_budget(run: RunData, min_trials: int | None = None) -> Budget:
     """Pick the primary budget: the highest evaluation milestone that at least `min_trials` valid search
-    trials reached.
+    trials reached, if quality had formed there; else the first later milestone where it had, with enough
+    trials to rank; else the first one, not formed (see the module docstring).
 
     Args:
         run: the loaded run.
@@ -215,18 +285,30 @@ def choose_budget(run: RunData, min_trials: int | None = None) -> Budget:
             scheduler), capped at the largest count any milestone has.
 
     Returns:
-        The chosen `Budget` (n_trials may be 0 when no curves exist).
+        The chosen `Budget` (n_trials may be 0 when no curves exist); `budget.formed` says whether it qualifies.
     """
-    curves = with_milestones(run.curves, run.study)
+    curves = _curves(run)
     table = _milestone_table(run, curves)
     if table.empty:
         return Budget(math.nan, 0, None, False, pd.DataFrame({"trial_id": pd.Series([], dtype=str),
-                                                              "y": pd.Series([], dtype=float)}), table)
+                                                              "y": pd.Series([], dtype=float),
+                                                              "steps": pd.Series([], dtype=float)}), table)
     n_valid = len(_search_ids(run))
     need = min_trials if min_trials is not None else math.ceil(NEARLY_ALL * n_valid)
     need = min(need, int(table["n_trials"].max()))
     chars = float(table.loc[table["n_trials"] >= need, "chars_seen"].max())
-    return _budget_at(run, curves, table, chars, need, survivors=False)
+    ok = _qualifies(table, min_steps(run.study))
+    here = np.isclose(table["chars_seen"], chars)
+    if ok[here].any():
+        return _budget_at(run, curves, table, chars, need, survivors=False)
+    later = table[ok & (table["chars_seen"] > chars * (1 + 1e-9))
+                  & (table["n_trials"] >= min(need, rank_need(len(run.params))))]
+    if later.empty:
+        return _budget_at(run, curves, table, chars, need, survivors=False)
+    to = later.iloc[0]  # the first that qualifies: the most trials, the least selected by the scheduler
+    fewer = int(to["n_trials"]) < int(table.loc[here, "n_trials"].iloc[0])
+    return _budget_at(run, curves, table, float(to["chars_seen"]), int(to["n_trials"]), survivors=fewer,
+                      moved_from=chars)
 
 
 def survivor_budget(run: RunData, primary: Budget, min_trials: int | None = None) -> Budget | None:
@@ -234,7 +316,7 @@ def survivor_budget(run: RunData, primary: Budget, min_trials: int | None = None
     trials reached (default max(10, a third of them)), or None. Its trials are the scheduler's survivors."""
     if not math.isfinite(primary.chars):
         return None
-    curves = with_milestones(run.curves, run.study)
+    curves = _curves(run)
     table = _milestone_table(run, curves)
     need = min_trials if min_trials is not None else max(10, math.ceil(len(_search_ids(run)) / 3))
     later = table[(table["chars_seen"] > primary.chars * (1 + 1e-9)) & (table["n_trials"] >= need)]
@@ -244,10 +326,17 @@ def survivor_budget(run: RunData, primary: Budget, min_trials: int | None = None
 
 
 def noise_floor(run: RunData, chars: float) -> NoiseFloor:
-    """Seed noise from trials with role == "repeat", measured at budget `chars` like the search trials."""
-    trials = run.trials
-    ids = trials.loc[(trials["role"] == "repeat") & valid_mask(trials), "trial_id"].tolist()
-    if not ids or not math.isfinite(chars):
+    """Seed noise from the repeats of the chosen configuration (`reports._selection`: the search trial the study
+    handed over), measured at budget `chars` like the search trials. Repeats of a candidate the study skipped
+    (unstable: some of its repeats diverged) measure another configuration and are left out."""
+    from reports._selection import repeats_of, selection  # it ranks trials by the milestones above
+
+    chosen = selection(run).chosen
+    if chosen is None or not math.isfinite(chars):
+        return NoiseFloor(0, math.nan, ())
+    reps = repeats_of(run, chosen)
+    ids = reps.loc[valid_mask(reps), "trial_id"].tolist()
+    if not ids:
         return NoiseFloor(0, math.nan, ())
     vals = best_up_to(with_milestones(run.curves, run.study), ids, chars)["y"].to_numpy(float)
     sd = float(np.std(vals, ddof=1)) if len(vals) >= 2 else math.nan

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, pct
+from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, compared_words, pct, signed, steps_text
+from reports._budget import rung_counts
+from reports._steps import FORMED_BITS
 from reports._final import final_blocks, final_model
 from reports._importance import agreement
 from reports._render import Block, Code, Details, Figure, Heading, Para, Table
@@ -61,6 +63,8 @@ def _budget_step_blocks(a: Analysis) -> list[Block]:
         return []
     t = pd.DataFrame({"characters": [f"{b.chars:,.0f}" for b in a.budgets],
                       "trials": [b.n_trials for b in a.budgets],
+                      "fewest steps": [steps_text(b.fewest_steps) + ("" if b.formed else " (not formed)")
+                                       for b in a.budgets],
                       "leader": [b.leader for b in a.budgets],
                       "its share (95% CI)": [f"{pct(b.share)} ({_ci(b.ci_low, b.ci_high)})" for b in a.budgets],
                       "Spearman with previous budget": ["" if not math.isfinite(b.spearman_prev) else
@@ -83,21 +87,85 @@ def _budget_blocks(a: Analysis) -> list[Block]:
     if not b.n_trials:
         return [Heading(2, "Equal budgets"), Para(f"No valid search trial has a finite {a.run.metric} in "
                                                   f"curves.parquet; there is nothing to compare.")]
-    text = (f"Trials are compared at {b.chars:,.0f} training characters{rung}, the highest evaluation milestone "
-            f"that at least {b.min_trials} valid search trials reached (nearly all of them, unless --min-trials "
-            f"says otherwise): {b.n_trials} of {c.valid} valid search trials are compared by their best "
-            f"{a.run.metric} up to that budget.{full}")
+    if math.isfinite(b.moved_from):
+        chosen = (f"the first evaluation milestone after {b.moved_from:,.0f} characters (the highest that nearly all "
+                  f"valid search trials reached) at which every compared trial had taken the optimizer steps it "
+                  f"needs to leave the unigram plateau, and that at least {b.min_trials} trials reached")
+    else:
+        chosen = (f"the highest evaluation milestone that at least {b.min_trials} valid search trials reached "
+                  f"(nearly all of them, unless --min-trials says otherwise)")
+    text = (f"Trials are compared at {b.chars:,.0f} training characters{rung}, {chosen}: {b.n_trials} of {c.valid} "
+            f"valid search trials are compared by their best {a.run.metric} up to that budget.{full}")
     why = ("Later milestones hold only the trials the scheduler promoted. Those were selected for being good "
            "(and a model-based sampler such as TPE puts them in one region of the search space), so the spread "
            "among them is range-restricted and would understate, or misattribute, what the hyperparameters do. "
            "The milestone (nearly) every trial reached is the only unbiased sample of the search space; a later "
            "one serves only as the check below.")
+    if math.isfinite(b.moved_from) and b.survivors:
+        why = (f"At {b.moved_from:,.0f} characters, the milestone nearly every trial reached and the only unbiased "
+               f"sample of the search space, some compared trials had not yet taken the optimizer steps they need "
+               f"to leave the unigram plateau: their scores there say how far they had got. This comparison is at "
+               f"the first later milestone where every compared trial had, at the price of a sample the scheduler "
+               f"selected ({b.n_trials} trials it promoted, which a model-based sampler such as TPE puts in one "
+               f"region of the search space): its spread is range-restricted, and a hyperparameter the scheduler "
+               f"already selected on can look less important than it is.")
     excl = (f"Of {c.search} search trials, {c.diverged} diverged, {c.failed} failed and {c.no_value} never "
             f"produced a finite {a.run.metric}; they are left out of every fit. {c.repeats} repeat trials "
             f"(role repeat) measure the seed noise and are kept out of the importance fit as well.")
-    m = b.milestones.rename(columns={"chars_seen": "characters seen", "n_trials": "valid trials that reached it"})
+    m = b.milestones.rename(columns={"chars_seen": "characters seen", "n_trials": "valid trials that reached it",
+                                     "fewest_steps": "fewest optimizer steps",
+                                     "n_short": "trials short of the steps to leave the plateau"})
     m["characters seen"] = m["characters seen"].map(lambda x: f"{x:,.0f}")
-    return [Heading(2, "Equal budgets"), Para(text), Para(why), Para(excl), Table(m), *_survivor_blocks(a)]
+    if "fewest optimizer steps" in m:
+        m["fewest optimizer steps"] = m["fewest optimizer steps"].map(steps_text)
+    return [Heading(2, "Equal budgets"), Para(text), *_formed_blocks(a), Para(why), Para(excl), Table(m),
+            *_rung_blocks(a), *_survivor_blocks(a)]
+
+
+def _rung_blocks(a: Analysis) -> list[Block]:
+    r = rung_counts(a.run.study)
+    if r.empty:
+        return []
+    t = pd.DataFrame({"rung (characters)": [f"{v:,.0f}" if isinstance(v, (int, float)) else "" for v in r["chars"]],
+                      "optimizer steps": [f"{v:,.0f}" if isinstance(v, (int, float)) else "" for v in r["steps"]],
+                      "planned trials": r["planned"], "trials that reached it": r["reached"]})
+    return [Para("Promotion, as study.json records it: per rung, the trials synchronous successive halving would "
+                 "send there (planned) and those that reached it (optimizer steps: of a trial that takes the most "
+                 "characters a step)."), Table(t)]
+
+
+def _formed_blocks(a: Analysis) -> list[Block]:
+    """Whether quality had formed at the compared budget, in optimizer steps, and when trials left the plateau."""
+    f, p = a.budget.formation, a.plateau
+    if f is None or not f.n_compared:
+        return []
+    share = (f"{pct(f.formed_share)} ({f.n_formed} of {f.n_compared}) of the compared trials had formed: their "
+             f"{a.run.metric} was at least {FORMED_BITS:g} bit/char below the unigram baseline ({f.unigram:.3f}, "
+             f"the character frequencies alone)" if math.isfinite(f.formed_share) else
+             "Whether the compared trials had formed is unknown: the run has no unigram baseline (baselines.parquet)")
+    rho = (f"n/a: every compared trial took the same {steps_text(f.same_steps)} steps" if math.isfinite(f.same_steps)
+           else signed(f.spearman))
+    verdict = ("Every compared trial had taken at least that many, so quality had formed at this budget." if f.qualifies
+               else f"{f.n_short} of {f.n_compared} compared trials had taken fewer, and no later milestone with "
+                    f"enough trials to rank had every trial past it: quality had NOT formed, and the importance "
+                    f"in this report measures how far trials had got, not what their hyperparameters do once "
+                    f"trained.")
+    out = [Para(
+        f"A model learns per optimizer step, and the characters a step takes (batch_size × seq_len) differ "
+        f"between trials, so equal characters are not equal training. The trials were compared "
+        f"{compared_words(f.n_compared, a.budget).split(' compared ', 1)[1]}; a trial needs about {f.need_steps} "
+        f"to leave the unigram plateau (study.json's scheduler.min_steps, else 100). {verdict} {share}. Spearman "
+        f"rank correlation of their scores with the steps they had taken: {rho}.")]
+    if p is not None and p.n_left:
+        out.append(Para(
+            f"The steps it takes to leave the plateau, measured from curves: {p.n_left} of {p.n_trials} valid search "
+            f"trials got {FORMED_BITS:g} bit/char below the unigram baseline at some evaluation; the first such "
+            f"evaluation came after a median of {steps_text(p.median)} optimizer steps (90th percentile "
+            f"{steps_text(p.p90)}). Evaluations are sparse, so these are upper bounds."))
+    elif p is not None and math.isfinite(f.unigram):
+        out.append(Para(f"None of the {p.n_trials} valid search trials got {FORMED_BITS:g} bit/char below the unigram "
+                        f"baseline at any evaluation."))
+    return out
 
 
 def _survivor_blocks(a: Analysis) -> list[Block]:
@@ -132,7 +200,7 @@ def _noise_blocks(a: Analysis) -> list[Block]:
     out = [Heading(2, "Noise floor")]
     if s.floor.known:
         out.append(Para(
-            f"Retraining the best configuration with {s.floor.n_repeats} other seeds moves {a.run.metric} by a "
+            f"Retraining the chosen configuration with {s.floor.n_repeats} other seeds moves {a.run.metric} by a "
             f"standard deviation of {s.floor.sd:.4f} bits/char (95% CI {s.sd_low:.4f}–{s.sd_high:.4f}) at the "
             f"compared budget: the seed alone accounts for about {pct(s.share)} of the variance of "
             f"{a.target} over the search space, and at least {pct(s.share_low)}."))
@@ -142,7 +210,8 @@ def _noise_blocks(a: Analysis) -> list[Block]:
     b = a.best
     if b is not None and b.repeats:
         out.append(Para(
-            f"The best search trial, {b.trial_id}, reached a best val_bpc of {b.search:.4f} bits/char; its "
+            f"The chosen search trial (the best whose seed repeats all trained), {b.trial_id}, reached a best "
+            f"val_bpc of {b.search:.4f} bits/char; its "
             f"{len(b.repeats)} reruns with other seeds reach {b.expected:.4f} on average, its expected score. The "
             f"gap, {b.gap:+.4f}, is selection bias: the best of many noisy trials is partly the luckiest. The noise "
             f"floor above is measured on the reruns alone, never on the selected trial's own score."))
@@ -289,9 +358,12 @@ def document(a: Analysis) -> list[Block]:
     return [
         Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
         Para(a.summary, lead=True),
-        Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"),
+        Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"
+               + ("" if a.budget.formed else " (NOT FORMED: compared before every trial had left the unigram "
+                                             "plateau; this measures how far trials had got)")),
         *final_blocks(a.run, final_model(a.run)),
-        Heading(2, "Importance"),
+        Heading(2, "Importance" if a.budget.formed else "Importance (NOT FORMED: trials had not all left the "
+                                                        "unigram plateau at this budget)"),
         Figure("marginals.png", "Main effect of the top hyperparameters on best val_bpc up to the compared "
                                 "budget, with 95% bootstrap bands; dots: trials"),
         Figure("curves.png", "Validation curves (val_bpc of each evaluation) of the search trials against "

@@ -13,6 +13,7 @@ import pandas as pd
 
 from reports._load import RunData
 from reports._render import Block, Code, Figure, Heading, Para, Table
+from reports._selection import UNSTABLE_STATUSES, repeats_of, selection
 
 BASELINE_NAMES = {"unigram": "unigram (character frequencies)", "xz": "xz -9e", "ppmd": "PPMd order 8"}
 
@@ -36,14 +37,14 @@ class FinalModel:
 
 
 def unstable_configurations(run: RunData) -> pd.DataFrame:
-    """Search trials whose configuration diverged or failed in a seed repeat: (trial_id, bad, repeats)."""
-    t = run.trials
-    if "repeat_of" not in t.columns:
-        return pd.DataFrame(columns=["trial_id", "bad", "repeats"])
-    rep = t[t["role"] == "repeat"]
-    g = rep.groupby("repeat_of")["status"]
-    out = pd.DataFrame({"bad": g.apply(lambda s: int(s.isin(["diverged", "failed"]).sum())), "repeats": g.size()})
-    return out[out["bad"] > 0].rename_axis("trial_id").reset_index()
+    """Candidates the selection skipped (`reports._selection`: the study's decision, or its rule for older runs)
+    and how many of their seed repeats diverged or failed: (trial_id, bad, repeats)."""
+    rows = []
+    for tid, why in selection(run).candidates:
+        if why:
+            st = repeats_of(run, tid)["status"]
+            rows.append({"trial_id": tid, "bad": int(st.isin(UNSTABLE_STATUSES).sum()), "repeats": len(st)})
+    return pd.DataFrame(rows, columns=["trial_id", "bad", "repeats"])
 
 
 def final_model(run: RunData) -> FinalModel | None:
@@ -79,10 +80,11 @@ def baseline_table(run: RunData, fm: FinalModel | None) -> pd.DataFrame:
         by = b[b["method"] == method].set_index("split")["bpc"]
         rows.append({"model": BASELINE_NAMES.get(method, method), "validation": by.get("val", math.nan),
                      "test": by.get("test", math.nan)})
-    search = run.trials[(run.trials["role"] == "search") & (run.trials["status"] == "completed")]
-    best_search = search["best_val_bpc"]
-    if len(best_search.dropna()):
-        rows.append({"model": "best search trial (its budget)", "validation": float(best_search.min()),
+    chosen = selection(run).chosen  # the search trial the study handed over (one rule, in _selection)
+    t = run.trials
+    score = t.loc[(t["trial_id"].astype(str) == chosen) & (t["role"] == "search"), "best_val_bpc"]
+    if chosen is not None and len(score.dropna()):
+        rows.append({"model": "chosen search trial (its budget)", "validation": float(score.dropna().iloc[0]),
                      "test": math.nan})
     df = pd.DataFrame(rows, columns=["model", "validation", "test"])
     return df.sort_values("validation", na_position="last").reset_index(drop=True) if len(df) else df

@@ -34,6 +34,9 @@ from reports._load import ParamSpec, RunData, running_best
 NOISE_LOG_SD = 0.03 / 2.5  # seed noise measured in real runs: 0.03 bits/char at val_bpc ~2.5
 BASE = math.log(2.5)
 GRACE, FULL = 125_000, 1_000_000
+# The known answer is quality once trained: every trial takes 400 characters a step (16 x 25), 312 optimizer steps by
+# the first rung, past the 100 that leaving the unigram plateau takes. The "steps" shape is the one where it is not.
+STEP_CHARS = 400
 
 
 def _float(name, low, high, log=False):
@@ -68,6 +71,8 @@ class Shape:
     relevant: tuple[str, ...]
     diverged: float = 0.05  # share of trials that diverge (NaN) and leave the fit
     note: str = ""
+    slow: str = ""  # a hyperparameter that sets the steps per character: the run is `stepped_run`, not synthetic_run
+    n_outer: int = 400  # Monte Carlo draws of a continuous hyperparameter for its true share
 
 
 SPACE_11 = (_int("num_layers", 1, 3), _float("lr", 3e-4, 3e-2, log=True), _cat("optimizer", "adam", "rmsprop", "sgd"),
@@ -104,6 +109,11 @@ def _small(p):
     return BASE + 0.3 * (_unit(p["lr"], 3e-4, 3e-2, True) - 0.5) ** 2 + 0.05 * (p["num_layers"] - 2)
 
 
+def _trained(p):
+    # What a trial reaches once trained; batch_size sets only how many characters a step takes (see stepped_run).
+    return BASE + 0.6 * (_unit(p["lr"], 3e-4, 3e-2, True) - 0.6) ** 2
+
+
 SHAPES = {s.name: s for s in (
     Shape("layers-lr", (SPACE_11[0], SPACE_11[1], SPACE_11[3], SPACE_11[6], SPACE_11[5]), _layers_lr, 30,
           ("num_layers", "lr", "cell"), note="few-valued int, log float, categorical; 2 irrelevant"),
@@ -115,7 +125,70 @@ SHAPES = {s.name: s for s in (
           note="11 hyperparameters, 15% diverged"),
     Shape("small", (SPACE_11[1], SPACE_11[0], SPACE_11[6]), _small, 12, ("lr", "num_layers"),
           note="12 trials, 3 hyperparameters"),
+    Shape("steps", (_int("batch_size", 16, 64, step=48), SPACE_11[1], SPACE_11[6]), _trained, 40, ("lr",),
+          diverged=0.0, slow="batch_size", n_outer=20_000,  # one continuous leader near 95%: 400 draws err by 7%
+          note="learning per step; batch_size 16/64 irrelevant once trained"),
 )}
+
+# The "steps" shape: a model learns per optimizer step. Its val_bpc starts on the unigram plateau and leaves it
+# after about PLATEAU_STEPS steps (a logistic of width PLATEAU_WIDTH), towards what its configuration reaches once
+# trained. seq_len is fixed at 50, so batch_size 16 takes 800 characters a step and 64 takes 3,200: at the first
+# rung (100k characters) the first have taken 125 steps and the second 31, still on the plateau.
+UNIGRAM, PLATEAU_STEPS, PLATEAU_WIDTH, SEQ_LEN = 4.4, 50.0, 10.0, 50
+STEPPED_EVALS = (100_000, 200_000, 400_000)
+
+
+def plateau(steps) -> np.ndarray:
+    """Share of the way from the trained score back up to the unigram plateau, after `steps` optimizer steps."""
+    return 1.0 / (1.0 + np.exp((np.asarray(steps, float) - PLATEAU_STEPS) / PLATEAU_WIDTH))
+
+
+def stepped_run(seed: int, n_trials: int = 40, *, evals: tuple[int, ...] = STEPPED_EVALS, promote: float = 0.5,
+                record_steps: bool = False, shape: Shape | None = None) -> RunData:
+    """A run of the "steps" shape in memory (see `plateau`): every trial is evaluated at the first of `evals`, a
+    random `promote` share of them (drawn without regard to their scores, as a scheduler that compares trials
+    only once formed would promote them independently of batch_size) at every later one. Characters per step
+    come from batch_size x the fixed seq_len, as in a run directory written before the study recorded steps;
+    `record_steps` writes curves' `steps` and trials' `step_chars` columns as newer runs do. baselines holds the
+    unigram's 4.4 bits/char."""
+    shape = shape or SHAPES["steps"]
+    rng = np.random.default_rng(seed)
+    p = draw(shape.specs, n_trials, rng)
+    trained = np.exp(shape.f(p) + rng.normal(0, NOISE_LOG_SD, n_trials))
+    per_step = np.asarray(p["batch_size"], float) * SEQ_LEN
+    promoted = rng.random(n_trials) < promote
+    ids = [f"t{i:04d}" for i in range(n_trials)]
+    rows = []
+    for i in range(n_trials):
+        for k, at in enumerate(evals):
+            if k and not promoted[i]:
+                break
+            steps = at // per_step[i]
+            v = trained[i] + (UNIGRAM - trained[i]) * float(plateau(steps)) + rng.normal(0, 0.005)
+            rows.append((ids[i], float(at), float(steps), v))
+    curves = pd.DataFrame(rows, columns=["trial_id", "chars_seen", "steps", "val_bpc"])
+    curves["wall_s"] = curves["chars_seen"] / 1e4
+    curves["train_bpc"] = curves["val_bpc"] - 0.05
+    curves["best_val_bpc"] = running_best(curves)
+    best = curves.groupby("trial_id")["val_bpc"].min()
+    last = curves.groupby("trial_id")["chars_seen"].max()
+    trials = pd.DataFrame({"trial_id": ids, "status": np.where(promoted, "completed", "stopped"),
+                           "best_val_bpc": best.loc[ids].to_numpy(), "chars_seen": last.loc[ids].to_numpy(),
+                           "wall_s": 1.0, "node_id": "n0", "role": "search"})
+    if record_steps:
+        trials["step_chars"] = per_step
+    else:
+        curves = curves.drop(columns="steps")
+    for s in shape.specs:
+        trials[s.column] = [str(x) for x in p[s.name]] if s.is_categorical else np.asarray(p[s.name], float)
+    study = {"schema_version": 2, "name": f"calibrate-{shape.name}", "metric": "val_bpc", "budget_chars": evals[-1],
+             "search_space": {}, "fixed": {"seq_len": SEQ_LEN}, "corpus": {"vocab_size": 99},
+             "eval": {"eval_at_chars": list(evals)},
+             "scheduler": {"name": "ASHA", "grace_period": evals[0], "reduction_factor": 4, "max_t": evals[-1],
+                           "rungs": list(evals[:-1])}}
+    samples = pd.DataFrame(columns=["trial_id", "chars_seen", "temperature", "text"])
+    baselines = pd.DataFrame({"method": ["unigram"], "split": ["val"], "bpc": [UNIGRAM]})
+    return RunData(None, study, tuple(shape.specs), trials, curves, samples, baselines=baselines)
 
 
 def draw(specs, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -181,6 +254,7 @@ def synthetic_run(shape: Shape, seed: int, n_trials: int | None = None) -> RunDa
             crows.append((ids[i], FULL, y_rung[i] * 0.85 + rng.normal(0, 0.01)))
     curves = pd.DataFrame(crows, columns=["trial_id", "chars_seen", "val_bpc"])
     curves["chars_seen"] = curves["chars_seen"].astype(float)
+    curves["steps"] = curves["chars_seen"] // STEP_CHARS
     curves["wall_s"] = curves["chars_seen"] / 1e4
     curves["train_bpc"] = curves["val_bpc"] - 0.05
     best = curves.groupby("trial_id")["val_bpc"].min()
@@ -189,7 +263,7 @@ def synthetic_run(shape: Shape, seed: int, n_trials: int | None = None) -> RunDa
                                                                          "completed", "stopped")),
                            "best_val_bpc": np.where(diverged, np.nan, best.loc[ids].to_numpy()),
                            "chars_seen": np.where(np.isin(np.arange(n), promoted), FULL, GRACE).astype(float),
-                           "wall_s": 1.0, "node_id": "n0", "role": "search"})
+                           "wall_s": 1.0, "node_id": "n0", "role": "search", "step_chars": STEP_CHARS})
     curves.loc[curves["trial_id"].isin(np.array(ids)[diverged]) & (curves["chars_seen"] > GRACE), "val_bpc"] = np.nan
     curves["best_val_bpc"] = running_best(curves)
     for s in shape.specs:
@@ -205,7 +279,7 @@ def synthetic_run(shape: Shape, seed: int, n_trials: int | None = None) -> RunDa
 
 @functools.cache
 def _truth(name: str) -> dict[str, float]:
-    return true_shares(SHAPES[name])
+    return true_shares(SHAPES[name], n_outer=SHAPES[name].n_outer)
 
 
 def _holds(lo: float, hi: float, truth: float) -> bool:
@@ -219,14 +293,16 @@ def run_case(shape: Shape, rep: int, seed: int, n_bootstrap: int) -> pd.DataFram
     from reports._budget import choose_budget
 
     truth = _truth(shape.name)
-    run = synthetic_run(shape, seed=seed * 1000 + rep)
-    fit = fit_budget(run, choose_budget(run), n_bootstrap=n_bootstrap, random_state=seed * 1000 + rep,
-                     methods=("fanova",))
+    make = stepped_run if shape.slow else synthetic_run
+    run = make(seed=seed * 1000 + rep, shape=shape)
+    budget = choose_budget(run)
+    fit = fit_budget(run, budget, n_bootstrap=n_bootstrap, random_state=seed * 1000 + rep, methods=("fanova",))
     t = fit.importance.table
     return pd.DataFrame({"shape": shape.name, "rep": rep, "param": t["param"],
                          "relevant": t["param"].isin(shape.relevant), "truth": t["param"].map(truth),
                          "estimate": t["importance"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
-                         "n_trials": fit.importance.n_trials})
+                         "n_trials": fit.importance.n_trials, "formed": budget.formed,
+                         "leader": t["param"].iloc[0] if len(t) else ""})
 
 
 def calibrate(shapes: list[str], reps: int, *, seed: int = 0, n_bootstrap: int = 100, jobs: int = 1) -> pd.DataFrame:
@@ -257,8 +333,19 @@ def coverage_table(df: pd.DataFrame) -> pd.DataFrame:
                      "coverage": float(g["holds"].mean()), "coverage_relevant": float(rel["holds"].mean()),
                      "max_irrelevant": float(irr["estimate"].max()) if len(irr) else math.nan,
                      "width_relevant": float((rel["ci_high"] - rel["ci_low"]).median()),
-                     "mean_abs_error": float((g["estimate"] - g["truth"]).abs().mean())})
+                     "mean_abs_error": float((g["estimate"] - g["truth"]).abs().mean()),
+                     # the steps shape: the share of studies whose answer is not the slow-stepping hyperparameter
+                     # at a budget where it had not formed (a formed budget, or no winner named)
+                     "slow_kept_out": _kept_out(g, SHAPES[name].slow)})
     return pd.DataFrame(rows)
+
+
+def _kept_out(g: pd.DataFrame, slow: str) -> float:
+    """Share of the studies in which the report does not name `slow` the leader at an unformed budget."""
+    if not slow:
+        return math.nan
+    per = g.groupby("rep")[["leader", "formed"]].first()
+    return float(((per["leader"] != slow) | ~per["formed"].astype(bool)).mean())
 
 
 def main(argv: list[str] | None = None) -> int:

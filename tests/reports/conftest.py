@@ -59,13 +59,15 @@ def _text(rng, quality, n_chars=360):
 def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repeats: int = 3,
                   required_only: bool = False, hostile: bool = False, asha: bool = True,
                   name: str = "sherlock", survive: float | None = None, overshoot: bool = False,
-                  schema: int = 2) -> pathlib.Path:
+                  schema: int = 2, batch_size: int = 2) -> pathlib.Path:
     """Write study.json, trials/curves/samples.parquet for a synthetic study into `path`; return `path`.
 
     `schema`: 2, or 1 for the same study as the schema-1 writer put it (trials' `val_bpc` is the trial's best;
     curves' `val_bpc` and `eval_val_bpc` both the evaluation; no `best_val_bpc`).
     `survive`: share of the trials ASHA promotes at each rung (default a third). `overshoot`: evaluations sit at
-    the first training step (of seq_len * 16 characters) past each milestone, as in real runs, instead of on it.
+    the first training step (of seq_len * batch_size characters) past each milestone, as in real runs, instead of
+    on it. `batch_size` (fixed; the run directory records no steps, so the report derives them from it): the
+    default 2 gives every trial at least 195 optimizer steps by the first rung, so quality has formed there.
     """
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
         for m in milestones:
             if m > stop or st == "failed":
                 break
-            step = cfg["seq_len"] * 16
+            step = cfg["seq_len"] * batch_size
             at = -(-m // step) * step if overshoot else m
             wall += m / 1e5 * (0.5 + cfg["hidden_size"] / 512) - wall / 2 + 1
             vb = fin + 1.2 * (BUDGET / m - 1) ** 0.5 * 0.1 + rng.normal(0, 0.01)
@@ -155,7 +157,8 @@ def write_run_dir(path: pathlib.Path, *, n_trials: int = 50, seed: int = 0, repe
     if hostile:
         space["cell"]["choices"][3] = "<i>lstm</i>`"
     study = {"schema_version": schema, "name": "<script>x</script>" if hostile else name, "metric": "val_bpc",
-             "mode": "min", "budget_chars": BUDGET, "search_space": space, "fixed": {"embedding_dim": 64},
+             "mode": "min", "budget_chars": BUDGET, "search_space": space,
+             "fixed": {"embedding_dim": 64, "batch_size": batch_size},
              "corpus": {"name": "sherlock", "path": "shared/data/sherlock.txt", "sha256": "0" * 64,
                         "chars": 3_000_000, "vocab_size": 96, "train_chars": 2_700_000, "val_chars": 150_000,
                         "test_chars": 150_000},
