@@ -140,12 +140,14 @@ def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
         gap = fm.test_bpc - float(ppmd.iloc[0])
         versus = (f" That is {abs(gap):.3f} bits/char {'better' if gap < 0 else 'worse'} than PPMd, a compressor "
                   f"that has read all the text before it ({ppmd.iloc[0]:.3f}).")
-    params = ", ".join(f"{k}={_value(v)}" for k, v in fm.params.items())
+    params = ", ".join(f"{k}={'all' if k == 'train_chars' and not _float(v) else _value(v)}"
+                       for k, v in fm.params.items())
     blocks += [
         Para(f"The final model scores {fm.test_bpc:.3f} bits/char on the test text, which no part of the search saw "
              f"and which it was scored on once.{versus} It is search trial {fm.source_trial}'s configuration "
              f"({params}), trained for {fm.chars_seen:,} characters in {fm.wall_s / 60:.1f} minutes"
              + (", stopped early when validation stopped improving" if fm.stopped_early else "") + ".", lead=True),
+        *_trained_on(run, fm),
         Table(_fmt(baseline_table(run, fm))),
         *[Para(n) for n in notes],
     ]
@@ -159,6 +161,27 @@ def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
                Figure("final.png", "The final model's validation and training bits/char; grey: the baselines on "
                                    "the same validation text")]
     return blocks
+
+
+def _trained_on(run: RunData, fm: FinalModel) -> list[Block]:
+    """What the final model trained on and why (study.json `final`, written by the study), and whether it ended
+    better on validation than the search trial it came from."""
+    final = run.study.get("final") or {}
+    out: list[Block] = []
+    if isinstance(final.get("train_chars"), int):
+        start = final.get("started_from")
+        out.append(Para(f"It trained on the whole training text ({final['train_chars']:,} characters)"
+                        + (f", starting from search trial {start}'s weights" if start else ", from scratch")
+                        + (f": {final['why']}" if isinstance(final.get("why"), str) else "") + "."))
+    trials = run.trials.set_index("trial_id")
+    if fm.source_trial in trials.index:
+        trial_val = _float(trials.loc[fm.source_trial, "best_val_bpc"])
+        if math.isfinite(trial_val) and math.isfinite(fm.best_val_bpc) and fm.best_val_bpc > trial_val:
+            out.append(Para(f"On validation the final model ({fm.best_val_bpc:.3f}, on its own validation characters) is "
+                            f"not better than search trial {fm.source_trial} ({trial_val:.3f}, on the search's "
+                            "shorter validation text): it did not improve on the weights it started from, or it "
+                            "could not start from them."))
+    return out
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:

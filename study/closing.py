@@ -51,7 +51,8 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
     refs = _baseline_refs(run_dir)
     lines = [f"final model: test {row['test_bpc']:.3f} bits/char" + (f" ({refs})" if refs else "")
              + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in {row['wall_s'] / 60:.1f} min",
-             "  " + ", ".join(f"{n}={_fmt(row[f'param.{n}'])}" for n in plan.spec.search)
+             "  " + ", ".join(f"{n}={'all' if n == 'train_chars' and not row[f'param.{n}'] else _fmt(row[f'param.{n}'])}"
+                              for n in plan.spec.search)
              + f" (search trial {row['repeat_of']}'s configuration, on the whole training text"
              + (", from its weights)" if (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
                 else ")")]

@@ -36,8 +36,7 @@ from study.closing import summary
 from study.outcomes import told
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
-from study.timeplan import (PlanError, TimePlan, apply_plan, final_seconds, measure_speed, plan_budgets,
-                            planned_counts)
+from study.timeplan import PlanError, TimePlan, final_seconds, make_plan, planned_counts
 from study.trainable import run_trial
 
 SEARCH_EXPERIMENT = "tune"
@@ -270,26 +269,20 @@ def _parallel(plan, cpus: float, gpus: float) -> int:
 
 
 def _plan_time(plan, cpus: float, gpus: float) -> None:
-    """With `--minutes`: measure this machine's speed and size the budgets to fit (study.timeplan), once; the
-    plan is recorded in study.json, and a resumed study reads it back (study.run)."""
+    """On a cluster (--address), with `--minutes`: measure and plan here, once Ray says how many trials run at once
+    (a local study is planned before Ray starts, by study.run); recorded in study.json."""
     if plan.minutes <= 0 or plan.time_plan is not None:
         return
+    print("measuring this machine's training speed ...", flush=True)
     device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
-    print(f"measuring this machine's training speed ({device}, {max(1, int(cpus))} thread(s) per trial) ...",
-          flush=True)
-    rate = measure_speed(plan.spec, plan.corpus, plan.seed, device=device, threads=max(1, int(cpus)))
-    parallel = _parallel(plan, cpus, gpus)
     try:
-        time_plan = plan_budgets(minutes=plan.minutes, trials=plan.trials,
-                                 reduction_factor=plan.spec.scheduler["reduction_factor"], chars_per_s=rate,
-                                 parallel=parallel, step_chars=plan.spec.step_chars_range()[1],
-                                 min_steps=plan.spec.min_steps, repeats=plan.repeats,
-                                 final_minutes_cap=plan.final_minutes if plan.final_minutes_asked else 0.0)
+        spec, time_plan = make_plan(plan.spec, plan.corpus, trials=plan.trials, seed=plan.seed, repeats=plan.repeats,
+                                    minutes=plan.minutes, parallel=_parallel(plan, cpus, gpus), device=device,
+                                    threads=max(1, int(cpus)),
+                                    final_minutes_cap=plan.final_minutes if plan.final_minutes_asked else 0.0)
     except PlanError as exc:
         raise UsageError(str(exc)) from None
-    plan.spec = apply_plan(plan.spec, time_plan)
-    plan.time_plan = time_plan.to_dict()
-    spec = plan.spec
+    plan.spec, plan.time_plan = spec, time_plan.to_dict()
     RunDir(plan.run_dir).update_study({
         "plan": plan.time_plan, "budget_chars": spec.budget_chars, "repeat_chars": spec.repeat_chars,
         "eval": {"eval_at_chars": spec.eval_at()},

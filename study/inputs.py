@@ -88,6 +88,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--final-chars must be >= 0 (0 skips the final model), got {args.final_chars}")
     if args.final_minutes is not None and not args.final_minutes >= 0:
         raise UsageError(f"--final-minutes must be >= 0 (0 = no limit), got {args.final_minutes}")
+    if getattr(args, "minutes", None) is not None and not args.minutes >= 0:
+        raise UsageError(f"--minutes must be >= 0 (0 = the spec's budgets as written), got {args.minutes}")
     if args.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
     if args.seed is not None and args.seed < 0:

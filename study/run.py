@@ -23,7 +23,7 @@ from study.inputs import (UsageError, check_args, check_out_dir, default_out, is
                           resolve_spec, study_name)
 from study.rundir import SCHEMA_VERSION, SPEC_FILE, RunDir, RunDirWriteError
 from study.spec import SpecError, StudySpec, fit_to_corpus, load_spec
-from study.timeplan import TimePlan, apply_plan
+from study.timeplan import PlanError, TimePlan, apply_plan, make_plan
 
 
 class _Parser(argparse.ArgumentParser):
@@ -202,6 +202,7 @@ def study_metadata(plan: Plan) -> dict:
         "num_trials": plan.trials,
         "repeats": plan.repeats,
         **({"adjusted": plan.adjusted} if plan.adjusted else {}),
+        **({"plan": plan.time_plan} if plan.time_plan else {}),
         "versions": versions,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "invocation": {
@@ -234,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if plan.adjusted and not plan.resume:
         print(adjusted_note(plan), file=sys.stderr)
+    if plan.minutes > 0 and not plan.resume and not plan.address:
+        try:
+            _plan_locally(plan)
+        except PlanError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         if not plan.resume:
             RunDir(plan.run_dir).create(plan.spec.path, study_metadata(plan))
@@ -261,6 +268,30 @@ def main(argv: list[str] | None = None) -> int:
     if plan.report:
         return _build_report(plan.run_dir)
     return 0
+
+
+def _plan_locally(plan: Plan) -> None:
+    """`--minutes` on this machine: measure it and size the study before Ray starts (study.timeplan), so that too
+    few minutes is one line and exit status 2 before anything is created."""
+    cpus = plan.cpus_per_trial
+    parallel = max(1, int((os.cpu_count() or 1) // cpus))
+    device = "cpu"
+    if plan.gpus_per_trial is None or plan.gpus_per_trial > 0:
+        import torch
+
+        if torch.cuda.is_available():
+            device = "cuda"
+            per_gpu = plan.gpus_per_trial or 0.25  # as study.driver.gpus_per_trial defaults
+            parallel = min(parallel, int(torch.cuda.device_count() / per_gpu))
+    parallel = max(1, min(parallel, plan.max_concurrent or parallel, plan.trials))
+    print(f"measuring this machine's training speed ({device}, {max(1, int(cpus))} thread(s) per trial, "
+          f"{parallel} trials at once) ...", flush=True)
+    plan.spec, time_plan = make_plan(plan.spec, plan.corpus, trials=plan.trials, seed=plan.seed,
+                                     repeats=plan.repeats, minutes=plan.minutes, parallel=parallel, device=device,
+                                     threads=max(1, int(cpus)),
+                                     final_minutes_cap=plan.final_minutes if plan.final_minutes_asked else 0.0)
+    plan.time_plan = time_plan.to_dict()
+    print(time_plan.describe(), flush=True)
 
 
 def _build_report(run_dir: Path) -> int:

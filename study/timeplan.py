@@ -176,3 +176,18 @@ def measure_speed(spec: StudySpec, corpus: Corpus, seed: int, device: str = "cpu
         chars, secs = trainer_throughput(config, corpus, seconds)
         seconds_per_char.append(secs / max(chars, 1))
     return len(seconds_per_char) / sum(seconds_per_char)
+
+
+def make_plan(spec: StudySpec, corpus: Corpus, *, trials: int, seed: int, repeats: int, minutes: float,
+              parallel: int, device: str = "cpu", threads: int = 1,
+              final_minutes_cap: float = 0.0) -> tuple[StudySpec, TimePlan]:
+    """Measure this machine and plan `minutes` for the study; returns the planned spec and the plan.
+
+    Raises:
+        PlanError: when the minutes cannot hold the trials.
+    """
+    rate = measure_speed(spec, corpus, seed, device=device, threads=threads)
+    plan = plan_budgets(minutes=minutes, trials=trials, reduction_factor=spec.scheduler["reduction_factor"],
+                        chars_per_s=rate, parallel=parallel, step_chars=spec.step_chars_range()[1],
+                        min_steps=spec.min_steps, repeats=repeats, final_minutes_cap=final_minutes_cap)
+    return apply_plan(spec, plan), plan

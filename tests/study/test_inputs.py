@@ -47,6 +47,8 @@ def files(tmp_path):
         (["--spec", "{d}/nope.toml"], "spec not found"),
         (["--spec", "nosuchspec"], "neither a file nor a bundled spec (shakespeare, sherlock, smoke)"),
         (["--trials", "0"], "--trials must be >= 1"),
+        (["--minutes", "-1"], "--minutes must be >= 0"),
+        (["--minutes", "0.05", "--trials", "50"], "minutes cannot hold 50 trials of at least 10 optimizer steps"),
         (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
         (["--gpus-per-trial", "1"], "no CUDA GPU"),
         (["--out", "{d}/old"], "already holds a study"),
