@@ -1,6 +1,6 @@
 """The final model: the study's second deliverable, set beside what a compressor does on the same text.
 
-Compute first (`final_model`, `baseline_table`), draw second (`final_curve`), then the report's blocks
+Compute first (`final_model`, `baseline_table`), draw second (`reports._plots.final`), then the report's blocks
 (`final_blocks`). Runs without a final model or without baselines.parquet (older runs) still render.
 """
 
@@ -88,36 +88,6 @@ def baseline_table(run: RunData, fm: FinalModel | None) -> pd.DataFrame:
                      "test": math.nan})
     df = pd.DataFrame(rows, columns=["model", "validation", "test"])
     return df.sort_values("validation", na_position="last").reset_index(drop=True) if len(df) else df
-
-
-def final_curve(run: RunData, fm: FinalModel | None) -> bytes | None:
-    """The final model's validation curve with the baselines as horizontal lines."""
-    if fm is None:
-        return None
-    c = run.curves[run.curves["trial_id"] == fm.trial_id].sort_values("chars_seen")
-    if c.empty:
-        return None
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from reports._plots import _chars_axis, _png
-
-    with sns.axes_style("whitegrid"):
-        fig, ax = plt.subplots(figsize=(8, 4))
-        ax.plot(c["chars_seen"], c["val_bpc"], marker="o", ms=3, label="final model, validation")
-        if "train_bpc" in c:
-            ax.plot(c["chars_seen"], c["train_bpc"], alpha=0.6, lw=1, label="final model, training")
-        val = run.baselines[run.baselines["split"] == "val"] if len(run.baselines) else run.baselines
-        for (_, r), style in zip(val.iterrows(), ("--", "-.", ":", "--")):
-            if math.isfinite(r["bpc"]) and r["bpc"] < 1.5 * float(c["val_bpc"].max()):
-                ax.axhline(r["bpc"], color="grey", ls=style, lw=1)
-                ax.annotate(f" {BASELINE_NAMES.get(r['method'], r['method'])} {r['bpc']:.2f}",
-                            (c["chars_seen"].iloc[0], r["bpc"]), va="bottom", fontsize=8, color="dimgrey")
-        _chars_axis(ax)
-        ax.set_ylabel("bits/char")
-        ax.legend(fontsize=8, loc="upper right")
-        ax.set_title("Final model against the compressors on the same validation text")
-    return _png(fig)
 
 
 def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:

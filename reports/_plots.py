@@ -14,6 +14,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reports._analysis import Analysis  # noqa: E402
+from reports._final import BASELINE_NAMES, FinalModel, final_model  # noqa: E402
+from reports._load import RunData  # noqa: E402
 
 DPI = 110
 METHOD_LABELS = {"fanova": "fANOVA (additive GP)", "permutation": "permutation (boosted trees, OOB)"}
@@ -229,9 +231,32 @@ def sample_importance(a: Analysis) -> bytes | None:
     return _png(fig)
 
 
-def final(a: Analysis) -> bytes | None:
-    from reports._final import final_curve, final_model
+def final_curve(run: RunData, fm: FinalModel | None) -> bytes | None:
+    """The final model's validation curve with the baselines as horizontal lines."""
+    if fm is None:
+        return None
+    c = run.curves[run.curves["trial_id"] == fm.trial_id].sort_values("chars_seen")
+    if c.empty:
+        return None
+    with sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.plot(c["chars_seen"], c["val_bpc"], marker="o", ms=3, label="final model, validation")
+        if "train_bpc" in c:
+            ax.plot(c["chars_seen"], c["train_bpc"], alpha=0.6, lw=1, label="final model, training")
+        val = run.baselines[run.baselines["split"] == "val"] if len(run.baselines) else run.baselines
+        for (_, r), style in zip(val.iterrows(), ("--", "-.", ":", "--")):
+            if math.isfinite(r["bpc"]) and r["bpc"] < 1.5 * float(c["val_bpc"].max()):
+                ax.axhline(r["bpc"], color="grey", ls=style, lw=1)
+                ax.annotate(f" {BASELINE_NAMES.get(r['method'], r['method'])} {r['bpc']:.2f}",
+                            (c["chars_seen"].iloc[0], r["bpc"]), va="bottom", fontsize=8, color="dimgrey")
+        _chars_axis(ax)
+        ax.set_ylabel("bits/char")
+        ax.legend(fontsize=8, loc="upper right")
+        ax.set_title("Final model against the compressors on the same validation text")
+    return _png(fig)
 
+
+def final(a: Analysis) -> bytes | None:
     return final_curve(a.run, final_model(a.run))
 
 
