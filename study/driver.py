@@ -4,7 +4,6 @@ Only `study.run` calls this, after every input has been checked.
 """
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -19,13 +18,12 @@ import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from charrnn.baselines import compute_baselines
 from charrnn.checkpoint import MODEL_FILE
 from charrnn.metrics import corpus_words, ngram_hashes
 from study._compat import set_restored_callbacks
-from study.inputs import UsageError
+from study.cluster import check_storage_reachable, final_resources, gpus_per_trial, start_ray
 from study.results import ResultsWriter
 from study.rundir import BASELINES_FILE, FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
 from study.schedule import QuorumASHA
@@ -36,7 +34,6 @@ from study.trainable import run_trial
 SEARCH_EXPERIMENT = "tune"
 REPEAT_EXPERIMENT = "tune-repeats"
 FINAL_EXPERIMENT = "tune-final"
-TRIALS_PER_GPU = 4
 # When the best configuration diverges in a seed repeat, the next best is tried, up to this many in all.
 MAX_FINAL_CANDIDATES = 3
 
@@ -80,61 +77,6 @@ def _fit(tuner, expected_trials: int):
     if results.num_terminated + results.num_errors < expected_trials:
         raise Interrupted("SIGINT")
     return results
-
-
-def start_ray(address: str | None, verbose: bool = False) -> None:
-    # Tune's console tables and per-checkpoint chatter are replaced by the progress line (study.progress);
-    # a trial's errors still reach the user through Tune's error files (see results.error_summary).
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Start-up chatter (Ray's token-authentication notice and "Started a local Ray instance", Optuna's
-    # "A new study created") only with --verbose; Ray's warnings after start-up still show.
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
-    quiet = logging.INFO if verbose else logging.ERROR
-    if address:
-        ray.init(address=address, logging_level=quiet, log_to_driver=verbose)
-    else:
-        # "local" always starts a fresh instance, never a stale cluster named in /tmp/ray.
-        ray.init(address="local", include_dashboard=False, logging_level=quiet, log_to_driver=verbose)
-    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
-    # On Ctrl-C these two say "Resume experiment with: Tuner.restore(...)" and that Tune's own result files
-    # are missing: the CLI prints the resume command of the study, and its results are in the tables.
-    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
-
-
-def check_storage_reachable(storage: str) -> None:
-    """A local --storage must be one directory that every node sees, or trials elsewhere cannot checkpoint."""
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    if "://" in storage or len(nodes) < 2:
-        return
-    marker = Path(storage) / f".storage-check-{os.getpid()}"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    try:
-        seen = ray.get([_path_exists.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
-            for n in nodes])
-    finally:
-        marker.unlink(missing_ok=True)
-    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
-    if blind:
-        raise UsageError(f"--storage {storage} is not shared with the nodes at {', '.join(blind)}; on a "
-                         "multi-node cluster give a shared file system path or a URI such as s3://bucket/prefix")
-
-
-@ray.remote(num_cpus=0)
-def _path_exists(path: str) -> bool:
-    return os.path.exists(path)
-
-
-def gpus_per_trial(requested: float | None) -> float:
-    have = ray.cluster_resources().get("GPU", 0)
-    if requested is None:
-        return 1.0 / TRIALS_PER_GPU if have > 0 else 0.0
-    if requested > 0 and have == 0:
-        raise UsageError(f"--gpus-per-trial {requested} but the Ray cluster has no GPUs")
-    return requested
 
 
 def make_text_index(corpus) -> TextIndex:
@@ -395,14 +337,6 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
         run_config=_run_config(plan, experiment, writer),
     )
     _fit(tuner, len(seeds))
-
-
-def final_resources() -> tuple[float, float]:
-    """(CPUs, GPUs) for the final model: a whole node, the largest one, not one trial's share."""
-    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-    cpus = max((r.get("CPU", 0) for r in nodes), default=1)
-    gpus = 1.0 if any(r.get("GPU", 0) >= 1 for r in nodes) else 0.0
-    return max(1.0, float(cpus)), gpus
 
 
 def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:

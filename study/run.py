@@ -18,6 +18,7 @@ from pathlib import Path
 
 from charrnn.config import BASE_LR
 from charrnn.corpus import Corpus
+from study.cluster import local_only
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec, study_name)
 from study.rundir import SCHEMA_VERSION, SPEC_FILE, RunDir, RunDirWriteError
@@ -222,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot create the run directory {plan.run_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
+    if plan.address is None:
+        local_only()  # before Ray is imported: a local study listens on loopback only (study.cluster)
     from study.driver import Interrupted, run_study  # imports Ray: only after every input is known to be good
 
     try:
