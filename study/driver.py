@@ -22,9 +22,10 @@ from ray.tune.search import ConcurrencyLimiter
 from charrnn.baselines import compute_baselines
 from charrnn.checkpoint import MODEL_FILE
 from charrnn.metrics import corpus_words, ngram_hashes
+from charrnn.sample import printable
 from study._compat import set_restored_callbacks
 from study.cluster import check_storage_reachable, final_resources, gpus_per_trial, start_ray
-from study.results import ResultsWriter
+from study.results import ResultsWriter, checkpoint_exists, delete_checkpoint
 from study.rundir import BASELINES_FILE, FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
 from study.schedule import QuorumASHA
 from study.search import StudySearch
@@ -160,7 +161,8 @@ def _run_config(plan, name: str, writer: ResultsWriter) -> tune.RunConfig:
         storage_path=_storage(plan),
         callbacks=[writer],
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        # The latest checkpoint is enough: its model.pt holds the trial's best weights so far.
+        # The latest checkpoint is enough: its model.pt holds the trial's best weights so far. A finished trial's
+        # goes when its stage ends (retention: study.results.ResultsWriter.drop_checkpoints).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         verbose=0,
     )
@@ -368,9 +370,12 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
         )
     results = _fit(tuner, 1)
     result = results[0]
-    if result.checkpoint is not None and not result.error:
+    # Its checkpoint goes once installed (retention, study.results); a resume after that finds it gone.
+    if result.checkpoint is not None and not result.error and checkpoint_exists(result.checkpoint):
         with result.checkpoint.as_directory() as directory:
             RunDir(plan.run_dir).install_final_model(Path(directory) / MODEL_FILE)
+        delete_checkpoint(result.checkpoint)
+        writer.table.forget_checkpoint(str(result.metrics.get("trial_id")))
 
 
 def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:
@@ -420,7 +425,7 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
     mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
     for _, s in mine.sort_values("temperature").iterrows():
         lines.append(f"  sample at temperature {s['temperature']:g}:")
-        lines.append("    " + str(s["text"]).strip().replace("\n", "\n    "))
+        lines.append("    " + printable(str(s["text"]).strip()).replace("\n", "\n    "))
     lines.append(f"  more text: python -m charrnn.sample --run {run_dir} --temperature 0.8 --length 1000")
     return lines
 

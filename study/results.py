@@ -51,6 +51,20 @@ def _names_an_exception(line: str) -> bool:
     return ":" in line and name.replace(".", "").isidentifier() and name.rsplit(".", 1)[-1][:1].isupper()
 
 
+def delete_checkpoint(checkpoint) -> None:
+    """Delete a Tune checkpoint's directory, on whichever file system it is (a path, s3://...)."""
+    try:
+        checkpoint.filesystem.delete_dir(checkpoint.path)
+    except FileNotFoundError:
+        pass
+
+
+def checkpoint_exists(checkpoint) -> bool:
+    import pyarrow.fs
+
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.Directory
+
+
 def _checkpoint_path(trial) -> str | None:
     ckpt = getattr(trial, "checkpoint", None)
     return getattr(ckpt, "path", None) if ckpt is not None else None
@@ -73,6 +87,16 @@ class ResultsWriter(Callback):
         self.progress = progress or Progress()
         self.echo = self.progress.log
         self._reconciled = False
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks into tuner.pkl. What this writer knows is in the run directory's tables, so
+        # it pickles as where they are: not the rows, nor the corpus index (20 MB of 20-gram hashes of the
+        # training text). A writer unpickled (Tuner.restore) reads the tables again; the driver replaces it
+        # with its own anyway (study._compat.set_restored_callbacks).
+        return {"run_dir": str(self.run_dir.path), "search_params": list(self.table.search_params)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(Path(state["run_dir"]), state["search_params"])
 
     def stage(self, role: str, total: int, **extra) -> None:
         """The trials Tune runs from now on are `role` (search, repeat, final), `total` of them."""
@@ -146,7 +170,21 @@ class ResultsWriter(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.progress.close()
+        # Tune has saved the experiment's state by now (also after Ctrl-C); after a refused write it has not.
+        if write_failure() is None and self.table.role != "final":  # the final one goes once installed (driver)
+            self.drop_checkpoints(t for t in trials if t.status in ("TERMINATED", "ERROR"))
         self.write()
+
+    def drop_checkpoints(self, trials) -> None:
+        """Retention: delete the checkpoints of finished trials, which no resume can use (Tune resumes only the
+        trials in flight, and neither reruns nor restarts finished or errored ones); their rows' `checkpoint`
+        is emptied. What the report, a resume and `charrnn.sample --run` need is in the tables, the Optuna
+        study and RUN/final_model.pt."""
+        for trial in trials:
+            ckpt = getattr(trial, "checkpoint", None)
+            if ckpt is not None:
+                delete_checkpoint(ckpt)
+                self.table.forget_checkpoint(trial.trial_id)
 
     # ---- tables -------------------------------------------------------------------------------------
     def write(self) -> None:

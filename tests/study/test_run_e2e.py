@@ -172,13 +172,20 @@ def test_optuna_study_as_the_dashboard_reads_it(smoke_run):
             assert trial.value == pytest.approx(evals["val_bpc"].iloc[-1])
 
 
-def test_best_checkpoint_samples(smoke_run):
+def test_retention_keeps_the_final_model_and_no_trial_checkpoint(smoke_run):
+    """Once a stage ends no resume can use its trials' checkpoints: they are gone, rows name none, and the final
+    model (RUN/final_model.pt) is what samples."""
     out, *_ = smoke_run
+    assert not list(out.glob("tune*/trial_*/checkpoint_*")), list(out.glob("tune*/trial_*/checkpoint_*"))
     trials = pd.read_parquet(out / "trials.parquet")
-    best = trials[trials["role"] == "search"].sort_values("best_val_bpc").iloc[0]
-    payload = torch.load(os.path.join(best["checkpoint"], "model.pt"), weights_only=True)
-    assert payload["val_bpc"] == pytest.approx(best["best_val_bpc"])  # the weights of its best evaluation
-    proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--checkpoint", best["checkpoint"],
+    assert trials["checkpoint"].isna().all(), trials["checkpoint"].tolist()
+    assert sorted(p.name for p in out.glob("tune*")) == ["tune", "tune-final", "tune-repeats"]
+    for tuner in out.glob("tune*/tuner.pkl"):  # the results writer pickles as where its tables are
+        assert tuner.stat().st_size < 200_000, (tuner, tuner.stat().st_size)
+    payload = torch.load(out / "final_model.pt", weights_only=True)
+    final = trials[trials["role"] == "final"].iloc[0]
+    assert payload["val_bpc"] == pytest.approx(final["best_val_bpc"])  # the weights of its best evaluation
+    proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--checkpoint", str(out / "final_model.pt"),
                            "--length", "300", "--prime", "Holmes"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and len(proc.stdout) >= 300
 
