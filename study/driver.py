@@ -25,7 +25,7 @@ from charrnn.metrics import corpus_words, ngram_hashes
 from charrnn.sample import printable
 from study._compat import set_restored_callbacks
 from study.cluster import check_storage_reachable, final_resources, gpus_per_trial, start_ray
-from study.results import ResultsWriter, checkpoint_exists, delete_checkpoint
+from study.results import ResultsWriter, checkpoint_exists, delete_trial_checkpoints
 from study.rundir import BASELINES_FILE, FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
 from study.schedule import QuorumASHA
 from study.search import StudySearch
@@ -109,12 +109,19 @@ def run_study(plan) -> str:
             chosen = _choose_final(plan, trainable, writer)
             if plan.final_chars > 0 and chosen is not None:
                 _final(plan, chosen, writer)
+            _retire_checkpoints(plan, writer)
         finally:
             _last_write(writer)
     finally:
         ray.shutdown()
         baselines.join()
     return _summary(plan, run_dir, writer)
+
+
+def _retire_checkpoints(plan, writer: ResultsWriter) -> None:
+    """Retention: the study is over, so no resume can use a trial checkpoint; delete them all (study.results)."""
+    delete_trial_checkpoints(_storage(plan))
+    writer.table.forget_checkpoints()
 
 
 def _last_write(writer: ResultsWriter) -> None:
@@ -161,8 +168,8 @@ def _run_config(plan, name: str, writer: ResultsWriter) -> tune.RunConfig:
         storage_path=_storage(plan),
         callbacks=[writer],
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        # The latest checkpoint is enough: its model.pt holds the trial's best weights so far. A finished trial's
-        # goes when its stage ends (retention: study.results.ResultsWriter.drop_checkpoints).
+        # The latest checkpoint is enough: its model.pt holds the trial's best weights so far. All go when the
+        # study is over (retention: _retire_checkpoints).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         verbose=0,
     )
@@ -370,12 +377,10 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
         )
     results = _fit(tuner, 1)
     result = results[0]
-    # Its checkpoint goes once installed (retention, study.results); a resume after that finds it gone.
+    # A resume of a study that had ended finds the checkpoint deleted (retention) and the model installed.
     if result.checkpoint is not None and not result.error and checkpoint_exists(result.checkpoint):
         with result.checkpoint.as_directory() as directory:
             RunDir(plan.run_dir).install_final_model(Path(directory) / MODEL_FILE)
-        delete_checkpoint(result.checkpoint)
-        writer.table.forget_checkpoint(str(result.metrics.get("trial_id")))
 
 
 def _summary(plan, run_dir: Path, writer: ResultsWriter) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.fs
 from ray.tune import Callback
 
 from study.progress import Progress
@@ -51,18 +52,38 @@ def _names_an_exception(line: str) -> bool:
     return ":" in line and name.replace(".", "").isidentifier() and name.rsplit(".", 1)[-1][:1].isupper()
 
 
-def delete_checkpoint(checkpoint) -> None:
-    """Delete a Tune checkpoint's directory, on whichever file system it is (a path, s3://...)."""
-    try:
-        checkpoint.filesystem.delete_dir(checkpoint.path)
-    except FileNotFoundError:
-        pass
-
-
 def checkpoint_exists(checkpoint) -> bool:
+    """Whether a Tune checkpoint's directory is still there (retention deletes it once the study is over)."""
     import pyarrow.fs
 
     return checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.Directory
+
+
+def delete_trial_checkpoints(storage: str) -> int:
+    """Retention, once a study is over: delete every trial checkpoint of its experiments (`STORAGE/tune*/trial_*/
+    checkpoint_*`, on whichever file system: a path, s3://...); returns how many.
+
+    While the study runs they stay: Tune resumes trials in flight from them, and the final model starts from its
+    search trial's weights. After it, nothing reads them: the report reads the tables, `charrnn.sample --run` reads
+    RUN/final_model.pt. Tune's own small files (experiment state, each trial's results and error file) stay.
+    """
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(), storage)
+
+    def entries(path: str) -> list:
+        return fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+
+    gone = 0
+    for experiment in entries(root):
+        if experiment.type != pyarrow.fs.FileType.Directory or not experiment.base_name.startswith("tune"):
+            continue
+        for trial in entries(experiment.path):
+            if trial.type != pyarrow.fs.FileType.Directory or not trial.base_name.startswith("trial_"):
+                continue
+            for ckpt in entries(trial.path):
+                if ckpt.type == pyarrow.fs.FileType.Directory and ckpt.base_name.startswith("checkpoint_"):
+                    fs.delete_dir(ckpt.path)
+                    gone += 1
+    return gone
 
 
 def _checkpoint_path(trial) -> str | None:
@@ -170,21 +191,7 @@ class ResultsWriter(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.progress.close()
-        # Tune has saved the experiment's state by now (also after Ctrl-C); after a refused write it has not.
-        if write_failure() is None and self.table.role != "final":  # the final one goes once installed (driver)
-            self.drop_checkpoints(t for t in trials if t.status in ("TERMINATED", "ERROR"))
         self.write()
-
-    def drop_checkpoints(self, trials) -> None:
-        """Retention: delete the checkpoints of finished trials, which no resume can use (Tune resumes only the
-        trials in flight, and neither reruns nor restarts finished or errored ones); their rows' `checkpoint`
-        is emptied. What the report, a resume and `charrnn.sample --run` need is in the tables, the Optuna
-        study and RUN/final_model.pt."""
-        for trial in trials:
-            ckpt = getattr(trial, "checkpoint", None)
-            if ckpt is not None:
-                delete_checkpoint(ckpt)
-                self.table.forget_checkpoint(trial.trial_id)
 
     # ---- tables -------------------------------------------------------------------------------------
     def write(self) -> None:

@@ -367,10 +367,10 @@ class TrialTable:
             self.complete(tid, config, reported)
         return behind or ended is not None
 
-    def forget_checkpoint(self, tid: str) -> None:
-        """The trial's checkpoint was deleted (retention, study.results): its row no longer names one."""
-        if tid in self.trials:
-            self.trials[tid]["checkpoint"] = None
+    def forget_checkpoints(self) -> None:
+        """The trials' checkpoints were deleted (retention, study.results): no row names one any more."""
+        for row in self.trials.values():
+            row["checkpoint"] = None
 
     def drop_unknown_running(self, known: set[str]) -> list[str]:
         """Forget the running trials of this stage that the trial runner does not know.
