@@ -120,7 +120,7 @@ def run_study(plan) -> str:
 
 def _retire_checkpoints(plan, writer: ResultsWriter) -> None:
     """Retention: the study is over, so no resume can use a trial checkpoint; delete them all (study.results)."""
-    delete_trial_checkpoints(_storage(plan))
+    delete_trial_checkpoints(_storage(plan), set(writer.table.trials))
     writer.table.forget_checkpoints()
 
 

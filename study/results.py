@@ -54,14 +54,13 @@ def _names_an_exception(line: str) -> bool:
 
 def checkpoint_exists(checkpoint) -> bool:
     """Whether a Tune checkpoint's directory is still there (retention deletes it once the study is over)."""
-    import pyarrow.fs
-
     return checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.Directory
 
 
-def delete_trial_checkpoints(storage: str) -> int:
-    """Retention, once a study is over: delete every trial checkpoint of its experiments (`STORAGE/tune*/trial_*/
-    checkpoint_*`, on whichever file system: a path, s3://...); returns how many.
+def delete_trial_checkpoints(storage: str, trial_ids: set[str]) -> int:
+    """Retention, once a study is over: delete the checkpoints of its trials (`STORAGE/tune*/trial_ID/checkpoint_*`
+    for each id in `trial_ids`, on whichever file system: a path, s3://...); returns how many. Only this study's
+    trials: a run written before studies got a storage directory of their own may share `STORAGE/tune`.
 
     While the study runs they stay: Tune resumes trials in flight from them, and the final model starts from its
     search trial's weights. After it, nothing reads them: the report reads the tables, `charrnn.sample --run` reads
@@ -77,7 +76,7 @@ def delete_trial_checkpoints(storage: str) -> int:
         if experiment.type != pyarrow.fs.FileType.Directory or not experiment.base_name.startswith("tune"):
             continue
         for trial in entries(experiment.path):
-            if trial.type != pyarrow.fs.FileType.Directory or not trial.base_name.startswith("trial_"):
+            if trial.type != pyarrow.fs.FileType.Directory or trial.base_name.removeprefix("trial_") not in trial_ids:
                 continue
             for ckpt in entries(trial.path):
                 if ckpt.type == pyarrow.fs.FileType.Directory and ckpt.base_name.startswith("checkpoint_"):

@@ -59,13 +59,14 @@ def test_retention_deletes_every_trial_checkpoint_and_nothing_else(tmp_path):
 
     keep = [tmp_path / "tune" / "experiment_state-x.json", tmp_path / "tune" / "trial_a" / "result.json",
             tmp_path / "tune-final" / "trial_f" / "error.txt", tmp_path / "final_model.pt",
-            tmp_path / "other" / "trial_b" / "checkpoint_000001" / "model.pt"]
+            tmp_path / "other" / "trial_b" / "checkpoint_000001" / "model.pt",
+            tmp_path / "tune" / "trial_of_another_study" / "checkpoint_000001" / "model.pt"]
     gone = [tmp_path / "tune" / "trial_a" / "checkpoint_000003" / "model.pt",
             tmp_path / "tune-repeats-2" / "trial_r" / "checkpoint_000000" / "state.pt",
             tmp_path / "tune-final" / "trial_f" / "checkpoint_000011" / "model.pt"]
     for path in keep + gone:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    assert delete_trial_checkpoints(str(tmp_path)) == 3
+    assert delete_trial_checkpoints(str(tmp_path), {"a", "r", "f", "b"}) == 3
     assert all(p.exists() for p in keep) and not any(p.parent.exists() for p in gone)
-    assert delete_trial_checkpoints(str(tmp_path / "no-such-storage")) == 0
+    assert delete_trial_checkpoints(str(tmp_path / "no-such-storage"), {"a"}) == 0
