@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 from pathlib import Path
 
 import torch
@@ -75,6 +76,19 @@ def sample(
     return sample_many(model, vocab, prime, length, [temperature], seed)[0]
 
 
+def printable(text: str) -> str:
+    """`text` with every control character but newline and tab shown escaped (ESC as `\\x1b`), and the
+    Unicode controls that reorder or hide text (bidirectional overrides, zero-width) as `\\u202e`: a model's
+    vocabulary comes from whatever text it was trained on, and a terminal obeys escape sequences."""
+    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf") else _escaped(ch)
+                   for ch in text)
+
+
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def main(argv: list[str] | None = None) -> int:
     from charrnn.checkpoint import FINAL_MODEL_FILE, load_model
 
@@ -109,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(prime + text + "\n")
+    sys.stdout.write(printable(prime + text) + "\n")
     return 0
 
 

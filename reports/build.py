@@ -17,6 +17,7 @@ from reports import _plots
 from reports._analysis import Analysis, analyze
 from reports._document import document
 from reports._load import RunDirError, load_runs
+from reports._output import neutralize_csv, write_files
 from reports._render import Details, Figure, to_html, to_markdown
 
 CSV_COLUMNS = ("param", "importance", "ci_low", "ci_high", "rank", "within_noise")
@@ -34,19 +35,19 @@ def _drawn(blocks: list, figures: dict[str, bytes]) -> list:
 
 
 def write_report(analysis: Analysis, out_dir: pathlib.Path) -> pathlib.Path:
-    """Render an analysis into `out_dir` (created if needed); returns `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Render an analysis into `out_dir` (created if needed; its other files are left alone); returns `out_dir`."""
     figures = _plots.draw_all(analysis)
     blocks = _drawn(document(analysis), figures)
-    for name, png in figures.items():
-        (out_dir / name).write_bytes(png)
     title = f"Sensitivity report: {analysis.run.study.get('name', '')}"
-    (out_dir / "index.html").write_text(to_html(blocks, figures, title), encoding="utf-8")
-    (out_dir / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     t = analysis.importance.table
     extra = [c for c in t.columns if c not in CSV_COLUMNS]
-    t[list(CSV_COLUMNS) + extra].to_csv(out_dir / "importance.csv", index=False)
-    return out_dir
+    files = {**figures,
+             "index.html": to_html(blocks, figures, title).encode("utf-8"),
+             "report.md": to_markdown(blocks).encode("utf-8"),
+             "importance.csv": neutralize_csv(t[list(CSV_COLUMNS) + extra]).to_csv(index=False).encode("utf-8")}
+    # Only these files, created new and renamed into place: nothing in a received run directory's report/
+    # (a symbolic link to the reader's files) is written through (reports._output).
+    return write_files(out_dir, files)
 
 
 def build_report(run_dir: str | pathlib.Path | list[str | pathlib.Path], out_dir: str | pathlib.Path | None = None,

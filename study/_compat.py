@@ -10,8 +10,9 @@ from typing import Any
 
 import optuna
 
-# The releases the workarounds below were written against; pyproject.toml carries the same bounds.
-TESTED = {"ray": ("2.40", "2.61"), "optuna": ("4.0", "5.1")}
+# The releases the workarounds below were written against; pyproject.toml carries the same bounds. Ray's floor is
+# also the first release with token authentication (study.cluster relies on it for a local study).
+TESTED = {"ray": ("2.52", "2.61"), "optuna": ("4.0", "5.1")}
 
 
 def set_restored_callbacks(tuner: Any, callbacks: list) -> None:

@@ -36,13 +36,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+if __name__ == "__main__":  # a local Ray on loopback, as study.run starts it: set before Ray is imported
+    from study.cluster import local_only
+
+    local_only()
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from charrnn.bench import CpuWaitShare  # noqa: E402
 from charrnn.corpus import CorpusError, load_corpus  # noqa: E402
-from study.driver import start_ray  # noqa: E402
+from study.cluster import start_ray  # noqa: E402
 from study.inputs import UsageError, resolve_corpus  # noqa: E402
 from study.trainable import run_trial  # noqa: E402
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from charrnn.sample import printable
 from study.rundir import BASELINES_FILE, RunDir
 from study.selection import best_search_trial, unstable_repeats
 
@@ -59,7 +60,7 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
     mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
     for _, s in mine.sort_values("temperature").iterrows():
         lines.append(f"  sample at temperature {s['temperature']:g}:")
-        lines.append("    " + str(s["text"]).strip().replace("\n", "\n    "))
+        lines.append("    " + printable(str(s["text"]).strip()).replace("\n", "\n    "))
     lines.append(f"  more text: python -m charrnn.sample --run {run_dir} --temperature 0.8 --length 1000")
     return lines
 

@@ -5,7 +5,6 @@ Only `study.run` calls this, after every input has been checked.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import signal
 import threading
@@ -21,19 +20,19 @@ import torch
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from charrnn.baselines import compute_baselines
 from charrnn.checkpoint import MODEL_FILE
 from charrnn.metrics import corpus_words, ngram_hashes
 from study._compat import set_restored_callbacks
-from study.inputs import UsageError
-from study.results import ResultsWriter
-from study.rundir import FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
-from study.schedule import HalvingASHA
 from study import selection
 from study.closing import summary
+from study.cluster import check_storage_reachable, final_resources, gpus_per_trial, start_ray
+from study.inputs import UsageError
 from study.outcomes import told
+from study.results import ResultsWriter, checkpoint_exists, delete_trial_checkpoints
+from study.rundir import FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
+from study.schedule import HalvingASHA
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
 from study.timeplan import PlanError, TimePlan, final_seconds, make_plan, planned_counts
@@ -42,7 +41,6 @@ from study.trainable import run_trial
 SEARCH_EXPERIMENT = "tune"
 REPEAT_EXPERIMENT = "tune-repeats"
 FINAL_EXPERIMENT = "tune-final"
-TRIALS_PER_GPU = 4
 
 
 class Interrupted(Exception):
@@ -86,61 +84,6 @@ def _fit(tuner, expected_trials: int):
     return results
 
 
-def start_ray(address: str | None, verbose: bool = False) -> None:
-    # Tune's console tables and per-checkpoint chatter are replaced by the progress line (study.progress);
-    # a trial's errors still reach the user through Tune's error files (see results.error_summary).
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Start-up chatter (Ray's token-authentication notice and "Started a local Ray instance", Optuna's
-    # "A new study created") only with --verbose; Ray's warnings after start-up still show.
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
-    quiet = logging.INFO if verbose else logging.ERROR
-    if address:
-        ray.init(address=address, logging_level=quiet, log_to_driver=verbose)
-    else:
-        # "local" always starts a fresh instance, never a stale cluster named in /tmp/ray.
-        ray.init(address="local", include_dashboard=False, logging_level=quiet, log_to_driver=verbose)
-    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
-    # On Ctrl-C these two say "Resume experiment with: Tuner.restore(...)" and that Tune's own result files
-    # are missing: the CLI prints the resume command of the study, and its results are in the tables.
-    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
-
-
-def check_storage_reachable(storage: str) -> None:
-    """A local --storage must be one directory that every node sees, or trials elsewhere cannot checkpoint."""
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    if "://" in storage or len(nodes) < 2:
-        return
-    marker = Path(storage) / f".storage-check-{os.getpid()}"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    try:
-        seen = ray.get([_path_exists.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
-            for n in nodes])
-    finally:
-        marker.unlink(missing_ok=True)
-    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
-    if blind:
-        raise UsageError(f"--storage {storage} is not shared with the nodes at {', '.join(blind)}; on a "
-                         "multi-node cluster give a shared file system path or a URI such as s3://bucket/prefix")
-
-
-@ray.remote(num_cpus=0)
-def _path_exists(path: str) -> bool:
-    return os.path.exists(path)
-
-
-def gpus_per_trial(requested: float | None) -> float:
-    have = ray.cluster_resources().get("GPU", 0)
-    if requested is None:
-        return 1.0 / TRIALS_PER_GPU if have > 0 else 0.0
-    if requested > 0 and have == 0:
-        raise UsageError(f"--gpus-per-trial {requested} but the Ray cluster has no GPUs")
-    return requested
-
-
 def make_text_index(corpus) -> TextIndex:
     text = corpus.vocab.decode_array(corpus.train)
     return TextIndex(corpus_words(text), ngram_hashes(corpus.train), corpus.vocab.encode)
@@ -173,12 +116,19 @@ def run_study(plan) -> str:
             chosen = _choose_final(plan, trainable, writer)
             if plan.final_chars > 0 and chosen is not None:
                 _final(plan, chosen, writer)
+            _retire_checkpoints(plan, writer)
         finally:
             _last_write(writer)
     finally:
         ray.shutdown()
         baselines.join()
     return summary(plan, run_dir, writer.table.trials_frame(), pd.DataFrame(writer.table.samples))
+
+
+def _retire_checkpoints(plan, writer: ResultsWriter) -> None:
+    """Retention: the study is over, so no resume can use a trial checkpoint; delete them all (study.results)."""
+    delete_trial_checkpoints(_storage(plan), set(writer.table.trials))
+    writer.table.forget_checkpoints()
 
 
 def _last_write(writer: ResultsWriter) -> None:
@@ -225,7 +175,8 @@ def _run_config(plan, name: str, writer: ResultsWriter) -> tune.RunConfig:
         storage_path=_storage(plan),
         callbacks=[writer],
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        # The latest checkpoint is enough: its model.pt holds the trial's best weights so far.
+        # The latest checkpoint is enough: its model.pt holds the trial's best weights so far. All go when the
+        # study is over (retention: _retire_checkpoints).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         verbose=0,
     )
@@ -437,14 +388,6 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
     _fit(tuner, len(seeds))
 
 
-def final_resources() -> tuple[float, float]:
-    """(CPUs, GPUs) for the final model: a whole node, the largest one, not one trial's share."""
-    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-    cpus = max((r.get("CPU", 0) for r in nodes), default=1)
-    gpus = 1.0 if any(r.get("GPU", 0) >= 1 for r in nodes) else 0.0
-    return max(1.0, float(cpus)), gpus
-
-
 def _trial_weights(plan, chosen: pd.Series) -> dict | None:
     """The best weights a search trial saved (its last checkpoint's model.pt), or None where they cannot be read."""
     where = chosen.get("checkpoint")
@@ -530,7 +473,8 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                "training text: it trains many times longer than any trial, where more text can only help"}})
     results = _fit(tuner, 1)
     result = results[0]
-    if result.checkpoint is not None and not result.error:
+    # A resume of a study that had ended finds the checkpoint deleted (retention) and the model installed.
+    if result.checkpoint is not None and not result.error and checkpoint_exists(result.checkpoint):
         with result.checkpoint.as_directory() as directory:
             RunDir(plan.run_dir).install_final_model(Path(directory) / MODEL_FILE)
 

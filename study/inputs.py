@@ -129,5 +129,5 @@ def check_out_dir(path: Path) -> None:
     if is_run_dir(path):
         raise UsageError(f"--out {path} already holds a study; pass --resume {path} to continue it, "
                          "or choose another --out")
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and any(p.name != ".lock" for p in path.iterdir()):  # a lock left by a study that never began
         raise UsageError(f"--out {path} is not empty; choose a new directory")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.fs
 from ray.tune import Callback
 
 from study.progress import Progress
@@ -51,6 +52,39 @@ def _names_an_exception(line: str) -> bool:
     return ":" in line and name.replace(".", "").isidentifier() and name.rsplit(".", 1)[-1][:1].isupper()
 
 
+def checkpoint_exists(checkpoint) -> bool:
+    """Whether a Tune checkpoint's directory is still there (retention deletes it once the study is over)."""
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.Directory
+
+
+def delete_trial_checkpoints(storage: str, trial_ids: set[str]) -> int:
+    """Retention, once a study is over: delete the checkpoints of its trials (`STORAGE/tune*/trial_ID/checkpoint_*`
+    for each id in `trial_ids`, on whichever file system: a path, s3://...); returns how many. Only this study's
+    trials: a run written before studies got a storage directory of their own may share `STORAGE/tune`.
+
+    While the study runs they stay: Tune resumes trials in flight from them, and the final model starts from its
+    search trial's weights. After it, nothing reads them: the report reads the tables, `charrnn.sample --run` reads
+    RUN/final_model.pt. Tune's own small files (experiment state, each trial's results and error file) stay.
+    """
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(), storage)
+
+    def entries(path: str) -> list:
+        return fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+
+    gone = 0
+    for experiment in entries(root):
+        if experiment.type != pyarrow.fs.FileType.Directory or not experiment.base_name.startswith("tune"):
+            continue
+        for trial in entries(experiment.path):
+            if trial.type != pyarrow.fs.FileType.Directory or trial.base_name.removeprefix("trial_") not in trial_ids:
+                continue
+            for ckpt in entries(trial.path):
+                if ckpt.type == pyarrow.fs.FileType.Directory and ckpt.base_name.startswith("checkpoint_"):
+                    fs.delete_dir(ckpt.path)
+                    gone += 1
+    return gone
+
+
 def _checkpoint_path(trial) -> str | None:
     ckpt = getattr(trial, "checkpoint", None)
     return getattr(ckpt, "path", None) if ckpt is not None else None
@@ -73,6 +107,16 @@ class ResultsWriter(Callback):
         self.progress = progress or Progress()
         self.echo = self.progress.log
         self._reconciled = False
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks into tuner.pkl. What this writer knows is in the run directory's tables, so
+        # it pickles as where they are: not the rows, nor the corpus index (20 MB of 20-gram hashes of the
+        # training text). A writer unpickled (Tuner.restore) reads the tables again; the driver replaces it
+        # with its own anyway (study._compat.set_restored_callbacks).
+        return {"run_dir": str(self.run_dir.path), "search_params": list(self.table.search_params)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(Path(state["run_dir"]), state["search_params"])
 
     def stage(self, role: str, total: int, expect: tuple[float | None, float] = (None, 0.0), **extra) -> None:
         """The trials Tune runs from now on are `role` (search, repeat, final), `total` of them; `expect` is the

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import platform
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from charrnn.config import BASE_LR
 from charrnn.corpus import Corpus
+from study.cluster import local_only
+from study.guard import check_trusted, lock
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec, study_name)
 from study.rundir import SCHEMA_VERSION, SPEC_FILE, RunDir, RunDirWriteError
@@ -111,6 +114,7 @@ def prepare(args: argparse.Namespace) -> Plan:
                              f"writes schema {SCHEMA_VERSION}; its report still builds (python -m reports.build "
                              f"{run_dir}), but continuing it needs the version that started it")
         inv = saved["invocation"]
+        check_trusted(run_dir, _experiment_dirs(inv["storage"], run_dir))
         try:
             spec = load_spec(run_dir / SPEC_FILE)
         except SpecError as exc:
@@ -136,7 +140,7 @@ def prepare(args: argparse.Namespace) -> Plan:
     name = study_name(spec, corpus)
     run_dir = Path(args.out) if args.out else default_out(name)
     check_out_dir(run_dir)
-    storage = args.storage or str(run_dir.resolve())
+    storage = _study_storage(args.storage, run_dir, name)
     return Plan(
         spec=spec,
         corpus=corpus,
@@ -161,6 +165,22 @@ def prepare(args: argparse.Namespace) -> Plan:
         minutes=spec.minutes if args.minutes is None else args.minutes,
         final_minutes_asked=args.final_minutes is not None,
     )
+
+
+def _study_storage(storage: str | None, run_dir: Path, name: str) -> str:
+    """Where Tune keeps this study's experiments: the run directory, or a directory of the study's own under
+    --storage (`NAME-<UTC timestamp>-<random>`), so that studies sharing a --storage never share an experiment."""
+    if not storage or ("://" not in storage and Path(storage).resolve() == run_dir.resolve()):
+        return str(run_dir.resolve())
+    own = f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{storage.rstrip('/')}/{own}" if "://" in storage else str(Path(storage).resolve() / own)
+
+
+def _experiment_dirs(storage: str, run_dir: Path) -> list[Path]:
+    """Tune's experiment directories of a study whose --storage is a local path outside its run directory."""
+    if "://" in storage or Path(storage).resolve() == run_dir.resolve():
+        return []
+    return sorted(Path(storage).glob("tune*"))
 
 
 def study_metadata(plan: Plan) -> dict:
@@ -242,12 +262,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
+        held = lock(plan.run_dir)  # noqa: F841 - held (and the run directory this driver's) until the process ends
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot create the run directory {plan.run_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
         if not plan.resume:
             RunDir(plan.run_dir).create(plan.spec.path, study_metadata(plan))
     except OSError as exc:
         print(f"error: cannot create the run directory {plan.run_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
+    if plan.address is None:
+        local_only()  # before Ray is imported: a local study listens on loopback only (study.cluster)
     from study.driver import Interrupted, run_study  # imports Ray: only after every input is known to be good
 
     try:

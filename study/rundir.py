@@ -361,6 +361,11 @@ class TrialTable:
             self.complete(tid, config, reported)
         return behind or ended is not None
 
+    def forget_checkpoints(self) -> None:
+        """The trials' checkpoints were deleted (retention, study.results): no row names one any more."""
+        for row in self.trials.values():
+            row["checkpoint"] = None
+
     def drop_unknown_running(self, known: set[str]) -> list[str]:
         """Forget the running trials of this stage that the trial runner does not know.
 

@@ -18,8 +18,8 @@ the next new Tune trial instead of asking again.
 from __future__ import annotations
 
 import errno
+import json
 import math
-import pickle
 from contextlib import contextmanager
 
 import optuna
@@ -125,20 +125,22 @@ class StudySearch(Searcher):
 
     # ---- checkpointing (Tune saves the searcher with its experiment state) ---------------------------
     def save(self, checkpoint_path: str) -> None:
-        # The sampler is pickled as Optuna's resuming guide does, so a resumed TPE continues its random
-        # stream; the trials are kept as numbers and found again in the storage on restore.
-        state = {"sampler": self.study.sampler, "numbers": {k: t.number for k, t in self._trials.items()},
+        # JSON, not a pickle: a resumed driver reads it back without running anything in it. The trials are kept
+        # as numbers and found again in the storage on restore. The sampler is not saved: a restored searcher
+        # keeps the one it was built with, which draws from the trials in the storage (TPE's random stream
+        # starts again from its seed, so a resume is as reproducible as the history it resumes).
+        state = {"numbers": {k: t.number for k, t in self._trials.items()},
                  "last_step": dict(self._last_step), "told": sorted(self._told)}
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
+        with open(checkpoint_path, "w", encoding="utf-8") as f:
+            json.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         from study._compat import optuna_trial
 
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
+        with open(checkpoint_path, encoding="utf-8") as f:
+            state = json.load(f)
         self.study = optuna.load_study(study_name=self.study.study_name, storage=self._storage,
-                                       sampler=state["sampler"])
+                                       sampler=self.study.sampler)
         self._last_step = dict(state["last_step"])
         self._told = set(state["told"])
         # Trials a killed driver told after this checkpoint was saved: Tune may resume them, Optuna keeps them.

@@ -52,3 +52,12 @@ def test_temperatures_in_one_batch_greedy_rows_and_seeds(tiny_text):
     assert texts[1] != texts[2]  # rows draw independently
     assert sample_many(model, corpus.vocab, "The ", 50, [0.0, 0.8, 0.8], seed=3) == texts
     assert sample_many(model, corpus.vocab, "The ", 5, [], seed=3) == []
+
+
+def test_printable_escapes_what_a_terminal_would_obey():
+    from charrnn.sample import printable
+
+    assert printable("Holmes\n\tsaid") == "Holmes\n\tsaid"
+    assert printable("a\x1b]0;owned\x07b\r\x00") == "a\\x1b]0;owned\\x07b\\x0d\\x00"
+    assert printable("x\u202ey\u200bz\x9b") == "x\\u202ey\\u200bz\\x9b"
+    assert printable("é – ü") == "é – ü"

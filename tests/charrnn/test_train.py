@@ -218,7 +218,7 @@ def test_time_limit_shrinks_the_budget_and_ends_in_time(tiny_text):
     assert result.chars_seen >= result.budget_chars
     # Fitted at warm-up, then after every evaluation at the recent pace (up or down); the step that reaches the
     # limit is the last.
-    assert 2 <= len(records) <= 12
+    assert 2 <= len(records) <= 2 * cfg.evals_per_trial + 1  # the points move with each refit
     assert result.wall_s < 4.0 + 2.0
 
 

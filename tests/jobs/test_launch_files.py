@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from study.inputs import UsageError, check_args, resolve_spec
 from study.run import build_parser
@@ -116,6 +118,22 @@ def test_launcher_uses_token_auth(launcher):
     assert "~/.ray/auth_token" in launcher["file_mounts"]
 
 
+def test_launcher_opens_no_port_to_the_world_and_workers_may_write_the_checkpoints(launcher):
+    text = (JOBS / "ray-cluster.yaml").read_text()
+    assert "0.0.0.0/0" not in text.split("cluster_name:")[1]
+    # Ray's default security group opens SSH to 0.0.0.0/0: every node type names a group of the user's own.
+    for name, node in launcher["available_node_types"].items():
+        assert node["node_config"].get("SecurityGroupIds"), f"{name} would get Ray's default security group"
+    workers = [n for k, n in launcher["available_node_types"].items() if k != launcher["head_node_type"]]
+    assert all(n["node_config"].get("IamInstanceProfile") for n in workers), "workers write the s3:// checkpoints"
+
+
+def test_launcher_installs_the_tested_versions(launcher):
+    (setup,) = launcher["setup_commands"]
+    assert "pip install torch==" + _constraints()["torch"] in setup
+    assert "-c ~/charrnn-study/constraints.txt" in setup
+
+
 def test_launcher_study_command(launcher, monkeypatch):
     new, _ = check_study_commands(launcher["head_start_ray_commands"], "ray-cluster.yaml", monkeypatch)
     assert "://" in new.storage, "workers cannot write checkpoints to the head's disk: --storage must be shared"
@@ -150,12 +168,26 @@ def test_rayjob_fields(rayjob):
     assert any("nvidia.com/gpu" in c["resources"]["limits"] for w in workers for c in _containers(w))
 
 
-def test_rayjob_runtime_env_installs_the_projects_dependencies(rayjob):
+def _constraints() -> dict[str, str]:
+    lines = (REPO / "constraints.txt").read_text().splitlines()
+    return {canonicalize_name(l.split("==")[0]): l.split("==")[1] for l in lines if "==" in l and l[0] != "#"}
+
+
+def test_rayjob_runtime_env_installs_the_projects_dependencies_at_the_tested_versions(rayjob):
     env = yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])
-    assert env["working_dir"]
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    missing = [d for d in deps if not d.startswith("ray") and d not in env["pip"]]
+    pins = {canonicalize_name(Requirement(p).name): Requirement(p) for p in env["pip"]}
+    tested = _constraints()
+    deps = [Requirement(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    missing = [d.name for d in deps if d.name != "ray" and canonicalize_name(d.name) not in pins]
     assert not missing, f"runtimeEnvYAML pip lacks {missing} (the image brings Ray, pip the rest)"
+    for name, req in pins.items():
+        (spec,) = req.specifier
+        assert spec.operator == "==" and spec.version == tested[name], f"{req}: constraints.txt says {tested[name]}"
+
+
+def test_rayjob_code_comes_from_a_tag_not_a_branch(rayjob):
+    working_dir = yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])["working_dir"]
+    assert "/refs/tags/" in working_dir and "/refs/heads/" not in working_dir, working_dir
 
 
 def test_rayjob_study_command(rayjob, monkeypatch):
@@ -193,6 +225,9 @@ def test_sbatch_starts_a_ray_cluster(sbatch):
     body = [l.strip() for l in sbatch.splitlines() if not l.lstrip().startswith("#")]
     text = "\n".join(body)
     assert "export RAY_AUTH_MODE=token" in text
+    # A token only this user can read, handed over by path; not Ray's 0644 file on a shared home.
+    assert "umask 077" in text and 'chmod 600 "$RAY_AUTH_TOKEN_PATH"' in text and "RAY_AUTH_TOKEN=" not in text
+    assert text.index("umask 077") < text.index("ray start --head")
     head = [l for l in body if "ray start --head" in l]
     workers = [l for l in body if "ray start --address" in l]
     assert head and workers, "needs `ray start --head` and `ray start --address`"
@@ -217,3 +252,9 @@ def test_study_commands_helper():
            'python -m study.run --resume r \\\n  --address h:1 "$@"; python -m study.run'
     assert study_commands(text) == [STUDY + ["--out", "a b", "--trials", "3"],
                                     STUDY + ["--resume", "r", "--address", "h:1"], STUDY]
+
+
+def test_readme_by_hand_head_uses_token_auth():
+    readme = (REPO / "README.md").read_text()
+    starts = [l for l in readme.splitlines() if "ray start --head" in l and "`" not in l]  # commands, not prose
+    assert starts and all("RAY_AUTH_MODE=token ray start --head" in l for l in starts), starts

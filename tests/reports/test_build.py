@@ -163,3 +163,76 @@ def test_pooling_needs_out_and_one_search_space(make_run, capsys):
     assert main([str(a), str(b), "--out", str(b / "pooled")]) == 2
     err = capsys.readouterr().err
     assert "differ in search_space" in err and err.count("\n") == 1
+
+
+# ---- a hostile run directory: its report/ may hold anything a sender put there ------------------------------
+
+@pytest.fixture(scope="module")
+def received_run(make_run):
+    return make_run(seed=21, n_trials=12, asha=False)
+
+
+def _victim(tmp_path, text="the reader's own file\n"):
+    victim = tmp_path / "victim.txt"
+    victim.write_text(text)
+    return victim
+
+
+def test_a_symlinked_report_file_is_replaced_not_followed(received_run, tmp_path):
+    victim = _victim(tmp_path)
+    report = received_run / "report"
+    report.mkdir(exist_ok=True)
+    (report / "report.md").unlink(missing_ok=True)
+    (report / "report.md").symlink_to(victim)
+    (report / "importance.csv").unlink(missing_ok=True)
+    (report / "importance.csv").symlink_to(tmp_path / "created-through-a-dangling-link.csv")
+    (report / "notes.txt").write_text("kept")  # not the report's: left alone
+    assert main([str(received_run), "--bootstrap", "2"]) == 0
+    assert victim.read_text() == "the reader's own file\n"
+    assert not (tmp_path / "created-through-a-dangling-link.csv").exists()
+    for name in ("report.md", "importance.csv", "index.html"):
+        assert not (report / name).is_symlink() and (report / name).stat().st_size > 0
+    assert (report / "notes.txt").read_text() == "kept"
+    assert not [p for p in received_run.iterdir() if p.name.startswith(".report.")]  # no staging left behind
+
+
+@pytest.mark.parametrize("kind", ["symlink", "file", "dir_named_like_a_report_file"])
+def test_a_report_dir_that_is_not_its_own_is_refused_in_one_line(received_run, tmp_path, capsys, kind):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = _victim(elsewhere)
+    report = received_run / "report"
+    if report.is_symlink() or report.is_file():
+        report.unlink()
+    elif report.exists():
+        import shutil
+        shutil.rmtree(report)
+    if kind == "symlink":
+        report.symlink_to(elsewhere)
+    elif kind == "file":
+        report.write_text("a file")
+    else:
+        (report / "index.html").mkdir(parents=True)
+    assert main([str(received_run), "--bootstrap", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reports.build: cannot write the report: ") and err.count("\n") == 1, err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.txt"] and victim.read_text().startswith("the")
+    assert not [p for p in received_run.iterdir() if p.name.startswith(".report.")]
+    if kind == "file":
+        assert report.read_text() == "a file"
+
+
+def test_csv_cells_a_spreadsheet_would_evaluate_are_neutralized():
+    from reports._output import neutralize_csv
+
+    df = pd.DataFrame({"param": ["=HYPERLINK(\"http://x\")", "+1", "-cmd", "@SUM(A1)", "\t=1", "\r=1", "lr"],
+                       "importance": [-0.5, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    out = neutralize_csv(df)
+    assert out["param"].tolist() == ["'=HYPERLINK(\"http://x\")", "'+1", "'-cmd", "'@SUM(A1)", "'\t=1", "'\r=1", "lr"]
+    assert out["importance"].tolist() == df["importance"].tolist()  # a negative number stays a number
+
+
+def test_the_hostile_reports_csv_has_no_formula_cells(hostile_report):
+    t = pd.read_csv(hostile_report / "importance.csv", dtype=str, keep_default_na=False)
+    cells = [*t.columns, *(v for col in t.columns for v in t[col])]
+    assert not [v for v in cells if v.startswith(("=", "+", "@", "\t", "\r"))]

@@ -209,11 +209,15 @@ def test_trials_run_on_both_nodes(cluster: Cluster, cluster_run):
     assert meta["invocation"]["address"] == cluster.address
 
 
-def test_checkpoints_go_to_storage(cluster_run):
+def test_checkpoints_go_to_storage_in_a_directory_of_the_study_s_own(cluster_run):
+    """Tune's files follow --storage, under a directory of this study's own (two studies sharing a --storage never
+    share an experiment); once the study ends, no trial checkpoint is left there (retention)."""
     out, storage = cluster_run
-    assert (storage / "tune").is_dir() and not (out / "tune").exists(), "Tune's files must follow --storage"
+    (own,) = storage.iterdir()
+    assert own.name.startswith("smoke-"), own
+    assert json.loads((out / "study.json").read_text())["invocation"]["storage"] == str(own.resolve())
+    assert (own / "tune").is_dir() and not (out / "tune").exists(), "Tune's files must follow --storage"
+    assert len(list((own / "tune").glob("trial_*/result.json"))) == 4
+    assert not list(own.glob("tune*/trial_*/checkpoint_*"))
     trials = pd.read_parquet(out / "trials.parquet")
-    checkpoints = trials["checkpoint"].dropna()
-    checkpoints = checkpoints[checkpoints.str.len() > 0]
-    assert len(checkpoints), "no trial recorded a checkpoint"
-    assert all(Path(p).resolve().is_relative_to(storage.resolve()) for p in checkpoints), checkpoints.tolist()
+    assert trials["checkpoint"].isna().all(), trials["checkpoint"].tolist()

@@ -106,6 +106,11 @@ def test_sigint_then_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
                                   text=True)
         try:
             _wait_for(lambda: len(_finished(out)) >= finished, 300, f"{finished} finished trial(s)")
+            if argv is first:  # one driver at a time: a --resume of the directory this one holds is refused
+                second = subprocess.run(resume, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+                assert second.returncode == 2, second.stderr[-2000:]
+                assert second.stderr.startswith(f"error: {out} is in use by another study.run (pid {driver.pid})")
+                assert second.stderr.count("\n") == 1, second.stderr
             driver.send_signal(sig)
             _, err = driver.communicate(timeout=120)
         finally:

@@ -31,3 +31,42 @@ The actor died unexpectedly before finishing this task.
 The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR
 """
     assert summarize_error(text) == "the trial's worker process (pid 7805) died: killed, out of memory, or crashed"
+
+
+def test_a_pickled_writer_carries_neither_the_corpus_index_nor_the_rows(tmp_path):
+    """Tune pickles its callbacks into tuner.pkl: the writer goes as where its tables are (issue: 20 MB of
+    20-gram hashes in every tuner.pkl)."""
+    import pickle
+
+    import numpy as np
+
+    from study.results import ResultsWriter
+    from study.rundir import TextIndex
+
+    index = TextIndex({"holmes"}, np.arange(2_000_000, dtype=np.uint64), lambda text: np.zeros(len(text)))
+    writer = ResultsWriter(tmp_path, ["lr"], index)
+    writer.table.start("t1", {"lr": 0.1})
+    writer.write()
+    blob = pickle.dumps(writer)
+    assert len(blob) < 4_000, len(blob)
+    again = pickle.loads(blob)
+    assert again.run_dir.path == tmp_path and again.table.search_params == ["lr"]
+    assert list(again.table.trials) == ["t1"] and again.table.text_index is None
+
+
+def test_retention_deletes_every_trial_checkpoint_and_nothing_else(tmp_path):
+    from study.results import delete_trial_checkpoints
+
+    keep = [tmp_path / "tune" / "experiment_state-x.json", tmp_path / "tune" / "trial_a" / "result.json",
+            tmp_path / "tune-final" / "trial_f" / "error.txt", tmp_path / "final_model.pt",
+            tmp_path / "other" / "trial_b" / "checkpoint_000001" / "model.pt",
+            tmp_path / "tune" / "trial_of_another_study" / "checkpoint_000001" / "model.pt"]
+    gone = [tmp_path / "tune" / "trial_a" / "checkpoint_000003" / "model.pt",
+            tmp_path / "tune-repeats-2" / "trial_r" / "checkpoint_000000" / "state.pt",
+            tmp_path / "tune-final" / "trial_f" / "checkpoint_000011" / "model.pt"]
+    for path in keep + gone:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert delete_trial_checkpoints(str(tmp_path), {"a", "r", "f", "b"}) == 3
+    assert all(p.exists() for p in keep) and not any(p.parent.exists() for p in gone)
+    assert delete_trial_checkpoints(str(tmp_path / "no-such-storage"), {"a"}) == 0

@@ -6,6 +6,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import optuna
@@ -14,25 +16,50 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from tests.study._sockets import listeners
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run(
+    """The smoke study, with the sockets its processes listened on (read every 0.2 s while it ran) and a HOME of
+    its own, so that the token file it uses is the one it made."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    out, home = tmp / "run", tmp / "home"
+    home.mkdir()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(home)}
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        env.pop(name, None)
+    with subprocess.Popen(
         [sys.executable, "-m", "study.run", "--spec", "smoke", "--trials", "4", "--out", str(out),
          "--no-report"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as child:
+        seen = set()
+        reader = ThreadPoolExecutor(1).submit(child.communicate, timeout=600)
+        while not reader.done():
+            seen.update(listeners(child.pid))
+            time.sleep(0.2)
+        stdout, stderr = reader.result()
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    return out, proc, sorted(seen, key=str), home
+
+
+def test_a_local_study_listens_on_loopback_only(smoke_run):
+    _, _, seen, home = smoke_run
+    names = {s.name for s in seen}
+    assert {"gcs_server", "raylet"} <= names, seen  # the sampling saw Ray's servers
+    assert any(s.name.startswith("ray::") for s in seen), seen  # and the trials' workers
+    beyond = [str(s) for s in seen if not s.loopback]
+    assert not beyond, "listening beyond loopback:\n" + "\n".join(beyond)
+    token = home / ".ray" / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
 
 
 def test_contract_files(smoke_run):
-    out, proc = smoke_run
+    out, proc, _, _ = smoke_run
     meta = json.loads((out / "study.json").read_text())
     assert meta["schema_version"] == 2 and meta["name"] == "smoke"
     assert meta["metric"] == "val_bpc" and meta["mode"] == "min" and meta["budget_chars"] == 48_000
@@ -91,14 +118,14 @@ def test_contract_files(smoke_run):
 
 
 def test_optuna_study_in_sqlite(smoke_run):
-    out, _ = smoke_run
+    out, *_ = smoke_run
     with sqlite3.connect(out / "optuna.db") as db:
         states = [s for (s,) in db.execute("select state from trials")]
     assert len(states) == 4
 
 
 def test_progress_and_summary(smoke_run):
-    out, proc = smoke_run
+    out, proc, _, _ = smoke_run
     # Not a terminal: plain lines, each with the status (study.progress); no start-up chatter without --verbose.
     assert "[search 4/4 done, 0 running | best val_bpc" in proc.stderr and "elapsed" in proc.stderr
     assert "A new study created" not in proc.stderr and "Token authentication" not in proc.stderr
@@ -110,7 +137,7 @@ def test_progress_and_summary(smoke_run):
 
 
 def test_final_model_row_baselines_and_sampling_by_run(smoke_run):
-    out, _ = smoke_run
+    out, *_ = smoke_run
     trials = pd.read_parquet(out / "trials.parquet")
     final = trials[trials["role"] == "final"]
     assert len(final) == 1
@@ -135,7 +162,7 @@ def test_final_model_row_baselines_and_sampling_by_run(smoke_run):
 def test_optuna_study_as_the_dashboard_reads_it(smoke_run):
     """optuna.db tells the tables' story: COMPLETE = completed, PRUNED = stopped, FAIL = diverged/failed, and
     each trial's intermediate values are its evaluations (curves.parquet) at chars_seen."""
-    out, _ = smoke_run
+    out, *_ = smoke_run
     storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["smoke"]
     study = optuna.load_study(study_name="smoke", storage=storage)
@@ -154,20 +181,27 @@ def test_optuna_study_as_the_dashboard_reads_it(smoke_run):
             assert trial.value == pytest.approx(evals["val_bpc"].iloc[-1])
 
 
-def test_best_checkpoint_samples(smoke_run):
-    out, _ = smoke_run
+def test_retention_keeps_the_final_model_and_no_trial_checkpoint(smoke_run):
+    """Once a stage ends no resume can use its trials' checkpoints: they are gone, rows name none, and the final
+    model (RUN/final_model.pt) is what samples."""
+    out, *_ = smoke_run
+    assert not list(out.glob("tune*/trial_*/checkpoint_*")), list(out.glob("tune*/trial_*/checkpoint_*"))
     trials = pd.read_parquet(out / "trials.parquet")
-    best = trials[trials["role"] == "search"].sort_values("best_val_bpc").iloc[0]
-    payload = torch.load(os.path.join(best["checkpoint"], "model.pt"), weights_only=True)
-    assert payload["val_bpc"] == pytest.approx(best["best_val_bpc"])  # the weights of its best evaluation
-    proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--checkpoint", best["checkpoint"],
+    assert trials["checkpoint"].isna().all(), trials["checkpoint"].tolist()
+    assert sorted(p.name for p in out.glob("tune*")) == ["tune", "tune-final", "tune-repeats"]
+    for tuner in out.glob("tune*/tuner.pkl"):  # the results writer pickles as where its tables are
+        assert tuner.stat().st_size < 200_000, (tuner, tuner.stat().st_size)
+    payload = torch.load(out / "final_model.pt", weights_only=True)
+    final = trials[trials["role"] == "final"].iloc[0]
+    assert payload["val_bpc"] == pytest.approx(final["best_val_bpc"])  # the weights of its best evaluation
+    proc = subprocess.run([sys.executable, "-m", "charrnn.sample", "--checkpoint", str(out / "final_model.pt"),
                            "--length", "300", "--prime", "Holmes"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and len(proc.stdout) >= 300
 
 
 def test_the_report_reads_what_the_study_wrote(smoke_run, tmp_path):
     """The writer (study.rundir) and the reader (reports) agree on the contract: a real run builds a report."""
-    out, _ = smoke_run
+    out, *_ = smoke_run
     proc = subprocess.run([sys.executable, "-m", "reports.build", str(out), "--out", str(tmp_path / "report")],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
