@@ -22,7 +22,9 @@ def _distribution(spec: ParamSpec):
     if spec.is_categorical:
         return CategoricalDistribution(list(spec.choices))
     if spec.kind == "int":
-        return IntDistribution(int(math.floor(spec.low)), int(math.ceil(spec.high)), log=spec.log)
+        step = 1 if spec.log else max(1, int(spec.step))  # the sampler's own grid (Optuna allows no step on a log)
+        low = int(math.floor(spec.low))
+        return IntDistribution(low, low + (int(math.ceil(spec.high)) - low) // step * step, log=spec.log, step=step)
     return FloatDistribution(spec.low, spec.high, log=spec.log)
 
 
@@ -30,7 +32,11 @@ def _value(spec: ParamSpec, v):
     if spec.is_categorical:
         return v if v in spec.choices else spec.choices[0]
     v = float(np.clip(v, spec.low, spec.high)) if np.isfinite(v) else (spec.low + spec.high) / 2
-    return int(round(v)) if spec.kind == "int" else v
+    if spec.kind != "int":
+        return v
+    step = 1 if spec.log else max(1, int(spec.step))
+    low = int(math.floor(spec.low))
+    return int(min(low + round((v - low) / step) * step, low + (int(math.ceil(spec.high)) - low) // step * step))
 
 
 def rebuild_study(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndarray) -> optuna.Study:

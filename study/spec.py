@@ -33,7 +33,8 @@ class Param:
     def describe(self) -> dict:
         if self.type == "categorical":
             return {"type": "categorical", "choices": list(self.choices)}
-        return {"type": self.type, "low": self.low, "high": self.high, "log": self.log}
+        out = {"type": self.type, "low": self.low, "high": self.high, "log": self.log}
+        return {**out, "step": self.step} if self.step else out
 
     def extremes(self) -> list:
         """The values at the edges of the range (or every choice), for checking feasibility."""

@@ -52,3 +52,14 @@ def test_many_valued_int_uses_quantile_midpoints():
     _, values, w = _encode.quadrature(spec, 21)
     assert len(values) == 21 and np.allclose(w, 1 / 21) and values == sorted(values)
     assert values[10] == pytest.approx(256, rel=0.02)  # the log-uniform median of [63.5, 1024.5]
+
+
+def test_optuna_reference_sees_the_int_step_the_sampler_used():
+    """An int range with a step is the same distribution for Optuna's evaluators as for the sampler (issue 19)."""
+    from reports._load import ParamSpec
+    from reports._reference import _distribution, _value
+
+    spec = ParamSpec("train_chars", "int", low=1000, high=9500, log=False, step=1000)
+    d = _distribution(spec)
+    assert (d.low, d.high, d.step) == (1000, 9000, 1000)
+    assert _value(spec, 4600.0) == 5000 and _value(spec, 9400.0) == 9000
