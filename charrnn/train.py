@@ -129,9 +129,12 @@ def is_new_best(value: float, best: float, min_delta: float) -> bool:
     return math.isfinite(value) and value < best - min_delta
 
 
-def should_stop_early(evals_since_best: int, patience: int) -> bool:
-    """Early stopping: `patience` evaluations in a row without a new best (patience 0 never stops)."""
-    return patience > 0 and evals_since_best >= patience
+def should_stop_early(evals_since_best: int, patience: int, chars_seen: int = 0, budget_chars: int = 0) -> bool:
+    """Early stopping: `patience` evaluations in a row without a new best (patience 0 never stops), once half the
+    budget is behind. In the first half of a cosine schedule the learning rate is still near its peak and a model
+    that has stopped improving there usually improves as it decays (a final model stopped after 5 of its 17 minutes
+    at 2.39 bits/char on a plateau of its peak rate)."""
+    return patience > 0 and evals_since_best >= patience and 2 * chars_seen >= budget_chars
 
 
 def budget_for_time_limit(budget: int, chars_seen: int, rate: float, elapsed_s: float, limit_s: float,
@@ -444,7 +447,8 @@ def _evaluation(model, val, vocab, config, state, best_model, at_end, test_ids, 
     is_best = state.add_evaluation(val_bpc, config.min_delta)
     if is_best:
         best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    stopped_early = not at_end and should_stop_early(state.evals_since_best, config.patience)
+    stopped_early = not at_end and should_stop_early(state.evals_since_best, config.patience, state.chars_seen,
+                                                     state.budget_chars)
     finals, test_bpc = {}, math.nan
     if (at_end or stopped_early) and best_model is not None:
         finals, test_bpc = final_evaluation(best_model, model.config, vocab, config, test_ids, device)

@@ -29,7 +29,7 @@ from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
 from study.spec import StudySpec
 
-MARGIN = 0.08
+MARGIN = 0.12
 REPORT_S, REPORT_S_PER_TRIAL = 30.0, 1.2
 FINAL_SHARE = 0.45
 MAX_RUNGS = 2

@@ -152,6 +152,8 @@ def test_early_stopping_rule():
     assert not is_new_best(float("nan"), 2.0, 0.0)
     assert not should_stop_early(5, 0)  # patience 0 never stops
     assert not should_stop_early(2, 3) and should_stop_early(3, 3)
+    assert not should_stop_early(3, 3, chars_seen=400, budget_chars=1000)  # not in the first half of the schedule
+    assert should_stop_early(3, 3, chars_seen=500, budget_chars=1000)
 
 
 def test_time_limit_budget_fits_the_measured_rate():
@@ -201,10 +203,11 @@ def test_stop_chars_ends_on_the_budgets_schedule_and_scores_the_test_text_once(t
 def test_patience_stops_a_run_that_no_longer_improves(tiny_text):
     corpus = from_text(tiny_text)
     records = []
-    # A learning rate of 0 never improves on the first evaluation: stopped after `patience` more.
+    # A learning rate of 0 never improves on the first evaluation: stopped after `patience` more, once half the
+    # budget is behind (the 4th of 8 evaluations).
     cfg = TrainConfig(budget_chars=60_000, patience=2, **{**TINY, "lr": 1e-12})
     result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
-    assert len(records) == 3 and records[-1].done and records[-1].stopped_early
+    assert len(records) == 4 and records[-1].done and records[-1].stopped_early
     assert result.status == "completed" and result.chars_seen < 60_000
     assert records[-1].final_samples  # the final samples come from the best weights as usual
 
