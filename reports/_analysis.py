@@ -357,7 +357,10 @@ def _answer(imp: ImportanceResult, budget: Budget, metric: str, interactions: pd
     s = _summary(imp, budget, metric).rstrip(".")
     lead = top["param"]
     prefix = ""
-    if interactions is not None and len(interactions):
+    stands_out = "within_noise" not in t or not t["within_noise"].all()
+    if interactions is not None and len(interactions) and stands_out:
+        # An interaction larger than the largest main effect leads the sentence, unless no main effect stands out
+        # from noise at all: a 2% interaction "more than any main effect" then only says every effect is small.
         pair = interactions.iloc[0]
         if pair["share"] > top["importance"]:
             ci = (f", 95% CI {_ci_text(pair['ci_low'], pair['ci_high'])}"

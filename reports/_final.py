@@ -141,7 +141,8 @@ def _trained_on(run: RunData, fm: FinalModel) -> list[Block]:
     if isinstance(final.get("train_chars"), int):
         start = final.get("started_from")
         out.append(Para(f"It trained on the whole training text ({final['train_chars']:,} characters)"
-                        + (f", starting from search trial {start}'s weights" if start else ", from scratch")
+                        + (f", with search trial {start}'s weights as the model to beat (scored first, kept "
+                           "unless beaten)" if start else "")
                         + (f": {final['why']}" if isinstance(final.get("why"), str) else "") + "."))
     trials = run.trials.set_index("trial_id")
     if fm.source_trial in trials.index:

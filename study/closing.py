@@ -55,7 +55,7 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
              "  " + ", ".join(f"{n}={'all' if n == 'train_chars' and not row[f'param.{n}'] else _fmt(row[f'param.{n}'])}"
                               for n in plan.spec.search)
              + f" (search trial {row['repeat_of']}'s configuration, on the whole training text"
-             + (", from its weights)" if (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
+             + (", its weights the model to beat)" if (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
                 else ")")]
     mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
     for _, s in mine.sort_values("temperature").iterrows():

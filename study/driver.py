@@ -429,14 +429,14 @@ def _final_limit_s(plan) -> float:
 
 
 def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
-    """Train the chosen configuration to convergence, starting from its search trial's weights, on the whole
-    training text, and score it once on the test text.
+    """Train the chosen configuration to convergence on the whole training text, with its search trial's weights as
+    the model to beat, and score the better of the two once on the test text.
 
     Of the chosen trial's hyperparameters, all carry over but `train_chars`: a search trial's training-text size
     trades text for passes at the search's budget, while the final model trains many times longer, where more
-    text can only help (early stopping ends it once validation stops improving). Starting from the trial's
-    weights, scored first on the final model's validation text, means the model handed over is never worse
-    there than the trial it came from.
+    text can only help (early stopping ends it once validation stops improving). The trial's weights, scored
+    first on the final model's validation text and counted as its best so far, mean the model handed over is never
+    worse there than the trial it came from.
     """
     final = plan.spec.final
     cpus, gpus = final_resources()
@@ -455,7 +455,7 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     tuner = _restored(plan, FINAL_EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
         writer.echo(f"final model: trial {chosen['trial_id']}'s configuration"
-                    + (", starting from its weights" if weights is not None else "")
+                    + (", with its weights as the model to beat" if weights is not None else "")
                     + f", on the whole training text ({len(corpus.train):,} characters), up to "
                     f"{plan.final_chars:,} characters" + (f" or {limit_s / 60:.1f} minutes" if limit_s else "")
                     + f", on {cpus:g} CPUs" + (" and a GPU" if gpus else "") + "; scored once on the test text")
