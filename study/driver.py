@@ -23,6 +23,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from charrnn.baselines import compute_baselines
 from charrnn.checkpoint import MODEL_FILE
+from charrnn.config import BASE_LR, TrainConfig
 from charrnn.metrics import corpus_words, ngram_hashes
 from study._compat import set_restored_callbacks
 from study import selection
@@ -428,6 +429,21 @@ def _final_limit_s(plan) -> float:
     return min(left, 60.0 * plan.final_minutes) if plan.final_minutes_asked and plan.final_minutes else left
 
 
+def _final_rate(plan, params: dict) -> dict:
+    """The final model's learning rate: the chosen trial's, at most the optimizer's usual rate (BASE_LR).
+
+    A short search favours rates that make fast early progress: the default study chose Adam at 2.8x its usual rate
+    (5.6e-3) for a GRU 2x512, and trained for 13 minutes at that rate its validation score rose from 2.55 to 2.92
+    bits/char over its first 1.5M characters. Returns the keys to override ({} when the trial's rate is no higher).
+    """
+    config = TrainConfig.from_flat({k: v for k, v in {**plan.spec.fixed, **params}.items()
+                                    if k in TrainConfig.__dataclass_fields__})
+    usual = BASE_LR[config.optimizer]
+    if config.lr <= usual:
+        return {}
+    return {"lr_scale": 1.0} if config.lr_scale > 0 else {"lr": usual}
+
+
 def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     """Train the chosen configuration to convergence on the whole training text, with its search trial's weights as
     the model to beat, and score the better of the two once on the test text.
@@ -448,7 +464,9 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                                     {"cpu": cpus, "gpu": gpus})
     limit_s = _final_limit_s(plan)
     writer.stage("final", 1, expect=_expect(plan, "final", limit_s), repeat_of=str(chosen["trial_id"]))
-    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **_params(plan, chosen),
+    params = _params(plan, chosen)
+    rate = _final_rate(plan, params)
+    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **params, **rate,
                    "train_chars": 0, "budget_chars": plan.final_chars, "eval_at": [],
                    "evals_per_trial": final["evals"], "val_chars": 0, "patience": final["patience"],
                    "min_delta": final["min_delta"], "time_limit_s": limit_s, "seed": plan.seed}
@@ -469,8 +487,11 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     RunDir(plan.run_dir).update_study({"final": {
         "train_chars": len(corpus.train), "started_from": str(chosen["trial_id"]) if weights is not None else None,
         "planned_minutes": limit_s / 60.0,
+        "learning_rate": rate or None,
         "why": "every hyperparameter of the chosen trial but train_chars, which the final model takes as the whole "
-               "training text: it trains many times longer than any trial, where more text can only help"}})
+               "training text (it trains many times longer than any trial, where more text can only help), and a "
+               "learning rate above the optimizer's usual one, which it caps there (a rate that wins a few hundred "
+               "steps made the validation score of a 13-minute run worse for its first half)"}})
     results = _fit(tuner, 1)
     result = results[0]
     # A resume of a study that had ended finds the checkpoint deleted (retention) and the model installed.

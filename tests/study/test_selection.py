@@ -47,3 +47,17 @@ def test_first_candidate_unstable_take_the_next():
     assert chosen == "b"
     rec = selection.record([{"trial_id": "a", "skipped": verdicts["a"]}, {"trial_id": "b", "skipped": None}], "b")
     assert rec["chosen"] == "b" and rec["candidates"][0]["skipped"].startswith("diverged")
+
+
+def test_the_final_model_caps_the_learning_rate_at_the_optimizers_usual_rate():
+    """A rate that wins a few hundred steps is not the rate for a run many times longer (issue 18)."""
+    from types import SimpleNamespace
+
+    from study.driver import _final_rate
+    from study.inputs import resolve_spec
+
+    plan = SimpleNamespace(spec=resolve_spec("sherlock"))
+    assert _final_rate(plan, {"optimizer": "adam", "lr_scale": 2.82, "seq_len": 25}) == {"lr_scale": 1.0}
+    assert _final_rate(plan, {"optimizer": "sgd", "lr_scale": 0.5, "seq_len": 25}) == {}
+    smoke = SimpleNamespace(spec=resolve_spec("smoke"))
+    assert _final_rate(smoke, {"optimizer": "adam", "lr": 0.0249, "seq_len": 16, "batch_size": 16}) == {"lr": 2e-3}
