@@ -1,0 +1,62 @@
+"""The final stage alone: one configuration trained as the study's final model trains it, and scored on the test text.
+
+    python -m study.bench_final --minutes 8.5                                  # seed 0's chosen GRU 2x512, rate capped
+    python -m study.bench_final --minutes 8.5 --set lr_scale=2.82             # at the trial's own rate
+    python -m study.bench_final --set cell=lstm --set hidden_size=256 --minutes 5
+
+The settings are the final stage's (study.driver._final): the whole training text, a cosine schedule fitted to the
+time limit after every evaluation, 10 evaluations on the whole validation text, patience 3 once half the schedule is
+behind, every CPU of this machine, precision "auto". Prints each evaluation and, at the end, the test bits/char and
+a sample; the figure in BENCHMARKS.md ("The cap, measured on the same configuration") comes from it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from charrnn import corpora
+from charrnn.config import TrainConfig
+from charrnn.corpus import load_corpus
+from charrnn.sample import printable
+from charrnn.train import train
+
+# Seed 0's chosen configuration in the default study (BENCHMARKS.md), its rate capped at Adam's usual one.
+SEED0 = dict(embedding_dim=16, hidden_size=512, num_layers=2, cell="gru", lr_scale=1.0, optimizer="adam", seq_len=25,
+             step_chars=800, dropout=0.00288, grad_clip=2.28)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m study.bench_final", description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=8.5)
+    p.add_argument("--corpus", default="sherlock")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a hyperparameter of the configuration (JSON value), e.g. lr_scale=2.82")
+    args = p.parse_args(argv)
+    config = dict(SEED0)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        try:
+            config[name] = json.loads(value)
+        except json.JSONDecodeError:
+            config[name] = value
+    corpus = load_corpus(corpora.find(args.corpus))
+    cfg = TrainConfig.from_flat({**config, "train_chars": 0, "lr_schedule": "cosine", "precision": "auto",
+                                 "threads": os.cpu_count() or 1, "budget_chars": 100_000_000, "evals_per_trial": 10,
+                                 "val_chars": 0, "patience": 3, "min_delta": 0.002,
+                                 "time_limit_s": 60 * args.minutes, "sample_chars": 1,
+                                 "final_temperatures": (0.8,), "final_sample_chars": 300})
+    t = time.time()
+    result = train(cfg, corpus.train, corpus.val, corpus.vocab, test_ids=corpus.test,
+                   report=lambda r: print(f"{r.chars_seen:>11,} chars  val {r.val_bpc:.4f}  {r.wall_s:6.0f} s",
+                                          flush=True))
+    print(f"test {result.test_bpc:.4f} bits/char, best val {result.best_val_bpc:.4f}, {result.chars_seen:,} chars "
+          f"in {time.time() - t:.0f} s ({cfg.threads} threads, {'bf16' if cfg.bf16 else 'fp32'})")
+    print(printable(result.records[-1].final_samples.get(0.8, "")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
