@@ -95,7 +95,9 @@ def full_disk_scenario(tmp: str) -> None:
     seen: dict = {}
     before: dict = {}
     filler = mnt / "filler"
-    cmd = _cmd(out, "--trials", "2", "--max-concurrent", "1", "--storage", str(storage))
+    # Every trial to its full budget (no early stopping): the study must still be writing when the disk fills.
+    cmd = _cmd(out, "--trials", "2", "--max-concurrent", "1", "--storage", str(storage),
+               "--spec", str(_fifo_smoke(tmp)))
     with open(tmp / "stderr", "w") as err:
         driver = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
         try:
@@ -124,6 +126,12 @@ def full_disk_scenario(tmp: str) -> None:
     seen.update(resume_rc=resumed.returncode, resume_stderr=resumed.stderr[-3000:],
                 resumed=[] if trials is None else list(zip(trials["trial_id"], trials["status"])))
     (tmp / "seen.json").write_text(json.dumps(seen, indent=1))
+
+
+def _fifo_smoke(tmp: Path) -> Path:
+    from tests.study.test_reliability import _fifo_smoke as fifo
+
+    return fifo(tmp)
 
 
 def test_full_disk_while_writing_the_tables_stops_with_one_line_and_resumes(tmp_path):

@@ -98,7 +98,9 @@ def test_sigint_then_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
     """Ctrl-C, resume, SIGTERM, resume: each stop exits with its status and the resume command, keeps what was
     finished, and the last resume completes the study. (A SIGKILL at every stage: tests/study/test_soak.py.)"""
     out = tmp_path / "run"
-    first = _cmd(out, "--trials", "5")
+    # Every trial to its full budget, one at a time: the study must still be running when the signal comes (under
+    # successive halving a 5-trial smoke study can end while the refused second --resume starts).
+    first = _cmd(out, "--trials", "5", "--max-concurrent", "1", "--spec", str(_fifo_smoke(tmp_path)))
     resume = [sys.executable, "-m", "study.run", "--resume", str(out), "--no-report"]
     for argv, sig, code in ((first, signal.SIGINT, 130), (resume, signal.SIGTERM, 143)):
         finished = len(_finished(out)) + 1  # stop once this driver has finished a trial
