@@ -4,7 +4,7 @@
     python -m study.bench_final --minutes 8.5 --set lr_scale=2.82             # at the trial's own rate
     python -m study.bench_final --set cell=lstm --set hidden_size=256 --minutes 5
 
-The settings are the final stage's (study.driver._final): the whole training text, a cosine schedule fitted to the
+The settings are the driver's final stage's: the whole training text, a cosine schedule fitted to the
 time limit after every evaluation, 10 evaluations on the whole validation text, patience 3 once half the schedule is
 behind, every CPU of this machine, precision "auto". Prints each evaluation and, at the end, the test bits/char and
 a sample; the figure in BENCHMARKS.md ("The cap, measured on the same configuration") comes from it.

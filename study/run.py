@@ -339,10 +339,6 @@ def _build_report(run_dir: Path) -> int:
 
 if __name__ == "__main__":
     logging.getLogger("ray").setLevel(logging.WARNING)
-    code = main()
-    # Leave without tearing the interpreter down: Ray is shut down and every file is written by now, and Tune
-    # objects still alive (held by reference cycles, e.g. after a study stopped by a full disk) would otherwise run
-    # their __del__ against half-torn-down modules and print a traceback after the one-line error.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from study._compat import exit_without_teardown
+
+    exit_without_teardown(main())
