@@ -103,21 +103,21 @@ class StudySpec:
 
     def min_train_chars_needed(self) -> int:
         """The most training text any trial of this spec can need for one batch (batch_size x (seq_len+1))."""
-        def values(name: str) -> list[int]:
-            if name in self.search:
-                return [int(v) for v in self.search[name].extremes()]
-            return [int(self.fixed.get(name, getattr(TrainConfig, name)))]
+        values = self._int_values
         if "step_chars" in self.search or "step_chars" in self.fixed:
             return max(max(1, round(c / s)) * (s + 1) for c in values("step_chars") for s in values("seq_len"))
         return max(values("batch_size")) * (max(values("seq_len")) + 1)
 
+    def _int_values(self, name: str) -> list[int]:
+        """The values an integer hyperparameter takes at the edges of its range (every choice of a categorical), or
+        its fixed value, or the trainer's default."""
+        if name in self.search:
+            return [int(v) for v in self.search[name].extremes()]
+        return [int(self.fixed.get(name, getattr(TrainConfig, name)))]
+
     def step_chars_range(self) -> tuple[int, int]:
         """The fewest and the most characters an optimizer step of this spec's trials takes."""
-        def values(name: str) -> list[int]:
-            if name in self.search:
-                p = self.search[name]
-                return [int(v) for v in (p.choices if p.type == "categorical" else (p.low, p.high))]
-            return [int(self.fixed.get(name, getattr(TrainConfig, name)))]
+        values = self._int_values
         if "step_chars" in self.search or "step_chars" in self.fixed:
             sizes = [max(1, round(c / s)) * s for c in values("step_chars") for s in values("seq_len")]
         else:
