@@ -34,8 +34,9 @@ import pandas as pd
 
 from reports._load import RunData
 from reports._steps import Formation, formation, min_steps, with_steps
+from runcontract import UNSTABLE
 
-EXCLUDED_STATUSES = ("diverged", "failed")
+EXCLUDED_STATUSES = UNSTABLE  # a trial of these statuses has no value the fit may use
 NEARLY_ALL = 0.9  # share of the valid search trials the primary budget must hold
 # Trials per hyperparameter a ranking needs: the GP fits one amplitude and one length scale per hyperparameter,
 # and below two trials each the calibration's small shapes already lose coverage. With fewer, the answer says so.

@@ -19,13 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSIONS = (1, 2)
-TRIALS_REQUIRED = {1: ("trial_id", "status", "val_bpc", "chars_seen", "wall_s", "node_id"),
-                   2: ("trial_id", "status", "best_val_bpc", "chars_seen", "wall_s", "node_id")}
-CURVES_REQUIRED = {1: ("trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc"),
-                   2: ("trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc")}
-SAMPLES_REQUIRED = ("trial_id", "chars_seen", "temperature", "text")
-PARAM_PREFIX = "param."
+from runcontract import (BASELINES_FILE, BASELINES_REQUIRED, CURVES_FILE, CURVES_REQUIRED, FINAL, PARAM_PREFIX,
+                         SAMPLES_FILE, SAMPLES_REQUIRED, SCHEMA_VERSIONS, SEARCH, STUDY_FILE, TRIALS_FILE,
+                         TRIALS_REQUIRED)
 
 
 class RunDirError(ValueError):
@@ -81,7 +77,7 @@ class RunData:
     curves: pd.DataFrame
     samples: pd.DataFrame
     final: pd.DataFrame = field(default_factory=pd.DataFrame)
-    baselines: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["method", "split", "bpc"]))
+    baselines: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(BASELINES_REQUIRED)))
 
     @property
     def metric(self) -> str:
@@ -146,9 +142,9 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory")
-    study_path = run_dir / "study.json"
+    study_path = run_dir / STUDY_FILE
     if not study_path.is_file():
-        raise RunDirError(f"{run_dir} is not a run directory (no study.json)")
+        raise RunDirError(f"{run_dir} is not a run directory (no {STUDY_FILE})")
     try:
         study = json.loads(study_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -159,15 +155,15 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
     if isinstance(version, bool) or version not in SCHEMA_VERSIONS:
         raise RunDirError(f"{study_path}: unsupported schema_version {study.get('schema_version')!r}")
 
-    trials = _read_table(run_dir / "trials.parquet", TRIALS_REQUIRED[version])
-    curves = _read_table(run_dir / "curves.parquet", CURVES_REQUIRED[version])
-    samples = _read_table(run_dir / "samples.parquet", SAMPLES_REQUIRED)
+    trials = _read_table(run_dir / TRIALS_FILE, TRIALS_REQUIRED[version])
+    curves = _read_table(run_dir / CURVES_FILE, CURVES_REQUIRED[version])
+    samples = _read_table(run_dir / SAMPLES_FILE, SAMPLES_REQUIRED)
 
     params = []
     for name, raw in study["search_space"].items():
         column = PARAM_PREFIX + str(name)
         if column not in trials.columns:
-            raise RunDirError(f"trials.parquet lacks column {column!r} for a searched hyperparameter")
+            raise RunDirError(f"{TRIALS_FILE} lacks column {column!r} for a searched hyperparameter")
         spec = _param_spec(str(name), raw, trials[column])
         if spec.is_categorical:
             trials[column] = trials[column].astype(object).where(trials[column].notna(), None)
@@ -178,8 +174,8 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
 
     trials["status"] = trials["status"].astype(str)
     if "role" not in trials.columns:
-        trials["role"] = "search"
-    trials["role"] = trials["role"].fillna("search").astype(str)
+        trials["role"] = SEARCH
+    trials["role"] = trials["role"].fillna(SEARCH).astype(str)
     if version == 1:
         trials, curves = _from_schema_1(trials, curves)
     for df, cols in ((trials, ("best_val_bpc", "wall_s", "chars_seen")),
@@ -189,8 +185,8 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     samples["text"] = samples["text"].fillna("").astype(str)
     curves = curves.replace([np.inf, -np.inf], np.nan)
-    final = trials[trials["role"] == "final"].reset_index(drop=True)
-    trials = trials[trials["role"] != "final"]
+    final = trials[trials["role"] == FINAL].reset_index(drop=True)
+    trials = trials[trials["role"] != FINAL]
     return RunData(run_dir, study, tuple(params), trials.reset_index(drop=True),
                    curves.reset_index(drop=True), samples.reset_index(drop=True), final, _baselines(run_dir))
 
@@ -218,16 +214,16 @@ def running_best(curves: pd.DataFrame) -> pd.Series:
 
 def _baselines(run_dir: pathlib.Path) -> pd.DataFrame:
     """baselines.parquet when the run has one (optional in the contract), else an empty frame."""
-    path = run_dir / "baselines.parquet"
-    empty = pd.DataFrame(columns=["method", "split", "bpc"])
+    path = run_dir / BASELINES_FILE
+    empty = pd.DataFrame(columns=list(BASELINES_REQUIRED))
     if not path.is_file():
         return empty
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many types for a corrupt file
         raise RunDirError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
-    if not {"method", "split", "bpc"} <= set(df.columns):
-        raise RunDirError(f"{path} lacks required column(s) method, split, bpc")
+    if not set(BASELINES_REQUIRED) <= set(df.columns):
+        raise RunDirError(f"{path} lacks required column(s) {', '.join(BASELINES_REQUIRED)}")
     df = df.astype({"method": str, "split": str})
     df["bpc"] = pd.to_numeric(df["bpc"], errors="coerce").astype(float)
     return df

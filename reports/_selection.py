@@ -20,10 +20,7 @@ import numpy as np
 import pandas as pd
 
 from reports._load import RunData
-
-CANDIDATE_STATUSES = ("completed", "stopped")
-UNSTABLE_STATUSES = ("diverged", "failed")
-MAX_CANDIDATES = 3  # the study checks at most this many configurations with seed repeats
+from runcontract import MAX_CANDIDATES, TRAINED as CANDIDATE_STATUSES, UNSTABLE as UNSTABLE_STATUSES
 
 
 @dataclass(frozen=True)

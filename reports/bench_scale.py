@@ -22,6 +22,7 @@ import pandas as pd
 
 from reports._load import running_best
 from reports.calibrate import SHAPES, synthetic_run
+from runcontract import CURVES_FILE, SAMPLES_FILE, SCHEMA_VERSION, STUDY_FILE, TRIALS_FILE
 
 
 def write_synthetic_run(path: pathlib.Path, n_trials: int, *, seed: int = 0, shape: str = "sherlock-11",
@@ -51,18 +52,18 @@ def write_synthetic_run(path: pathlib.Path, n_trials: int, *, seed: int = 0, sha
     path.mkdir(parents=True, exist_ok=True)
     for df in (trials, curves, samples):
         df["chars_seen"] = df["chars_seen"].astype("int64")
-    trials.to_parquet(path / "trials.parquet", index=False)
-    curves.to_parquet(path / "curves.parquet", index=False)
-    samples.to_parquet(path / "samples.parquet", index=False)
+    trials.to_parquet(path / TRIALS_FILE, index=False)
+    curves.to_parquet(path / CURVES_FILE, index=False)
+    samples.to_parquet(path / SAMPLES_FILE, index=False)
     space = {}
     for s in sh.specs:
         space[s.name] = ({"type": "categorical", "choices": list(s.choices)} if s.is_categorical else
                          {"type": s.kind, "low": int(s.low) if s.kind == "int" else s.low,
                           "high": int(s.high) if s.kind == "int" else s.high, "log": s.log})
-    study = {**run.study, "schema_version": 2, "name": f"bench-{shape}-{n_trials}", "mode": "min",
+    study = {**run.study, "schema_version": SCHEMA_VERSION, "name": f"bench-{shape}-{n_trials}", "mode": "min",
              "search_space": space, "num_trials": n_trials, "repeats": repeats, "seed": seed,
              "sampler": {"name": "RandomSampler", "seed": seed}}
-    (path / "study.json").write_text(json.dumps(study), encoding="utf-8")
+    (path / STUDY_FILE).write_text(json.dumps(study), encoding="utf-8")
     return path
 
 

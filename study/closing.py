@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from charrnn.sample import printable
-from study.rundir import BASELINES_FILE, RunDir
+from runcontract import BASELINES_FILE
+from study.rundir import RunDir
 from study.selection import best_search_trial, unstable_repeats
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from charrnn.config import BASE_LR
 from charrnn.corpus import Corpus
+from runcontract import SCHEMA_VERSION, SPEC_FILE
 from study.cluster import local_only
 from study.guard import check_trusted, lock
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec, study_name)
-from study.rundir import SCHEMA_VERSION, SPEC_FILE, RunDir, RunDirWriteError
+from study.rundir import RunDir, RunDirWriteError
 from study.spec import SpecError, StudySpec, fit_to_corpus, load_spec
 from study.timeplan import PlanError, TimePlan, apply_plan, make_plan
 

@@ -1,22 +1,12 @@
-"""The run directory: its layout, the results contract's schema, and every write into it.
+"""The run directory: every write into it, and the trial table's logic.
 
-    RUN/
-      study.json          what was asked (spec, space, schedule, versions); `schema_version` of the tables
-      spec.toml           the spec as given, so that --resume needs nothing else
-      trials.parquet      one row per trial (search, repeat, final)
-      curves.parquet      one row per evaluation of a trial
-      samples.parquet     generated text, at each evaluation and from the best weights at the end
-      baselines.parquet   the compressors' bits/char on the same held-out text
-      optuna.db           the Optuna study (SQLite)
-      final_model.pt      the final model's weights
+Its layout and the results contract's names (files, columns, statuses, roles, schema version) are `runcontract`'s,
+shared with the reader (reports/_load.py). One name, one meaning, in every table and in Tune's results: `val_bpc` is
+the bits/char of ONE evaluation on the validation text; `best_val_bpc` is the best evaluation of a trial so far.
+Schema 1 had `val_bpc` for both; reports/_load.py still reads it.
 
-One name, one meaning, in every table and in Tune's results: `val_bpc` is the bits/char of ONE evaluation on the
-validation text; `best_val_bpc` is the best evaluation of a trial so far. Schema 1 had `val_bpc` for both;
-reports/_load.py still reads it.
-
-This module owns the layout and the trial table's logic, and imports nothing of Ray: `TrialTable` turns trial
-events (start, result, retry, completion, error) into rows, and is tested in milliseconds without a cluster.
-study.results adapts Tune's callbacks to it.
+This module imports nothing of Ray: `TrialTable` turns trial events (start, result, retry, completion, error) into
+rows, and is tested in milliseconds without a cluster. study.results adapts Tune's callbacks to it.
 """
 from __future__ import annotations
 
@@ -35,30 +25,11 @@ from charrnn import atomic
 from charrnn.checkpoint import FINAL_MODEL_FILE
 from charrnn.config import TrainConfig
 from charrnn.metrics import copied_frac, known_word_frac
+from runcontract import (BASELINE_COLUMNS, BASELINES_FILE, CURVE_COLUMNS, CURVES_FILE, FINISHED, OPTUNA_FILE,
+                         PARAM_PREFIX, SAMPLE_COLUMNS, SAMPLES_FILE, SCHEMA_VERSION, SPEC_FILE, STUDY_FILE,
+                         TRIAL_FLOAT_COLUMNS, TRIAL_INT_COLUMNS, TRIAL_STRING_COLUMNS, TRIALS_FILE)
 from study.outcomes import ended
 from study.progress import Tally
-
-SCHEMA_VERSION = 2
-STUDY_FILE = "study.json"
-SPEC_FILE = "spec.toml"
-TRIALS_FILE = "trials.parquet"
-CURVES_FILE = "curves.parquet"
-SAMPLES_FILE = "samples.parquet"
-BASELINES_FILE = "baselines.parquet"
-OPTUNA_FILE = "optuna.db"
-
-STATUSES = ("completed", "stopped", "diverged", "failed", "running")
-FINISHED = ("completed", "stopped", "diverged", "failed")
-ROLES = ("search", "repeat", "final")
-
-CURVE_COLUMNS = ["trial_id", "chars_seen", "steps", "wall_s", "train_bpc", "val_bpc", "best_val_bpc", "lr"]
-SAMPLE_COLUMNS = ["trial_id", "chars_seen", "temperature", "text", "kind", "prime", "known_word_frac",
-                  "copy20_frac"]
-_STRING_COLUMNS = ("trial_id", "status", "role", "node_id", "device", "precision", "error", "retry_error",
-                   "checkpoint", "repeat_of")
-_FLOAT_COLUMNS = ("best_val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s", "test_bpc")
-_INT_COLUMNS = ("chars_seen", "step_chars", "best_chars_seen", "trial_index", "seed", "retries", "threads", "peak_gpu_mem_bytes",
-                "budget_chars")
 
 
 class RunDirWriteError(OSError):
@@ -168,7 +139,7 @@ class RunDir:
 
     def write_baselines(self, rows: list[dict]) -> None:
         """baselines.parquet: `method, split, bpc, detail`, one row per baseline and split (val, test)."""
-        df = pd.DataFrame(rows, columns=["method", "split", "bpc", "detail"])
+        df = pd.DataFrame(rows, columns=list(BASELINE_COLUMNS))
         for col in ("method", "split", "detail"):
             df[col] = df[col].astype("string")
         df["bpc"] = df["bpc"].astype("float64")
@@ -390,7 +361,7 @@ class TrialTable:
         if tid not in self.trials:
             row = {"trial_id": tid, "trial_index": len(self.trials), "role": self.role, "status": "running"}
             for name in self.search_params:
-                row[f"param.{name}"] = _plain(config.get(name))
+                row[PARAM_PREFIX + name] = _plain(config.get(name))
             row.update(best_val_bpc=math.nan, chars_seen=0, step_chars=_step_chars(config), wall_s=0.0, node_id="",
                        device="", error=None,
                        seed=int(config.get("seed", 0)), retries=0, **self.extra)
@@ -415,18 +386,18 @@ class TrialTable:
     def trials_frame(self) -> pd.DataFrame:
         df = pd.DataFrame(list(self.trials.values()))
         if df.empty:
-            cols = ["trial_id", "trial_index", "role", "status"] + [f"param.{n}" for n in self.search_params] + [
+            cols = ["trial_id", "trial_index", "role", "status"] + [PARAM_PREFIX + n for n in self.search_params] + [
                 "best_val_bpc", "chars_seen", "wall_s", "node_id", "device", "error", "seed", "retries"]
             df = pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
-        for col in _STRING_COLUMNS:
+        for col in TRIAL_STRING_COLUMNS:
             if col in df:
                 df[col] = df[col].astype("string")
-        for col in _FLOAT_COLUMNS:
+        for col in TRIAL_FLOAT_COLUMNS:
             if col in df:
                 df[col] = df[col].astype("float64")
         if "stopped_early" in df:
             df["stopped_early"] = df["stopped_early"].astype("boolean").fillna(False).astype(bool)
-        for col in _INT_COLUMNS:
+        for col in TRIAL_INT_COLUMNS:
             if col in df:
                 df[col] = df[col].fillna(0).astype("int64")
         return df
@@ -453,8 +424,8 @@ def _step_chars(config: dict) -> int:
     return c.batch_size * c.seq_len
 
 
-def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=columns)
+def _frame(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(columns))
     for col in columns:
         if col in ("chars_seen", "steps"):
             df[col] = df[col].fillna(0).astype("int64")

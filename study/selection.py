@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# When the best configuration diverges in a seed repeat, the next best is tried, up to this many in all.
-MAX_CANDIDATES = 3
+# When the best configuration diverges in a seed repeat, the next best is tried, up to MAX_CANDIDATES in all.
+from runcontract import MAX_CANDIDATES, REPEAT, SEARCH, TRAINED, UNSTABLE  # noqa: F401 - MAX_CANDIDATES: the driver's
+
 RULE = ("the best search trial by best_val_bpc among those that got furthest; a configuration that diverged or "
         "failed in a seed repeat is skipped for the next")
 
@@ -17,8 +18,8 @@ RULE = ("the best search trial by best_val_bpc among those that got furthest; a 
 def ranked_search_trials(trials: pd.DataFrame, eval_at: list[int]) -> pd.DataFrame:
     """Search trials that trained normally, best first: those that got to a later evaluation point first (a
     value at a smaller budget is not comparable with one at a larger), by val_bpc among equals."""
-    search = trials[trials.get("role", "search") == "search"]
-    ok = search[search["best_val_bpc"].notna() & search["status"].isin(["completed", "stopped"])].copy()
+    search = trials[trials.get("role", SEARCH) == SEARCH]
+    ok = search[search["best_val_bpc"].notna() & search["status"].isin(TRAINED)].copy()
     ok["_reached"] = np.searchsorted(np.asarray(eval_at), ok["chars_seen"].to_numpy(), side="right")
     return ok.sort_values(["_reached", "best_val_bpc"], ascending=[False, True]).drop(columns="_reached")
 
@@ -31,8 +32,8 @@ def best_search_trial(trials: pd.DataFrame, eval_at: list[int]) -> pd.Series | N
 
 def unstable_repeats(trials: pd.DataFrame, trial_id: str) -> tuple[int, int]:
     """(repeats that diverged or failed, repeats) of one search trial's configuration."""
-    rep = trials[(trials.get("role", "search") == "repeat") & (trials.get("repeat_of") == trial_id)]
-    return int(rep["status"].isin(["diverged", "failed"]).sum()), len(rep)
+    rep = trials[(trials.get("role", SEARCH) == REPEAT) & (trials.get("repeat_of") == trial_id)]
+    return int(rep["status"].isin(UNSTABLE).sum()), len(rep)
 
 
 def verdict(trials: pd.DataFrame, trial_id: str) -> str | None:

@@ -10,8 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
-from study.rundir import (CURVE_COLUMNS, SCHEMA_VERSION, RunDir, RunDirWriteError, TrialTable, _atomic,
-                          atomic_write_parquet, classify)
+from runcontract import CURVE_COLUMNS, SCHEMA_VERSION
+from study.rundir import RunDir, RunDirWriteError, TrialTable, _atomic, atomic_write_parquet, classify
 from tests.conftest import REPO
 
 CONFIG = {"lr": 0.01, "cell": "gru", "seed": 7, "prime": "\n"}
@@ -46,7 +46,7 @@ def test_a_trial_from_start_to_completion():
     assert row["chars_seen"] == 300 and row["seed"] == 7 and row["checkpoint"] == "/ckpt/3"
     trials, curves, samples = t.frames()
     assert "val_bpc" not in trials.columns and trials["best_val_bpc"].dtype == "float64"
-    assert list(curves.columns) == CURVE_COLUMNS
+    assert tuple(curves.columns) == CURVE_COLUMNS
     assert curves["val_bpc"].tolist() == [3.0, 3.2, 2.5]  # each evaluation's own value
     assert curves["best_val_bpc"].tolist() == [3.0, 3.0, 2.5]  # the best so far
     assert samples[samples["kind"] == "final"]["text"].tolist() == ["end"]
