@@ -24,6 +24,17 @@ def set_restored_callbacks(tuner: Any, callbacks: list) -> None:
     tuner._local_tuner.get_run_config().callbacks = list(callbacks)
 
 
+def restored_searcher(tuner: Any) -> Any:
+    """The searcher a `tune.Tuner.restore`d tuner will resume (unwrapped from a ConcurrencyLimiter), or None.
+
+    Tune pickles the searcher with the tuner and resumes the unpickled copy; what the interrupted driver gave it
+    (the study's stop reasons, study.stopping) has to be replaced by this driver's, and the tuner's internal tune
+    config is the only handle.
+    """
+    searcher = tuner._local_tuner._tune_config.search_alg
+    return getattr(searcher, "searcher", searcher)
+
+
 def optuna_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> optuna.Trial:
     """The live `optuna.Trial` of trial `number`, to report to and tell after a resumed searcher.
 

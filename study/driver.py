@@ -5,11 +5,8 @@ Only `study.run` calls this, after every input has been checked.
 from __future__ import annotations
 
 import io
-import os
-import signal
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -25,17 +22,18 @@ from charrnn.baselines import compute_baselines
 from charrnn.checkpoint import MODEL_FILE
 from charrnn.config import BASE_LR, TrainConfig
 from charrnn.metrics import corpus_words, ngram_hashes
-from study._compat import set_restored_callbacks
+from study._compat import restored_searcher, set_restored_callbacks
 from study import selection
 from study.closing import summary
 from study.cluster import check_storage_reachable, final_resources, gpus_per_trial, start_ray
 from study.inputs import UsageError
 from study.outcomes import told
 from study.results import ResultsWriter, checkpoint_exists, delete_trial_checkpoints
-from study.rundir import FINISHED, RunDir, RunDirWriteError, TextIndex, clear_write_failures, write_failure
+from study.rundir import FINISHED, RunDir, RunDirWriteError, TextIndex
 from study.schedule import HalvingASHA
 from study.search import StudySearch
 from study.space import make_sampler, optuna_space
+from study.stopping import Interrupted, StudyStop, sigterm_as_sigint
 from study.timeplan import PlanError, TimePlan, final_seconds, make_plan, planned_counts
 from study.trainable import run_trial
 
@@ -44,40 +42,13 @@ REPEAT_EXPERIMENT = "tune-repeats"
 FINAL_EXPERIMENT = "tune-final"
 
 
-class Interrupted(Exception):
-    """The study was stopped by SIGINT/SIGTERM; finished trials are saved and it can be resumed."""
-
-    def __init__(self, signal_name: str):
-        super().__init__(signal_name)
-        self.signal_name = signal_name
-
-
-_TERMINATED = threading.Event()
-
-
-@contextmanager
-def _sigterm_as_sigint():
-    """SIGTERM stops the study the way Ctrl-C does: Tune saves its state and in-flight trials stay resumable."""
-    def on_term(signum, frame):
-        _TERMINATED.set()
-        os.kill(os.getpid(), signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _fit(tuner, expected_trials: int):
+def _fit(tuner, expected_trials: int, stop: StudyStop):
     """Run a Tuner to the end and return its ResultGrid; raise Interrupted if a signal cut it short, and the
-    write error if the run directory refused a write (study.rundir.write_failure)."""
-    with _sigterm_as_sigint():
+    write error if the run directory refused a write (noted in the study's `stop`)."""
+    with sigterm_as_sigint(stop):
         results = tuner.fit()
-    if write_failure() is not None:
-        raise write_failure()
-    if _TERMINATED.is_set():
+    stop.raise_write_failure()
+    if stop.terminated:
         raise Interrupted("SIGTERM")
     # After Ctrl-C Tune returns normally, leaving trials unfinished or never started.
     if results.num_terminated + results.num_errors < expected_trials:
@@ -93,7 +64,7 @@ def make_text_index(corpus) -> TextIndex:
 def run_study(plan) -> str:
     """Run (or resume) the search, the seed repeats and the final model; returns the closing summary text."""
     spec, run_dir = plan.spec, plan.run_dir.resolve()
-    clear_write_failures()
+    stop = StudyStop()  # this study's: the signal handler, the writer and the searcher note why it must stop
     baselines = _start_baselines(plan)
     start_ray(plan.address, plan.verbose)
     try:
@@ -110,7 +81,7 @@ def run_study(plan) -> str:
             tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus), {"cpu": cpus, "gpu": gpus}
         )
         index = make_text_index(plan.corpus)
-        writer = ResultsWriter(run_dir, list(spec.search), index)
+        writer = ResultsWriter(run_dir, list(spec.search), index, stop=stop)
         try:
             _search(plan, trainable, writer)
             _record_rungs(plan, writer.table.trials_frame())
@@ -136,8 +107,7 @@ def _last_write(writer: ResultsWriter) -> None:
     """Write the tables once more as the study ends or stops; after a failed write the tables stay as last
     written, and the failure stops the study."""
     writer.write()
-    if write_failure() is not None:
-        raise write_failure()
+    writer.stop.raise_write_failure()
 
 
 def _start_baselines(plan) -> threading.Thread:
@@ -195,8 +165,12 @@ def _restored(plan, name: str, trainable, writer: ResultsWriter, param_space: di
         return None
     tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                restart_errored=False, param_space=param_space)
-    # The restored run config holds the callbacks of the killed driver; use this driver's writer.
+    # The restored run config holds the callbacks of the killed driver, and its searcher the killed driver's stop
+    # reasons; use this driver's writer and stop.
     set_restored_callbacks(tuner, [writer])
+    searcher = restored_searcher(tuner)
+    if isinstance(searcher, StudySearch):
+        searcher.stop = writer.stop
     writer.echo(f"resuming {path}")
     return tuner
 
@@ -267,7 +241,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
         storage = optuna.storages.RDBStorage(RunDir(plan.run_dir).optuna_url)
         searcher = StudySearch(
             optuna_space(spec), metric="best_val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
-            study_name=plan.study_name, storage=storage,
+            study_name=plan.study_name, storage=storage, stop=writer.stop,
         )
         if plan.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
@@ -289,7 +263,7 @@ def _search(plan, trainable, writer: ResultsWriter) -> None:
                                         trial_dirname_creator=_trial_dirname),
             run_config=_run_config(plan, SEARCH_EXPERIMENT, writer),
         )
-    _fit(tuner, plan.trials)
+    _fit(tuner, plan.trials, writer.stop)
     _settle_optuna(plan, writer.table)
 
 
@@ -375,7 +349,7 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
                    "seed": tune.grid_search(seeds)}
     tuner = _restored(plan, experiment, trainable, writer, param_space)
     if tuner is not None:
-        _fit(tuner, plan.repeats)
+        _fit(tuner, plan.repeats, writer.stop)
         return
     writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds} "
                 f"to {stop:,} characters")
@@ -386,7 +360,7 @@ def _repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment:
                                     reuse_actors=_reuse_actors(plan), trial_dirname_creator=_trial_dirname),
         run_config=_run_config(plan, experiment, writer),
     )
-    _fit(tuner, len(seeds))
+    _fit(tuner, len(seeds), writer.stop)
 
 
 def _trial_weights(plan, chosen: pd.Series) -> dict | None:
@@ -492,7 +466,7 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                "training text (it trains many times longer than any trial, where more text can only help), and a "
                "learning rate above the optimizer's usual one, which it caps there (a rate that wins a few hundred "
                "steps made the validation score of a 13-minute run worse for its first half)"}})
-    results = _fit(tuner, 1)
+    results = _fit(tuner, 1, writer.stop)
     result = results[0]
     # A resume of a study that had ended finds the checkpoint deleted (retention) and the model installed.
     if result.checkpoint is not None and not result.error and checkpoint_exists(result.checkpoint):

@@ -12,8 +12,8 @@ import pyarrow.fs
 from ray.tune import Callback
 
 from study.progress import Progress
-from study.rundir import (RunDir, RunDirWriteError, TextIndex, TrialTable, _finite, note_write_failure,
-                          write_failure)
+from study.rundir import RunDir, RunDirWriteError, TextIndex, TrialTable, _finite
+from study.stopping import StudyStop
 
 __all__ = ["ResultsWriter", "TextIndex", "error_summary", "summarize_error"]
 
@@ -94,15 +94,16 @@ class ResultsWriter(Callback):
     """Keeps RUN's tables up to date from Tune's trial events, and the progress line with them.
 
     Rows already in the run directory (from an interrupted driver) are read back first, so a resumed study
-    appends to them instead of starting over. Every write is atomic. A write that fails (a full disk) is noted
-    (`study.rundir.note_write_failure`, as Optuna's storage errors are by study.search) and no further write is
-    tried; it is raised at the end of Tune's step, which stops the study with the tables as last written (Tune
-    logs, and goes on after, an exception raised in some of its hooks).
+    appends to them instead of starting over. Every write is atomic. A write that fails (a full disk) is noted in
+    the study's `stop` (as Optuna's storage errors are by study.search) and no further write is tried; it is raised
+    at the end of Tune's step, which stops the study with the tables as last written (Tune logs, and goes on after,
+    an exception raised in some of its hooks).
     """
 
     def __init__(self, run_dir: Path, search_params: list[str], text_index: TextIndex | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, stop: StudyStop | None = None):
         self.run_dir = RunDir(run_dir)
+        self.stop = stop or StudyStop()
         self.table = TrialTable(search_params, text_index, self.run_dir.read_tables())
         self.progress = progress or Progress()
         self.echo = self.progress.log
@@ -186,8 +187,7 @@ class ResultsWriter(Callback):
         self.progress.log(f"trial {trial.trial_id} failed: {error}", self.table.tally())
 
     def on_step_end(self, iteration, trials, **info):
-        if write_failure() is not None:
-            raise write_failure()
+        self.stop.raise_write_failure()
         self.progress.tick()
 
     def on_experiment_end(self, trials, **info):
@@ -197,9 +197,9 @@ class ResultsWriter(Callback):
     # ---- tables -------------------------------------------------------------------------------------
     def write(self) -> None:
         """Rewrite the tables atomically; after a failed write, nothing."""
-        if write_failure() is not None:
+        if self.stop.write_failure is not None:
             return
         try:
             self.run_dir.write_tables(self.table)
         except RunDirWriteError as exc:
-            note_write_failure(exc)
+            self.stop.note_write_failure(exc)

@@ -34,29 +34,11 @@ from study.progress import Tally
 
 class RunDirWriteError(OSError):
     """The run directory could not be written (a full disk, a lost mount): the study stops, the tables as of
-    the last successful write are intact, and --resume continues once the cause is fixed."""
+    the last successful write are intact, and --resume continues once the cause is fixed. Where it cannot be
+    raised, it is noted in the study's `study.stopping.StudyStop`."""
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-_write_failures: list[RunDirWriteError] = []
-
-
-def note_write_failure(exc: RunDirWriteError) -> None:
-    """Remember that the run directory refused a write. Called where the error cannot stop the study itself (inside
-    Tune's hooks, which log an exception and go on, or turn it into a trial's crash); the study stops at the end of
-    Tune's step (study.results) with the first one noted."""
-    _write_failures.append(exc)
-
-
-def write_failure() -> RunDirWriteError | None:
-    """The first write the run directory refused in this process, if any."""
-    return _write_failures[0] if _write_failures else None
-
-
-def clear_write_failures() -> None:
-    _write_failures.clear()
 
 
 def _file_mode() -> int:

@@ -29,7 +29,8 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from study.outcomes import ended, told
-from study.rundir import RunDirWriteError, note_write_failure
+from study.rundir import RunDirWriteError
+from study.stopping import StudyStop
 
 
 class StudySearch(Searcher):
@@ -40,15 +41,18 @@ class StudySearch(Searcher):
         metric, mode: the Tune result key told as the trial's value, and its direction.
         sampler: the Optuna sampler.
         study_name, storage: the Optuna study (created, or loaded when it exists: a resumed study).
+        stop: where a write the storage refuses is noted (the study's `study.stopping.StudyStop`).
     """
 
     def __init__(self, space: dict[str, optuna.distributions.BaseDistribution], metric: str, mode: str,
-                 sampler: optuna.samplers.BaseSampler, study_name: str, storage: optuna.storages.BaseStorage):
+                 sampler: optuna.samplers.BaseSampler, study_name: str, storage: optuna.storages.BaseStorage,
+                 stop: StudyStop | None = None):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
         super().__init__(metric=metric, mode=mode)
         self.space = dict(space)
         self._storage = storage
+        self.stop = stop or StudyStop()
         self.study = optuna.create_study(
             study_name=study_name, storage=storage, sampler=sampler, load_if_exists=True,
             direction="minimize" if mode == "min" else "maximize")
@@ -121,7 +125,8 @@ class StudySearch(Searcher):
             while cause.__cause__ is not None or cause.__context__ is not None:
                 cause = cause.__cause__ or cause.__context__
             where = str(getattr(self._storage, "url", "the Optuna storage")).removeprefix("sqlite:///")
-            note_write_failure(RunDirWriteError(errno.EIO, f"cannot write {where}: {cause}".splitlines()[0]))
+            error = RunDirWriteError(errno.EIO, f"cannot write {where}: {cause}".splitlines()[0])
+            self.stop.note_write_failure(error)
 
     # ---- checkpointing (Tune saves the searcher with its experiment state) ---------------------------
     def save(self, checkpoint_path: str) -> None:

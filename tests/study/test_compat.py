@@ -53,3 +53,17 @@ def test_no_private_attribute_of_another_library_outside_the_adapter():
              for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if pattern.search(line.replace("study._compat", ""))]
     assert not found, "\n".join(found)
+
+
+def test_a_tuners_searcher_is_found_inside_its_concurrency_limiter(tmp_path):
+    from ray.tune.search import ConcurrencyLimiter
+
+    from study.search import StudySearch
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher = StudySearch({"x": optuna.distributions.FloatDistribution(0, 1)}, metric="v", mode="min",
+                           sampler=optuna.samplers.RandomSampler(seed=0), study_name="s", storage=storage)
+    limited = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(
+        search_alg=ConcurrencyLimiter(searcher, max_concurrent=2), metric="v", mode="min"))
+    assert _compat.restored_searcher(limited) is searcher
+    assert _compat.restored_searcher(tune.Tuner(lambda config: None)) is None

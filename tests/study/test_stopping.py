@@ -1,0 +1,70 @@
+"""A study's stop reasons are its own: a SIGTERM or a refused write in one study is never seen by another."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import signal
+import time
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from study.progress import Progress
+from study.results import ResultsWriter
+from study.rundir import RunDirWriteError
+from study.search import StudySearch
+from study.stopping import StudyStop, sigterm_as_sigint
+
+
+def _writer(run_dir, stop: StudyStop) -> ResultsWriter:
+    return ResultsWriter(run_dir, ["lr"], progress=Progress(io.StringIO(), live=False), stop=stop)
+
+
+def test_two_studies_in_one_process_keep_their_own_write_failures(tmp_path):
+    (tmp_path / "full").write_text("a file where the run directory should be: every write into it fails")
+    (tmp_path / "fine").mkdir()
+    stop_a, stop_b = StudyStop(), StudyStop()
+    a, b = _writer(tmp_path / "full", stop_a), _writer(tmp_path / "fine", stop_b)
+    for writer in (a, b):
+        writer.table.start("t1", {"lr": 0.1})
+        writer.write()
+    assert isinstance(stop_a.write_failure, RunDirWriteError) and stop_b.write_failure is None
+    b.on_step_end(0, [])  # the study whose disk is fine goes on
+    with pytest.raises(RunDirWriteError, match="cannot write"):
+        a.on_step_end(0, [])
+    assert StudyStop().write_failure is None  # a later study starts clean
+
+
+def test_a_searchers_storage_failure_stops_its_own_study_only(tmp_path):
+    stop_a, stop_b = StudyStop(), StudyStop()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher = StudySearch({"lr": FloatDistribution(1e-3, 1e-1, log=True)}, metric="best_val_bpc", mode="min",
+                           sampler=optuna.samplers.RandomSampler(seed=0), study_name="s", storage=storage,
+                           stop=stop_a)
+    with searcher._storage_errors():
+        raise optuna.exceptions.StorageInternalError("database or disk is full")
+    assert "database or disk is full" in str(stop_a.write_failure) and stop_b.write_failure is None
+
+
+def test_sigterm_is_noted_in_its_own_study_only():
+    stop_a, stop_b = StudyStop(), StudyStop()
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):  # SIGTERM is turned into SIGINT, as Ctrl-C stops Tune
+        with sigterm_as_sigint(stop_a):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(200):
+                time.sleep(0.01)
+    assert stop_a.terminated and not stop_b.terminated and not StudyStop().terminated
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_pickled_stop_comes_back_empty():
+    """Tune pickles the searcher, and with it its stop, into tuner.pkl: a resumed driver starts with none of the
+    reasons the killed one saw, and hands the restored searcher its own (study.driver)."""
+    stop = StudyStop()
+    stop.terminate()
+    stop.note_write_failure(RunDirWriteError(28, "cannot write x: No space left on device"))
+    again = pickle.loads(pickle.dumps(stop))
+    assert not again.terminated and again.write_failure is None
