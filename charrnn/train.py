@@ -322,6 +322,69 @@ def train(
     A loss that turns NaN/inf or explodes ends training with status "diverged" (reported with
     `diverged=True` and a NaN val_bpc); it does not raise.
     """
+    loop = _start(config, train_ids, val_ids, vocab, resume_from, init_weights)
+    records: list[EvalRecord] = []
+    while True:
+        # Step, unless a resume starts at the end: its last report may never have reached the driver, so the
+        # last evaluation is made and reported again.
+        if loop.state.chars_seen < end_chars(config, loop.state.budget_chars):
+            _step(loop, config)
+        at_end = loop.state.chars_seen >= end_chars(config, loop.state.budget_chars)
+        at_eval = loop.state.chars_seen >= loop.next_eval or at_end
+        if loop.pending < loop.check_every and not at_eval:
+            continue
+        if _check(loop):
+            record = _divergence(loop, config)
+        elif at_eval:
+            record = _evaluate(loop, config, vocab, at_end, test_ids)
+        else:
+            continue
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, config, vocab, loop.model, loop.optimizer, loop.state, loop.best_model,
+                            record.wall_s)
+        records.append(record)
+        report(record)
+        if record.done:
+            break
+        loop.next_eval = next_eval_after(config, loop.state.budget_chars, loop.state.chars_seen)
+    return _result(loop, records)
+
+
+@dataclass
+class _Loop:
+    """What the training loop carries from one phase to the next, besides `TrainState` (which a checkpoint holds)."""
+
+    model: CharRNN
+    optimizer: torch.optim.Optimizer
+    streams: torch.Tensor  # the training text as `batch_size` rows
+    val: torch.Tensor
+    state: TrainState
+    best_model: dict | None
+    gen: np.random.Generator  # where a new pass over the text starts
+    device: torch.device
+    t_zero: float  # perf_counter at the run's start; the wall time counts the attempts before a resume
+    chars_per_step: int
+    check_every: int
+    step_losses: torch.Tensor  # the losses of the steps since the last check, still on the device
+    lr: float
+    next_eval: int
+    explode_nats: float  # a loss above this is divergence: three times worse than guessing uniformly
+    hidden: object = None
+    pending: int = 0  # steps since the last check
+    loss_sum: float = 0.0  # over the steps since the last evaluation
+    loss_steps: int = 0
+    # The time limit is fitted to the rate of this process's training steps, measured from its first step; after
+    # the first fit, to the pace since the previous evaluation (`mark`: training seconds and chars_seen then).
+    t_loop: float = 0.0
+    chars_at_start: int = 0
+    eval_s_at_start: float = 0.0
+    mark: tuple[float, int] = (0.0, 0)
+    after_eval: bool = False
+
+
+def _start(config: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray, vocab: Vocab,
+           resume_from: str | Path | None, init_weights: dict | None) -> _Loop:
+    """Seed, put the texts on the device, build the model and optimizer, and resume or score the model to beat."""
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
@@ -349,83 +412,112 @@ def train(
         torch.manual_seed(config.seed + state.chars_seen)
     elif init_weights is not None:
         best_model = incumbent(model.config, init_weights, val, config, state, device)
-    t_zero = t_start - state.wall_s  # the run's wall time counts the attempts before a resume
-    # The time limit is fitted to the rate of this process's training steps, measured from here; after the
-    # first fit, to the pace since the previous evaluation (`mark`).
-    t_loop, chars_at_start, eval_s_at_start = time.perf_counter(), state.chars_seen, state.eval_s
-    mark = (0.0, state.chars_seen)  # (training seconds, chars_seen) at the latest evaluation
-
-    explode_nats = 3.0 * math.log(max(len(vocab), 2))  # three times worse than guessing uniformly
-    chars_per_step = config.batch_size * config.seq_len
     check_every = CHECK_EVERY.get(device.type, 25)
-    step_losses = torch.zeros(check_every, device=device)
-    loss_sum, loss_steps, pending, after_eval = 0.0, 0, 0, False
-    lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
-    next_eval = next_eval_after(config, state.budget_chars, state.chars_seen)
-    hidden, records, status = None, [], "completed"
+    loop = _Loop(model=model, optimizer=optimizer, streams=streams, val=val, state=state, best_model=best_model,
+                 gen=gen, device=device, t_zero=t_start - state.wall_s,
+                 chars_per_step=config.batch_size * config.seq_len, check_every=check_every,
+                 step_losses=torch.zeros(check_every, device=device),
+                 lr=lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule),
+                 next_eval=next_eval_after(config, state.budget_chars, state.chars_seen),
+                 explode_nats=3.0 * math.log(max(len(vocab), 2)),
+                 t_loop=time.perf_counter(), chars_at_start=state.chars_seen, eval_s_at_start=state.eval_s,
+                 mark=(0.0, state.chars_seen))
     model.train()
+    return loop
 
-    while True:
-        # Step, unless a resume starts at the end: its last report may never have reached the driver, so the
-        # last evaluation is made and reported again.
-        if state.chars_seen < end_chars(config, state.budget_chars):
-            if state.pos + config.seq_len + 1 > streams.shape[1]:
-                # A new pass over the text: start at a random offset, as the lab does, with a fresh state.
-                state.pos, hidden = int(gen.integers(0, config.seq_len)), None
-            lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
-            chunk = streams[:, state.pos : state.pos + config.seq_len + 1]
-            step_losses[pending], hidden = train_step(model, optimizer, chunk, hidden, config, lr)
-            state.pos += config.seq_len
-            state.chars_seen += chars_per_step
-            pending += 1
-            if config.time_limit_s:
-                train_s = time.perf_counter() - t_loop - (state.eval_s - eval_s_at_start)
-                overall = (state.chars_seen - chars_at_start) / max(train_s, 1e-9)
-                recent = (state.chars_seen - mark[1]) / max(train_s - mark[0], 1e-9)
-                budget = fit_time_limit(config, state, time.perf_counter() - t_zero,
-                                        recent if after_eval else overall, train_s,
-                                        state.chars_seen - chars_at_start, chars_per_step, after_eval=after_eval)
-                if after_eval:
-                    mark, after_eval = (train_s, state.chars_seen), False
-                if budget is not None:  # the evenly spaced evaluation points move with the budget
-                    state.budget_chars, state.budget_fits = budget, state.budget_fits + 1
-                    next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1)
 
-        at_end = state.chars_seen >= end_chars(config, state.budget_chars)
-        at_eval = state.chars_seen >= next_eval or at_end
-        if pending < check_every and not at_eval:
-            continue
-        losses = step_losses[:pending].tolist()  # the one host sync per `check_every` steps
-        pending, loss_sum, loss_steps = 0, loss_sum + sum(losses), loss_steps + len(losses)
-        bad = [i for i, v in enumerate(losses) if not math.isfinite(v) or v > explode_nats]
-        if bad:  # diverged: report the step where it happened, and stop
-            state.chars_seen -= (len(losses) - bad[0] - 1) * chars_per_step
-            status = "diverged"
-            record = EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // chars_per_step,
-                                wall_s=time.perf_counter() - t_zero, train_bpc=math.nan, val_bpc=math.nan,
-                                best_val_bpc=state.best_val_bpc, lr=lr, sample="",
-                                sample_temperature=config.sample_temperature, is_best=False,
-                                budget_chars=state.budget_chars, done=True, diverged=True, eval_s=state.eval_s)
-        elif at_eval:
-            record, best_model = _evaluation(model, val, vocab, config, state, best_model, at_end, test_ids, device,
-                                             lr, loss_sum / loss_steps / LN2 if loss_steps else math.nan,
-                                             t_zero, chars_per_step)
-            loss_sum, loss_steps, after_eval = 0.0, 0, True
-        else:
-            continue
+def _step(loop: _Loop, config: TrainConfig) -> None:
+    """One optimizer step on the next `seq_len` characters of every stream; then, under a time limit, refit the
+    budget to the time left."""
+    state = loop.state
+    if state.pos + config.seq_len + 1 > loop.streams.shape[1]:
+        # A new pass over the text: start at a random offset, as the lab does, with a fresh state.
+        state.pos, loop.hidden = int(loop.gen.integers(0, config.seq_len)), None
+    loop.lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
+    chunk = loop.streams[:, state.pos : state.pos + config.seq_len + 1]
+    loop.step_losses[loop.pending], loop.hidden = train_step(loop.model, loop.optimizer, chunk, loop.hidden, config,
+                                                             loop.lr)
+    state.pos += config.seq_len
+    state.chars_seen += loop.chars_per_step
+    loop.pending += 1
+    if config.time_limit_s:
+        _fit_budget(loop, config)
 
-        if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, config, vocab, model, optimizer, state, best_model, record.wall_s)
-        records.append(record)
-        report(record)
-        if record.done:
-            break
-        next_eval = next_eval_after(config, state.budget_chars, state.chars_seen)
 
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return TrainResult(status, state.best_val_bpc, state.best_chars_seen, state.chars_seen,
-                       time.perf_counter() - t_zero, state.eval_s, model.num_params(), str(device), records, peak,
-                       test_bpc=records[-1].test_bpc, budget_chars=state.budget_chars)
+def _fit_budget(loop: _Loop, config: TrainConfig) -> None:
+    """Fit the budget to the time limit at the measured pace (`fit_time_limit`); the evenly spaced evaluation
+    points move with it."""
+    state = loop.state
+    train_s = time.perf_counter() - loop.t_loop - (state.eval_s - loop.eval_s_at_start)
+    overall = (state.chars_seen - loop.chars_at_start) / max(train_s, 1e-9)
+    recent = (state.chars_seen - loop.mark[1]) / max(train_s - loop.mark[0], 1e-9)
+    budget = fit_time_limit(config, state, time.perf_counter() - loop.t_zero, recent if loop.after_eval else overall,
+                            train_s, state.chars_seen - loop.chars_at_start, loop.chars_per_step,
+                            after_eval=loop.after_eval)
+    if loop.after_eval:
+        loop.mark, loop.after_eval = (train_s, state.chars_seen), False
+    if budget is not None:
+        state.budget_chars, state.budget_fits = budget, state.budget_fits + 1
+        loop.next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1)
+
+
+def _check(loop: _Loop) -> bool:
+    """Bring the pending steps' losses to the host (the one sync per `check_every` steps); True when one of them
+    diverged, with `chars_seen` wound back to that step."""
+    losses = loop.step_losses[: loop.pending].tolist()
+    loop.pending, loop.loss_sum, loop.loss_steps = 0, loop.loss_sum + sum(losses), loop.loss_steps + len(losses)
+    bad = [i for i, v in enumerate(losses) if not math.isfinite(v) or v > loop.explode_nats]
+    if bad:
+        loop.state.chars_seen -= (len(losses) - bad[0] - 1) * loop.chars_per_step
+    return bool(bad)
+
+
+def _divergence(loop: _Loop, config: TrainConfig) -> EvalRecord:
+    """The last record of a run that diverged: the step where it happened, with no evaluation."""
+    state = loop.state
+    return EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // loop.chars_per_step,
+                      wall_s=time.perf_counter() - loop.t_zero, train_bpc=math.nan, val_bpc=math.nan,
+                      best_val_bpc=state.best_val_bpc, lr=loop.lr, sample="",
+                      sample_temperature=config.sample_temperature, is_best=False, budget_chars=state.budget_chars,
+                      done=True, diverged=True, eval_s=state.eval_s)
+
+
+def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
+              test_ids: np.ndarray | None) -> EvalRecord:
+    """Score, sample and (at the end, or when early stopping ends the run) hand the best weights' final samples
+    and test score over; keeps the best weights so far."""
+    state = loop.state
+    train_bpc = loop.loss_sum / loop.loss_steps / LN2 if loop.loss_steps else math.nan
+    t_eval = time.perf_counter()
+    val_bpc, text = evaluate(loop.model, loop.val, vocab, config, state.chars_seen)
+    is_best = state.add_evaluation(val_bpc, config.min_delta)
+    if is_best:
+        loop.best_model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
+    stopped_early = not at_end and should_stop_early(state.evals_since_best, config.patience, state.chars_seen,
+                                                     state.budget_chars)
+    finals, test_bpc = {}, math.nan
+    if (at_end or stopped_early) and loop.best_model is not None:
+        finals, test_bpc = final_evaluation(loop.best_model, loop.model.config, vocab, config, test_ids, loop.device)
+    state.last_eval_s = time.perf_counter() - t_eval
+    state.eval_s += state.last_eval_s
+    loop.loss_sum, loop.loss_steps, loop.after_eval = 0.0, 0, True
+    return EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // loop.chars_per_step,
+                      wall_s=time.perf_counter() - loop.t_zero, train_bpc=train_bpc, val_bpc=val_bpc,
+                      best_val_bpc=state.best_val_bpc, lr=loop.lr, sample=text,
+                      sample_temperature=config.sample_temperature, is_best=is_best,
+                      budget_chars=state.budget_chars, done=at_end or stopped_early, stopped_early=stopped_early,
+                      final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
+
+
+def _result(loop: _Loop, records: list[EvalRecord]) -> TrainResult:
+    state = loop.state
+    return TrainResult(
+        status="diverged" if records[-1].diverged else "completed", best_val_bpc=state.best_val_bpc,
+        best_chars_seen=state.best_chars_seen, chars_seen=state.chars_seen,
+        wall_s=time.perf_counter() - loop.t_zero, eval_s=state.eval_s, num_params=loop.model.num_params(),
+        device=str(loop.device), records=records,
+        peak_gpu_mem_bytes=torch.cuda.max_memory_allocated(loop.device) if loop.device.type == "cuda" else 0,
+        test_bpc=records[-1].test_bpc, budget_chars=state.budget_chars)
 
 
 def incumbent(model_config: ModelConfig, weights: dict, val: torch.Tensor, config: TrainConfig, state: TrainState,
@@ -440,28 +532,3 @@ def incumbent(model_config: ModelConfig, weights: dict, val: torch.Tensor, confi
     state.add_evaluation(evaluate_bpc(model, val, config.bf16), config.min_delta)
     state.eval_s += time.perf_counter() - t_eval
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _evaluation(model, val, vocab, config, state, best_model, at_end, test_ids, device, lr, train_bpc, t_zero,
-                chars_per_step) -> tuple[EvalRecord, dict | None]:
-    """Score, sample and (at the end, or when early stopping ends the run) hand the best weights' final samples
-    and test score over; returns the record and the best weights so far."""
-    t_eval = time.perf_counter()
-    val_bpc, text = evaluate(model, val, vocab, config, state.chars_seen)
-    is_best = state.add_evaluation(val_bpc, config.min_delta)
-    if is_best:
-        best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    stopped_early = not at_end and should_stop_early(state.evals_since_best, config.patience, state.chars_seen,
-                                                     state.budget_chars)
-    finals, test_bpc = {}, math.nan
-    if (at_end or stopped_early) and best_model is not None:
-        finals, test_bpc = final_evaluation(best_model, model.config, vocab, config, test_ids, device)
-    state.last_eval_s = time.perf_counter() - t_eval
-    state.eval_s += state.last_eval_s
-    record = EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // chars_per_step,
-                        wall_s=time.perf_counter() - t_zero, train_bpc=train_bpc, val_bpc=val_bpc,
-                        best_val_bpc=state.best_val_bpc, lr=lr, sample=text,
-                        sample_temperature=config.sample_temperature, is_best=is_best,
-                        budget_chars=state.budget_chars, done=at_end or stopped_early, stopped_early=stopped_early,
-                        final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
-    return record, best_model
