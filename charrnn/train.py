@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -222,9 +222,16 @@ def end_chars(config: TrainConfig, budget_chars: int) -> int:
     return min(config.stop_chars or budget_chars, budget_chars)
 
 
-def next_eval_after(config: TrainConfig, budget_chars: int, chars: int) -> int:
-    """The first evaluation point past `chars` (the end of training, once past the last one)."""
+def next_eval_after(config: TrainConfig, budget_chars: int, chars: int, last_eval: int = 0) -> int:
+    """The first evaluation point past `chars` (the end of training, once past the last one).
+
+    Evenly spaced points stay at least half their spacing past the previous evaluation, `last_eval`: a budget
+    refitted to a time limit after an evaluation moves the grid, and its next point could otherwise fall a few
+    steps behind it (a final model evaluated 15 times in 6 minutes instead of 10 in 8.5).
+    """
     points = config.eval_points(budget_chars)
+    if not config.eval_at:
+        chars = max(chars, last_eval + max(1, budget_chars // config.evals_per_trial) // 2)
     return next((p for p in points if p > chars), points[-1])
 
 
@@ -319,8 +326,8 @@ def train(
             from a GRU 2x512 trial got back to that trial's score only after half its 13 minutes, and scored 2.16
             on the test text). Ignored on a resume.
 
-    A loss that turns NaN/inf or explodes ends training with status "diverged" (reported with
-    `diverged=True` and a NaN val_bpc); it does not raise.
+    A loss that turns NaN/inf or explodes, or a validation score half a bit/char worse than a uniform guess, ends
+    training with status "diverged" (reported with `diverged=True` and a NaN val_bpc); it does not raise.
     """
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -356,12 +363,18 @@ def train(
     mark = (0.0, state.chars_seen)  # (training seconds, chars_seen) at the latest evaluation
 
     explode_nats = 3.0 * math.log(max(len(vocab), 2))  # three times worse than guessing uniformly
+    # A model scored half a bit/char worse than a uniform guess on the validation text has diverged too, though its
+    # loss is finite: an untrained model scores a uniform guess plus at most ~0.25 (its logits' init variance),
+    # and one that learned and then blew up (SGD at 5-8x its usual rate scored 7.5 to 17 bits/char) is not a result
+    # to compare with others.
+    useless_bpc = math.log2(max(len(vocab), 2)) + 0.5
     chars_per_step = config.batch_size * config.seq_len
     check_every = CHECK_EVERY.get(device.type, 25)
     step_losses = torch.zeros(check_every, device=device)
     loss_sum, loss_steps, pending, after_eval = 0.0, 0, 0, False
     lr = lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule)
-    next_eval = next_eval_after(config, state.budget_chars, state.chars_seen)
+    last_eval = state.chars_seen
+    next_eval = next_eval_after(config, state.budget_chars, state.chars_seen, last_eval)
     hidden, records, status = None, [], "completed"
     model.train()
 
@@ -389,7 +402,7 @@ def train(
                     mark, after_eval = (train_s, state.chars_seen), False
                 if budget is not None:  # the evenly spaced evaluation points move with the budget
                     state.budget_chars, state.budget_fits = budget, state.budget_fits + 1
-                    next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1)
+                    next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1, last_eval)
 
         at_end = state.chars_seen >= end_chars(config, state.budget_chars)
         at_eval = state.chars_seen >= next_eval or at_end
@@ -411,6 +424,10 @@ def train(
                                              lr, loss_sum / loss_steps / LN2 if loss_steps else math.nan,
                                              t_zero, chars_per_step)
             loss_sum, loss_steps, after_eval = 0.0, 0, True
+            if record.val_bpc > useless_bpc:
+                status = "diverged"
+                record = replace(record, val_bpc=math.nan, is_best=False, done=True, diverged=True,
+                                 stopped_early=False, final_samples={}, test_bpc=math.nan)
         else:
             continue
 
@@ -420,7 +437,8 @@ def train(
         report(record)
         if record.done:
             break
-        next_eval = next_eval_after(config, state.budget_chars, state.chars_seen)
+        last_eval = state.chars_seen
+        next_eval = next_eval_after(config, state.budget_chars, state.chars_seen, last_eval)
 
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return TrainResult(status, state.best_val_bpc, state.best_chars_seen, state.chars_seen,
