@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -222,9 +222,16 @@ def end_chars(config: TrainConfig, budget_chars: int) -> int:
     return min(config.stop_chars or budget_chars, budget_chars)
 
 
-def next_eval_after(config: TrainConfig, budget_chars: int, chars: int) -> int:
-    """The first evaluation point past `chars` (the end of training, once past the last one)."""
+def next_eval_after(config: TrainConfig, budget_chars: int, chars: int, last_eval: int = 0) -> int:
+    """The first evaluation point past `chars` (the end of training, once past the last one).
+
+    Evenly spaced points stay at least half their spacing past the previous evaluation, `last_eval`: a budget
+    refitted to a time limit after an evaluation moves the grid, and its next point could otherwise fall a few
+    steps behind it (a final model evaluated 15 times in 6 minutes instead of 10 in 8.5).
+    """
     points = config.eval_points(budget_chars)
+    if not config.eval_at:
+        chars = max(chars, last_eval + max(1, budget_chars // config.evals_per_trial) // 2)
     return next((p for p in points if p > chars), points[-1])
 
 
@@ -319,8 +326,8 @@ def train(
             from a GRU 2x512 trial got back to that trial's score only after half its 13 minutes, and scored 2.16
             on the test text). Ignored on a resume.
 
-    A loss that turns NaN/inf or explodes ends training with status "diverged" (reported with
-    `diverged=True` and a NaN val_bpc); it does not raise.
+    A loss that turns NaN/inf or explodes, or a validation score half a bit/char worse than a uniform guess, ends
+    training with status "diverged" (reported with `diverged=True` and a NaN val_bpc); it does not raise.
     """
     loop = _start(config, train_ids, val_ids, vocab, resume_from, init_weights)
     records: list[EvalRecord] = []
@@ -346,7 +353,8 @@ def train(
         report(record)
         if record.done:
             break
-        loop.next_eval = next_eval_after(config, loop.state.budget_chars, loop.state.chars_seen)
+        loop.last_eval = loop.state.chars_seen
+        loop.next_eval = next_eval_after(config, loop.state.budget_chars, loop.state.chars_seen, loop.last_eval)
     return _result(loop, records)
 
 
@@ -367,8 +375,14 @@ class _Loop:
     check_every: int
     step_losses: torch.Tensor  # the losses of the steps since the last check, still on the device
     lr: float
+    last_eval: int  # chars_seen at the latest evaluation
     next_eval: int
     explode_nats: float  # a loss above this is divergence: three times worse than guessing uniformly
+    # A model scored half a bit/char worse than a uniform guess on the validation text has diverged too, though its
+    # loss is finite: an untrained model scores a uniform guess plus at most ~0.25 (its logits' init variance),
+    # and one that learned and then blew up (SGD at 5-8x its usual rate scored 7.5 to 17 bits/char) is not a result
+    # to compare with others.
+    useless_bpc: float
     hidden: object = None
     pending: int = 0  # steps since the last check
     loss_sum: float = 0.0  # over the steps since the last evaluation
@@ -418,8 +432,9 @@ def _start(config: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray, voca
                  chars_per_step=config.batch_size * config.seq_len, check_every=check_every,
                  step_losses=torch.zeros(check_every, device=device),
                  lr=lr_at(state.chars_seen, state.budget_chars, config.lr, config.lr_schedule),
-                 next_eval=next_eval_after(config, state.budget_chars, state.chars_seen),
-                 explode_nats=3.0 * math.log(max(len(vocab), 2)),
+                 last_eval=state.chars_seen,
+                 next_eval=next_eval_after(config, state.budget_chars, state.chars_seen, state.chars_seen),
+                 explode_nats=3.0 * math.log(max(len(vocab), 2)), useless_bpc=math.log2(max(len(vocab), 2)) + 0.5,
                  t_loop=time.perf_counter(), chars_at_start=state.chars_seen, eval_s_at_start=state.eval_s,
                  mark=(0.0, state.chars_seen))
     model.train()
@@ -458,7 +473,7 @@ def _fit_budget(loop: _Loop, config: TrainConfig) -> None:
         loop.mark, loop.after_eval = (train_s, state.chars_seen), False
     if budget is not None:
         state.budget_chars, state.budget_fits = budget, state.budget_fits + 1
-        loop.next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1)
+        loop.next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1, loop.last_eval)
 
 
 def _check(loop: _Loop) -> bool:
@@ -485,7 +500,7 @@ def _divergence(loop: _Loop, config: TrainConfig) -> EvalRecord:
 def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
               test_ids: np.ndarray | None) -> EvalRecord:
     """Score, sample and (at the end, or when early stopping ends the run) hand the best weights' final samples
-    and test score over; keeps the best weights so far."""
+    and test score over; keeps the best weights so far. A score worse than useless ends the run as diverged."""
     state = loop.state
     train_bpc = loop.loss_sum / loop.loss_steps / LN2 if loop.loss_steps else math.nan
     t_eval = time.perf_counter()
@@ -501,12 +516,16 @@ def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
     state.last_eval_s = time.perf_counter() - t_eval
     state.eval_s += state.last_eval_s
     loop.loss_sum, loop.loss_steps, loop.after_eval = 0.0, 0, True
-    return EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // loop.chars_per_step,
-                      wall_s=time.perf_counter() - loop.t_zero, train_bpc=train_bpc, val_bpc=val_bpc,
-                      best_val_bpc=state.best_val_bpc, lr=loop.lr, sample=text,
-                      sample_temperature=config.sample_temperature, is_best=is_best,
-                      budget_chars=state.budget_chars, done=at_end or stopped_early, stopped_early=stopped_early,
-                      final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
+    record = EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // loop.chars_per_step,
+                        wall_s=time.perf_counter() - loop.t_zero, train_bpc=train_bpc, val_bpc=val_bpc,
+                        best_val_bpc=state.best_val_bpc, lr=loop.lr, sample=text,
+                        sample_temperature=config.sample_temperature, is_best=is_best,
+                        budget_chars=state.budget_chars, done=at_end or stopped_early, stopped_early=stopped_early,
+                        final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
+    if val_bpc > loop.useless_bpc:  # diverged, though its loss is finite (`_Loop.useless_bpc`)
+        record = replace(record, val_bpc=math.nan, is_best=False, done=True, diverged=True, stopped_early=False,
+                         final_samples={}, test_bpc=math.nan)
+    return record
 
 
 def _result(loop: _Loop, records: list[EvalRecord]) -> TrainResult:

@@ -418,6 +418,13 @@ def _final_rate(plan, params: dict) -> dict:
     return {"lr_scale": 1.0} if config.lr_scale > 0 else {"lr": usual}
 
 
+def _step_size(plan, params: dict) -> int:
+    """Characters per optimizer step of a configuration (batch_size x seq_len, as the trainer sets them)."""
+    config = TrainConfig.from_flat({k: v for k, v in {**plan.spec.fixed, **params}.items()
+                                    if k in TrainConfig.__dataclass_fields__})
+    return config.batch_size * config.seq_len
+
+
 def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     """Train the chosen configuration to convergence on the whole training text, with its search trial's weights as
     the model to beat, and score the better of the two once on the test text.
@@ -440,7 +447,8 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     writer.stage("final", 1, expect=_expect(plan, "final", limit_s), repeat_of=str(chosen["trial_id"]))
     params = _params(plan, chosen)
     rate = _final_rate(plan, params)
-    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **params, **rate,
+    step = {"step_chars": int(final["step_chars"])} if final["step_chars"] else {}
+    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **params, **rate, **step,
                    "train_chars": 0, "budget_chars": plan.final_chars, "eval_at": [],
                    "evals_per_trial": final["evals"], "val_chars": 0, "patience": final["patience"],
                    "min_delta": final["min_delta"], "time_limit_s": limit_s, "seed": plan.seed}
@@ -461,11 +469,14 @@ def _final(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     RunDir(plan.run_dir).update_study({"final": {
         "train_chars": len(corpus.train), "started_from": str(chosen["trial_id"]) if weights is not None else None,
         "planned_minutes": limit_s / 60.0,
-        "learning_rate": rate or None,
+        "learning_rate": rate or None, "step_chars": step.get("step_chars"),
         "why": "every hyperparameter of the chosen trial but train_chars, which the final model takes as the whole "
                "training text (it trains many times longer than any trial, where more text can only help), and a "
                "learning rate above the optimizer's usual one, which it caps there (a rate that wins a few hundred "
-               "steps made the validation score of a 13-minute run worse for its first half)"}})
+               "steps made the validation score of a 13-minute run worse for its first half)"
+               + (f"; it takes {step['step_chars']:,} characters a step (final.step_chars) where the search took "
+                  f"{_step_size(plan, params):,}: a step's time grows less than its size, and the final model takes "
+                  "thousands of them" if step else "")}})
     results = _fit(tuner, 1, writer.stop)
     result = results[0]
     # A resume of a study that had ended finds the checkpoint deleted (retention) and the model installed.

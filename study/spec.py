@@ -176,8 +176,10 @@ _SCHEDULER_DEFAULTS = {"name": "asha", "grace_chars": 100_000, "reduction_factor
 _SCHEDULER_KEYS = set(_SCHEDULER_DEFAULTS)
 # The final model: the best configuration trained for `chars` characters (0 skips the stage), at most
 # `minutes` (the budget shrinks to fit, 0 = no limit), evaluated `evals` times on `val_chars` validation
-# characters (0 = all), stopped early after `patience` evaluations without a gain of `min_delta` bits/char.
-_FINAL_DEFAULTS = {"chars": 0, "minutes": 0.0, "evals": 12, "val_chars": 0, "patience": 3, "min_delta": 0.002}
+# characters (0 = all), stopped early after `patience` evaluations without a gain of `min_delta` bits/char, taking
+# `step_chars` characters a step (0 = the chosen trial's).
+_FINAL_DEFAULTS = {"chars": 0, "minutes": 0.0, "evals": 12, "val_chars": 0, "patience": 3, "min_delta": 0.002,
+                   "step_chars": 0}
 _SCHEDULERS = {"asha", "fifo"}
 _SAMPLING_KEYS = {"prime", "temperature", "chars", "final_temperatures", "final_chars"}
 
@@ -298,7 +300,7 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         raise SpecError(f"spec: minutes must be a number >= 0, got {minutes!r}")
     final = {**_FINAL_DEFAULTS, **raw.get("final", {})}
     _check_keys("final", final, set(_FINAL_DEFAULTS))
-    for key in ("chars", "evals", "val_chars", "patience"):
+    for key in ("chars", "evals", "val_chars", "patience", "step_chars"):
         _int(f"final.{key}", final[key], 1 if key == "evals" else 0)
     for key in ("minutes", "min_delta"):
         if isinstance(final[key], bool) or not isinstance(final[key], (int, float)) or not final[key] >= 0:

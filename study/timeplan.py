@@ -18,7 +18,7 @@ Where the time goes, for `--minutes M` (all of it measured or estimated here, an
 
 The final model's minutes are planned again when it starts, from the time actually left (`final_seconds`), so a
 search that ran long shortens the final model rather than the study running over, and one that ran short gives
-the final model the time.
+the final model the time; so does the margin, all but END_MARGIN x M of it, once the search is behind.
 """
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ from charrnn.corpus import Corpus
 from study.spec import StudySpec
 
 MARGIN = 0.12
+# Of the margin, what is still kept back when the final model starts: by then the search and the repeats, what the
+# margin is for, are behind, and the final model fits itself to its time limit after every evaluation; its end
+# (the last evaluation, the test text, samples, Ray letting go) takes seconds. The rest goes to the final model.
+END_MARGIN = 0.04
 REPORT_S, REPORT_S_PER_TRIAL = 30.0, 1.2
 FINAL_SHARE = 0.45
 MAX_RUNGS = 2
@@ -149,8 +153,9 @@ def apply_plan(spec: StudySpec, plan: TimePlan) -> StudySpec:
 
 def final_seconds(plan: TimePlan, study_elapsed_s: float) -> float:
     """Seconds the final model may train when it starts `study_elapsed_s` into the study: what is left of the
-    study's minutes after the report and the margin (never less than a minute)."""
-    left = 60.0 * plan.minutes - study_elapsed_s - plan.report_s - plan.margin_s
+    study's minutes after the report and the end of the margin, END_MARGIN (never less than a minute). On time,
+    that is the planned `final_s` plus the margin the search and the repeats did not need."""
+    left = 60.0 * plan.minutes * (1.0 - END_MARGIN) - study_elapsed_s - plan.report_s
     return max(60.0, left)
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -290,6 +291,10 @@ def test_time_limit_is_fitted_at_warm_up_then_after_every_evaluation_then_cut():
     assert fit_time_limit(cfg, state, 98.0, 4000.0, 90.0, 360_000, 1000) is None
     assert fit_time_limit(cfg, state, 99.0, 4000.0, 90.0, 360_000, 1000) == 50_000
     assert next_eval_after(cfg, 400_000, 50_000 - 1) == 80_000 and next_eval_after(cfg, 400_000, 400_000) == 400_000
+    # A refit after the evaluation at 81k moves the grid to 41k steps: its point at 82k would be one step behind the
+    # evaluation just made, so the next one is at least half a spacing on.
+    assert next_eval_after(cfg, 410_000, 81_000 - 1, last_eval=81_000) == 123_000
+    assert next_eval_after(cfg, 410_000, 400_000, last_eval=400_000) == 410_000  # the end is always an evaluation
 
 
 def test_warm_start_is_never_handed_back_worse_than_its_weights(tiny_text, tmp_path):
@@ -312,3 +317,16 @@ def test_step_chars_sets_the_batch_from_the_sequence_length():
     assert TrainConfig(step_chars=800, seq_len=25).batch_size == 32
     assert TrainConfig(step_chars=800, seq_len=200).batch_size == 4
     assert TrainConfig(step_chars=10, seq_len=200).batch_size == 1
+
+
+def test_a_validation_score_worse_than_a_uniform_guess_ends_as_diverged(tiny_text):
+    # A model trained on the text and scored on one character it almost never saw scores far worse than a uniform
+    # guess, though its training loss is fine: that is not a result to compare with others.
+    corpus = from_text(tiny_text)
+    rare = int(np.bincount(corpus.train, minlength=len(corpus.vocab)).argmin())
+    val = np.full(2_000, rare, dtype=corpus.val.dtype)
+    records = []
+    result = train(TrainConfig(budget_chars=30_000, **TINY), corpus.train, val, corpus.vocab, report=records.append)
+    assert result.status == "diverged"
+    assert records[-1].diverged and records[-1].done and math.isnan(records[-1].val_bpc)
+    assert all(not r.diverged for r in records[:-1])

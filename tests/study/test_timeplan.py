@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from study.timeplan import PlanError, TimePlan, final_seconds, plan_budgets, planned_counts
+from study.timeplan import END_MARGIN, PlanError, TimePlan, final_seconds, plan_budgets, planned_counts
 
 ARGS = dict(minutes=30, trials=50, reduction_factor=3, parallel=2, step_chars=800, min_steps=100, repeats=2)
 
@@ -49,8 +49,13 @@ def test_final_minutes_cap_and_round_trip():
 def test_the_final_model_gets_what_is_left_of_the_study():
     p = plan_budgets(chars_per_s=13_000, **ARGS)
     on_time = p.search_s + p.repeats_s
-    assert final_seconds(p, on_time) == pytest.approx(p.final_s)
-    assert final_seconds(p, on_time + 120) == pytest.approx(p.final_s - 120)  # a late search shortens it
+    # On time, the final model also gets the margin the search and the repeats did not need, all but its end.
+    unused = p.margin_s - END_MARGIN * 60 * p.minutes
+    assert unused > 0.05 * 60 * p.minutes
+    assert final_seconds(p, on_time) == pytest.approx(p.final_s + unused)
+    assert final_seconds(p, on_time + 120) == pytest.approx(p.final_s + unused - 120)  # a late search shortens it
+    # The whole study still ends inside its minutes, with END_MARGIN to spare.
+    assert on_time + final_seconds(p, on_time) + p.report_s == pytest.approx(60 * p.minutes * (1 - END_MARGIN))
     assert final_seconds(p, 10 * 3600) == 60.0
 
 
