@@ -128,6 +128,17 @@ def gpus_per_trial(requested: float | None) -> float:
     return requested
 
 
+def concurrent_trials(cpus: float, gpus: float, cpus_per_trial: float, gpus_per_trial: float,
+                      max_concurrent: int | None, trials: int) -> int:
+    """How many trials run at once on `cpus` and `gpus` in all: as many as fit, at most `max_concurrent` (when
+    given) and `trials`, at least one. Planned before Ray starts (study.run, this machine) and once it has started
+    (study.driver, a cluster)."""
+    slots = int(cpus // cpus_per_trial)
+    if gpus_per_trial:
+        slots = min(slots, int(gpus / gpus_per_trial))
+    return max(1, min(slots, max_concurrent or slots, trials))
+
+
 def final_resources() -> tuple[float, float]:
     """(CPUs, GPUs) for the final model: a whole node, the largest one, not one trial's share."""
     import ray

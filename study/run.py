@@ -21,7 +21,7 @@ from pathlib import Path
 from charrnn.config import BASE_LR
 from charrnn.corpus import Corpus
 from runcontract import SCHEMA_VERSION, SPEC_FILE
-from study.cluster import local_only
+from study.cluster import TRIALS_PER_GPU, concurrent_trials, local_only
 from study.guard import check_trusted, lock
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec, study_name)
@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if plan.address is None:
         local_only()  # before Ray is imported: a local study listens on loopback only (study.cluster)
-    from study.driver import Interrupted, run_study  # imports Ray: only after every input is known to be good
+    from study.driver import run_study  # imports Ray: only after every input is known to be good
+    from study.stopping import Interrupted
 
     try:
         summary = run_study(plan)
@@ -305,17 +306,14 @@ def main(argv: list[str] | None = None) -> int:
 def _plan_locally(plan: Plan) -> None:
     """`--minutes` on this machine: measure it and size the study before Ray starts (study.timeplan), so that too
     few minutes is one line and exit status 2 before anything is created."""
-    cpus = plan.cpus_per_trial
-    parallel = max(1, int((os.cpu_count() or 1) // cpus))
-    device = "cpu"
+    cpus, gpus, device, have_gpus = plan.cpus_per_trial, 0.0, "cpu", 0
     if plan.gpus_per_trial is None or plan.gpus_per_trial > 0:
         import torch
 
         if torch.cuda.is_available():
-            device = "cuda"
-            per_gpu = plan.gpus_per_trial or 0.25  # as study.driver.gpus_per_trial defaults
-            parallel = min(parallel, int(torch.cuda.device_count() / per_gpu))
-    parallel = max(1, min(parallel, plan.max_concurrent or parallel, plan.trials))
+            device, have_gpus = "cuda", torch.cuda.device_count()
+            gpus = plan.gpus_per_trial or 1.0 / TRIALS_PER_GPU  # as study.cluster.gpus_per_trial defaults
+    parallel = concurrent_trials(os.cpu_count() or 1, have_gpus, cpus, gpus, plan.max_concurrent, plan.trials)
     print(f"measuring this machine's training speed ({device}, {max(1, int(cpus))} thread(s) per trial, "
           f"{parallel} trials at once) ...", flush=True)
     plan.spec, time_plan = make_plan(plan.spec, plan.corpus, trials=plan.trials, seed=plan.seed,

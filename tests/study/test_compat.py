@@ -49,7 +49,7 @@ def test_no_private_attribute_of_another_library_outside_the_adapter():
 
     pattern = re.compile(r"(?<!self)\._[a-z]")
     found = [f"{path.name}:{n}: {line.strip()}"
-             for path in sorted((REPO / "study").glob("*.py")) if path.name != "_compat.py"
+             for path in sorted((REPO / "study").rglob("*.py")) if path.name != "_compat.py"
              for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if pattern.search(line.replace("study._compat", ""))]
     assert not found, "\n".join(found)

@@ -51,7 +51,7 @@ def test_a_small_corpus_of_ones_own_fits_the_spec_and_names_the_study(tmp_path, 
 def test_the_optuna_study_is_the_plans_and_ends_with_no_trial_running(tmp_path, novel):
     """The driver creates the study under plan.study_name; once the search is over, Optuna trials still RUNNING
     are told what the tables say (a tell the storage refused), or FAIL "orphaned" (no Tune trial ran them)."""
-    from study.driver import _settle_optuna
+    from study.stages.search import settle_optuna as _settle_optuna
     from study.rundir import TrialTable
 
     plan = _plan(tmp_path, "--corpus", str(novel))

@@ -1,0 +1,68 @@
+"""The repeats stage: retrain the best configuration with other seeds (the report's noise floor, and a check that it
+trains reliably), and hand the first configuration that does to the final model (study.selection decides)."""
+from __future__ import annotations
+
+import pandas as pd
+from ray import tune
+
+from study import selection
+from study.results import ResultsWriter
+from study.rundir import RunDir
+from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname, trial_params
+
+EXPERIMENT = "tune-repeats"
+
+
+def choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
+    """Retrain the best configuration with `repeats` other seeds (the noise floor for the report, and a check
+    that it trains reliably); a configuration that diverges in any seed is not handed over as the final model,
+    and the next best is checked instead (study.selection decides). Returns the search trial whose configuration
+    the final model trains, and records the choice in study.json (`selection`)."""
+    ranked = selection.ranked_search_trials(writer.table.trials_frame(), plan.spec.eval_at())
+    candidates: list[dict] = []
+
+    def decided(chosen: pd.Series | None) -> pd.Series | None:
+        RunDir(plan.run_dir).update_study({"selection": selection.record(
+            candidates, None if chosen is None else str(chosen["trial_id"]))})
+        return chosen
+
+    if ranked.empty:
+        writer.echo("no trial finished; skipping the seed repeats and the final model")
+        return decided(None)
+    if plan.repeats == 0:
+        candidates.append({"trial_id": str(ranked.iloc[0]["trial_id"]), "skipped": None})
+        return decided(ranked.iloc[0])
+    for k, (_, candidate) in enumerate(ranked.head(selection.MAX_CANDIDATES).iterrows()):
+        repeat(plan, trainable, writer, candidate, EXPERIMENT if k == 0 else f"{EXPERIMENT}-{k + 1}")
+        why = selection.verdict(writer.table.trials_frame(), str(candidate["trial_id"]))
+        candidates.append({"trial_id": str(candidate["trial_id"]), "skipped": why})
+        if why is None:
+            return decided(candidate)
+        writer.echo(f"trial {candidate['trial_id']}'s configuration is unstable: it {why}; it is not handed over "
+                    "as the final model")
+    writer.echo(f"none of the {selection.MAX_CANDIDATES} best configurations trained reliably in every seed; "
+                "no final model")
+    return decided(None)
+
+
+def repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
+    """Retrain one configuration with `repeats` other seeds, on the search's schedule up to `repeat_chars`."""
+    seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
+    writer.stage("repeat", plan.repeats, expect=expect(plan, "repeat"), repeat_of=str(best["trial_id"]))
+    stop = plan.spec.repeat_chars or plan.spec.budget_chars
+    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **trial_params(plan, best), "stop_chars": stop,
+                   "seed": tune.grid_search(seeds)}
+    tuner = restored(plan, experiment, trainable, writer, param_space)
+    if tuner is not None:
+        fit(tuner, plan.repeats, writer.stop)
+        return
+    writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds} "
+                f"to {stop:,} characters")
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric="best_val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
+                                    reuse_actors=reuse_actors(plan), trial_dirname_creator=trial_dirname),
+        run_config=run_config(plan, experiment, writer),
+    )
+    fit(tuner, len(seeds), writer.stop)
