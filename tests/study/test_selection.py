@@ -53,7 +53,7 @@ def test_the_final_model_caps_the_learning_rate_at_the_optimizers_usual_rate():
     """A rate that wins a few hundred steps is not the rate for a run many times longer (issue 18)."""
     from types import SimpleNamespace
 
-    from study.driver import _final_rate
+    from study.stages.final import final_rate as _final_rate
     from study.inputs import resolve_spec
 
     plan = SimpleNamespace(spec=resolve_spec("sherlock"))
