@@ -4,10 +4,12 @@
     python -m study.bench_final --minutes 8.5 --set lr_scale=2.82             # at the trial's own rate
     python -m study.bench_final --set cell=lstm --set hidden_size=256 --minutes 5
 
-The settings are the driver's final stage's: the whole training text, a cosine schedule fitted to the
-time limit after every evaluation, 10 evaluations on the whole validation text, patience 3 once half the schedule is
-behind, every CPU of this machine, precision "auto". Prints each evaluation and, at the end, the test bits/char and
-a sample; the figure in BENCHMARKS.md ("The cap, measured on the same configuration") comes from it.
+The settings are the final stage's, from the same function (study.stages.final.final_config, on the sherlock spec):
+the whole training text, the final model's step size, a cosine schedule fitted to the time limit after every
+evaluation, its evaluations on its share of the validation text (final_texts), its patience once half the schedule
+is behind, precision "auto"; besides, every CPU of this machine and one short sample. Prints each evaluation and,
+at the end, the test bits/char and a sample; the figure in BENCHMARKS.md ("The cap, measured on the same
+configuration") comes from it.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from charrnn.config import TrainConfig
 from charrnn.corpus import load_corpus
 from charrnn.sample import printable
 from charrnn.train import train
+from study.inputs import resolve_spec
+from study.stages.final import final_config, final_texts
 
 # Seed 0's chosen configuration in the default study (BENCHMARKS.md), its rate capped at Adam's usual one.
 SEED0 = dict(embedding_dim=16, hidden_size=512, num_layers=2, cell="gru", lr_scale=1.0, optimizer="adam", seq_len=25,
@@ -43,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             config[name] = value
     corpus = load_corpus(corpora.find(args.corpus))
-    cfg = TrainConfig.from_flat({**config, "train_chars": 0, "lr_schedule": "cosine", "precision": "auto",
-                                 "threads": os.cpu_count() or 1, "budget_chars": 100_000_000, "evals_per_trial": 10,
-                                 "val_chars": 0, "patience": 3, "min_delta": 0.002,
-                                 "time_limit_s": 60 * args.minutes, "sample_chars": 1,
+    spec = resolve_spec("sherlock")
+    final = final_config(spec, config, spec.final["chars"], 60 * args.minutes, spec.seed)
+    # This bench's own: every CPU here (the final stage gets a whole node's), and one short sample at the end.
+    cfg = TrainConfig.from_flat({**final, "threads": os.cpu_count() or 1, "sample_chars": 1,
                                  "final_temperatures": (0.8,), "final_sample_chars": 300})
+    texts = final_texts(spec, corpus)
     t = time.time()
-    result = train(cfg, corpus.train, corpus.val, corpus.vocab, test_ids=corpus.test,
+    result = train(cfg, texts["train"], texts["val"], corpus.vocab, test_ids=texts["test"],
                    report=lambda r: print(f"{r.chars_seen:>11,} chars  val {r.val_bpc:.4f}  {r.wall_s:6.0f} s",
                                           flush=True))
     print(f"test {result.test_bpc:.4f} bits/char, best val {result.best_val_bpc:.4f}, {result.chars_seen:,} chars "

@@ -75,6 +75,33 @@ def step_size(plan, params: dict) -> int:
     return config.batch_size * config.seq_len
 
 
+def final_config(spec, params: dict, chars: int, limit_s: float, seed: int) -> dict:
+    """The final model's flat config (what `TrainConfig.from_flat` takes): the spec's fixed and run settings, a
+    configuration's hyperparameters `params`, and the final stage's own terms from `spec.final`: the whole training
+    text, `step_chars` characters a step when set, `evals` evenly spaced evaluations, early stopping after `patience`
+    evaluations without a gain of `min_delta`, up to `chars` characters or `limit_s` seconds (0: no limit).
+
+    The final stage and study.bench_final train with it; a rate cap (`final_rate`) is the caller's, in `params`.
+    """
+    final = spec.final
+    return {**spec.fixed, **spec.run_settings(), **params, **_step(spec),
+            "train_chars": 0, "budget_chars": chars, "eval_at": [],
+            "evals_per_trial": final["evals"], "val_chars": 0, "patience": final["patience"],
+            "min_delta": final["min_delta"], "time_limit_s": limit_s, "seed": seed}
+
+
+def _step(spec) -> dict:
+    """The final model's characters a step, where `final.step_chars` sets them ({} keeps the configuration's)."""
+    return {"step_chars": int(spec.final["step_chars"])} if spec.final["step_chars"] else {}
+
+
+def final_texts(spec, corpus) -> dict:
+    """The texts the final model sees: the whole training text, the first `final.val_chars` of the validation text
+    (all of it where 0), and the test text, scored once at the end."""
+    return {"train": corpus.train, "val": corpus.val[: spec.final["val_chars"] or len(corpus.val)],
+            "test": corpus.test}
+
+
 def run(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     """Train the chosen configuration to convergence on the whole training text, with its search trial's weights as
     the model to beat, and score the better of the two once on the test text.
@@ -85,23 +112,18 @@ def run(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     first on the final model's validation text and counted as its best so far, mean the model handed over is never
     worse there than the trial it came from.
     """
-    final = plan.spec.final
     cpus, gpus = final_resources()
     corpus = plan.corpus
     weights = trial_weights(plan, chosen)
-    data = {"train": corpus.train, "val": corpus.val[: final["val_chars"] or len(corpus.val)], "test": corpus.test,
-            "vocab": corpus.vocab.chars, "init_weights": weights}
+    data = {**final_texts(plan.spec, corpus), "vocab": corpus.vocab.chars, "init_weights": weights}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
                                     {"cpu": cpus, "gpu": gpus})
     limit_s = time_limit_s(plan)
     writer.stage("final", 1, expect=expect(plan, "final", limit_s), repeat_of=str(chosen["trial_id"]))
     params = trial_params(plan, chosen)
     rate = final_rate(plan, params)
-    step = {"step_chars": int(final["step_chars"])} if final["step_chars"] else {}
-    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **params, **rate, **step,
-                   "train_chars": 0, "budget_chars": plan.final_chars, "eval_at": [],
-                   "evals_per_trial": final["evals"], "val_chars": 0, "patience": final["patience"],
-                   "min_delta": final["min_delta"], "time_limit_s": limit_s, "seed": plan.seed}
+    step = _step(plan.spec)
+    param_space = final_config(plan.spec, {**params, **rate}, plan.final_chars, limit_s, plan.seed)
     tuner = restored(plan, EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
         writer.echo(f"final model: trial {chosen['trial_id']}'s configuration"
