@@ -14,6 +14,7 @@ import pandas as pd
 from reports._load import RunData
 from reports._render import Block, Code, Figure, Heading, Para, Table
 from reports._selection import UNSTABLE_STATUSES, repeats_of, selection
+from runcontract import sample_command
 
 BASELINE_NAMES = {"unigram": "unigram (character frequencies)", "xz": "xz -9e", "ppmd": "PPMd order 8"}
 
@@ -64,7 +65,7 @@ def final_model(run: RunData) -> FinalModel | None:
         chars_seen=int(row.get("chars_seen") or 0), wall_s=_float(row.get("wall_s")),
         stopped_early=bool(row.get("stopped_early", False) == True), params=params,  # noqa: E712 (numpy bool)
         samples=s.sort_values("temperature")[cols].reset_index(drop=True),
-        command=f"python -m charrnn.sample --run {run.run_dir} --temperature 0.8 --length 1000",
+        command=sample_command(run.run_dir),
         error="" if pd.isna(row.get("error")) else str(row.get("error")),
     )
 

@@ -11,9 +11,9 @@
       optuna.db           the Optuna study (SQLite)
       final_model.pt      the final model's weights (charrnn.checkpoint.FINAL_MODEL_FILE)
 
-Plain data and nothing else: it imports nothing, so `reports` shares it without importing `study`, and neither
-pulls in Ray, Optuna or pandas through it. What a row means, and how a table is written, stays with the writer;
-how an older schema is read, with the reader.
+Plain data, and the one command that reads the final model; it imports nothing, so `reports` shares it without
+importing `study`, and neither pulls in Ray, Optuna or pandas through it. What a row means, and how a table is
+written, stays with the writer; how an older schema is read, with the reader.
 """
 
 SCHEMA_VERSION = 2  # what study.rundir writes
@@ -58,3 +58,9 @@ CURVES_REQUIRED = {1: ("trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc
                    2: ("trial_id", "chars_seen", "wall_s", "train_bpc", "val_bpc", "best_val_bpc")}
 SAMPLES_REQUIRED = ("trial_id", "chars_seen", "temperature", "text")
 BASELINES_REQUIRED = ("method", "split", "bpc")
+
+
+def sample_command(run_dir) -> str:
+    """The command that samples more text from a run directory's final model (final_model.pt, read by
+    `charrnn.sample --run`): what the study's closing summary and the report both print."""
+    return f"python -m charrnn.sample --run {run_dir} --temperature 0.8 --length 1000"

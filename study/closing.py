@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from charrnn.sample import printable
-from runcontract import BASELINES_FILE
+from runcontract import BASELINES_FILE, sample_command
 from study.rundir import RunDir
 from study.selection import best_search_trial, unstable_repeats
 
@@ -62,7 +62,7 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
     for _, s in mine.sort_values("temperature").iterrows():
         lines.append(f"  sample at temperature {s['temperature']:g}:")
         lines.append("    " + printable(str(s["text"]).strip()).replace("\n", "\n    "))
-    lines.append(f"  more text: python -m charrnn.sample --run {run_dir} --temperature 0.8 --length 1000")
+    lines.append(f"  more text: {sample_command(run_dir)}")
     return lines
 
 

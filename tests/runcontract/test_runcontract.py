@@ -86,3 +86,16 @@ def test_the_contract_imports_nothing():
             "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] != 'runcontract'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_sample_command_is_one_charrnn_sample_takes(tmp_path, capsys):
+    """The closing summary and the report print it; it must stay a command that runs (here: to the one-line error
+    of a run directory without a final model, not to argparse's usage error)."""
+    import shlex
+
+    from charrnn.sample import main
+
+    argv = shlex.split(runcontract.sample_command(tmp_path))
+    assert argv[:3] == ["python", "-m", "charrnn.sample"]
+    assert main(argv[3:]) == 2
+    assert "has no final model" in capsys.readouterr().err
