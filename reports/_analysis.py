@@ -575,7 +575,8 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     if later is not None and later.n_trials >= 5:
         survivors = fit_budget(run, later, n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
     samples = _sample_targets(run, budget, max(n_bootstrap // 2, 0), random_state)
-    interactions = interaction_shares(imp, random_state=random_state) if imp.surrogate is not None else None
+    interactions = (interaction_shares(imp, n_bootstrap=n_bootstrap, random_state=random_state)
+                    if imp.surrogate is not None else None)
     steps = budget_steps(run, fit, n_bootstrap=max(n_bootstrap // 2, 0), random_state=random_state,
                          survivors=survivors)
     best = best_trial_repeats(run)

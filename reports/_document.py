@@ -55,7 +55,8 @@ def _interaction_blocks(a: Analysis) -> list[Block]:
     rest = ", ".join(f"{r.a} × {r.b} {pct(r.share)}" for r in i.iloc[1:4].itertuples())
     return [Para(f"Largest pairwise interaction: {top['a']} × {top['b']}, {pct(top['share'])} of the variance of "
                  f"{a.target} (95% CI {_ci(top['ci_low'], top['ci_high'])}; the joint effect of the two, minus both "
-                 f"main effects, from the same GP, percentile bootstrap over trials). Next: {rest or 'none'}.")]
+                 f"main effects, from the same GP; interval: one posterior draw of the pair's joint effect per bootstrap resample "
+                 f"of the trials, as for the main effects). Next: {rest or 'none'}.")]
 
 
 def _budget_step_blocks(a: Analysis) -> list[Block]:

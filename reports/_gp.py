@@ -220,26 +220,43 @@ class AdditiveGP:
         ls = np.exp(self.theta[self.k:2 * self.k])
         return np.array([_matern(d / l).mean() for d, l in zip(_distances(base, base, self.groups), ls)])
 
+    def effect_cov(self, js: list[int], rows: np.ndarray, pd_k: np.ndarray, kappa: np.ndarray) -> np.ndarray:
+        """Posterior covariance of the partial dependence on hyperparameters `js` at `rows` (their encoded columns
+        side by side, as in `pd_kernel`), up to a constant (the other hyperparameters' additive terms averaged over
+        the space, which neither a centred curve nor an interaction sees): (len(rows), len(rows)).
+
+        The prior is sum_{j in js} a_j m_j(g, g') + a_int prod_{j in js} m_j(g, g') prod_{i not in js} kappa_i
+        (`kappa` from `kernel_means`); the posterior subtracts pd_k (K + noise I)^-1 pd_k^T, `pd_k` from
+        `pd_kernel`.
+        """
+        k = self.k
+        amps, ls, a_int = np.exp(self.theta[:k]), np.exp(self.theta[k:2 * k]), math.exp(self.theta[2 * k])
+        ms, start = [], 0
+        for j in js:
+            w = len(self.groups[j])
+            cols = rows[:, start:start + w]
+            ms.append(_matern(_group_distance(cols, cols) / ls[j]))
+            start += w
+        others = np.prod(np.delete(kappa, js)) if k > len(js) else 1.0
+        prior = sum(amps[j] * m for j, m in zip(js, ms)) + a_int * others * np.prod(ms, axis=0)
+        return prior - pd_k @ cho_solve(self.chol_, pd_k.T)
+
+    def effect_draws(self, js: list[int], rows: np.ndarray, pd_k: np.ndarray, kappa: np.ndarray, size: int,
+                     rng: np.random.Generator, project: np.ndarray) -> np.ndarray:
+        """Draws of the partial dependence on `js` at `rows` from the GP posterior, mapped by the linear `project`
+        (len(rows) square: centring for a main effect, the removal of both main effects for a pair's
+        interaction): (size, len(rows)). See `effect_cov`."""
+        cov = project @ self.effect_cov(js, rows, pd_k, kappa) @ project.T
+        vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
+        root = vecs * np.sqrt(np.clip(vals, 0.0, None))
+        return (project @ (pd_k @ self.alpha_))[None, :] + rng.standard_normal((size, len(rows))) @ root.T
+
     def main_effect_draws(self, j: int, rows: np.ndarray, pd_k: np.ndarray, kappa: np.ndarray,
                           size: int, rng: np.random.Generator) -> np.ndarray:
         """Draws of hyperparameter j's main-effect curve at `rows` from the GP posterior, each centred (the
-        curve is known only up to a constant, which a variance does not see): (size, len(rows)).
-
-        The prior covariance of the curve is a_j m_j(g, g') + a_int m_j(g, g') prod_{i != j} kappa_i plus a
-        constant (the other hyperparameters averaged over the space); the posterior subtracts
-        pd_k (K + noise I)^-1 pd_k^T, with `pd_k` from `pd_kernel`.
-        """
-        k = self.k
-        amp, l_j, a_int = math.exp(self.theta[j]), math.exp(self.theta[k + j]), math.exp(self.theta[2 * k])
-        mj = _matern(_group_distance(rows, rows) / l_j)
-        others = np.prod(np.delete(kappa, j)) if k > 1 else 1.0
-        cov = amp * mj + a_int * others * mj - pd_k @ cho_solve(self.chol_, pd_k.T)
+        curve is known only up to a constant, which a variance does not see): (size, len(rows))."""
         g = len(rows)
-        H = np.eye(g) - 1.0 / g
-        cov = H @ cov @ H
-        vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
-        root = vecs * np.sqrt(np.clip(vals, 0.0, None))
-        return (pd_k @ self.alpha_)[None, :] + rng.standard_normal((size, g)) @ root.T
+        return self.effect_draws([j], rows, pd_k, kappa, size, rng, np.eye(g) - 1.0 / g)
 
     def loo_residuals(self) -> np.ndarray:
         """Leave-one-out residuals in closed form (Rasmussen & Williams eq. 5.12)."""
