@@ -84,8 +84,9 @@ def test_intervals_are_stable_and_clear_effects_clear_the_floor(make_run):
     ta, tb = (r.table.set_index("param") for r in (a, b))
     for r, t in ((a, ta), (b, tb)):
         assert r.floors["applied"] >= RESOLUTION
-        # (posterior draws of the GP widen the intervals: cell's true share is about 21%)
-        assert t.loc["lr", "ci_low"] > 0.3 and t.loc["cell", "ci_low"] > 0.05 and t.loc["hidden_size", "ci_low"] > 0.03
+        # (posterior draws of the GP and of the unexplained variance widen the intervals: cell's true share is about
+        # 21%)
+        assert t.loc["lr", "ci_low"] > 0.3 and t.loc["cell", "ci_low"] > 0.05 and t.loc["hidden_size", "ci_low"] > 0.02
         assert t.loc["cell", "ci_high"] > 0.21 and t.loc["hidden_size", "ci_high"] > 0.10
         assert not t.loc[["lr", "cell", "hidden_size"], "within_noise"].any()
         assert t.loc[IRRELEVANT, "within_noise"].all() and (t.loc[IRRELEVANT, "ci_high"] < 0.03).all()
