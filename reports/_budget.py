@@ -103,7 +103,9 @@ class NoiseFloor:
 
 
 def valid_mask(trials: pd.DataFrame) -> pd.Series:
-    """Trials that trained normally: not diverged/failed and with a finite best_val_bpc."""
+    """Trials whose scores the fit may use: not diverged/failed and with a finite best_val_bpc. A `running` trial
+    (a study stopped midway) counts at the budgets it reached; which trial is *handed over* is another rule, the
+    selection's (runcontract.TRAINED, recorded in study.json and read by reports._selection)."""
     return ~trials["status"].isin(EXCLUDED_STATUSES) & np.isfinite(trials["best_val_bpc"])
 
 

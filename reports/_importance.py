@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import sklearn
-from scipy.stats import spearmanr
+from scipy.stats import norm, spearmanr, t as student_t
 from sklearn.ensemble import GradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
@@ -51,6 +51,22 @@ from reports._load import ParamSpec
 METHODS = ("fanova", "permutation")
 NULL_QUANTILE = 0.95
 RESOLUTION = 0.01  # smallest share called an effect: the report prints shares as whole percentages
+LEVEL = 0.95  # the intervals' coverage
+
+
+def interval_levels(n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The percentiles of the bootstrap draws that make a `level` interval from `n` trials: Hesterberg's expanded
+    percentile interval (Hesterberg 2015, "What teachers should know about the bootstrap", The American Statistician 69:4). A plain
+    percentile interval is too narrow in small samples, as a z interval with the sample's sd would be (it leaves
+    out both the n-1 and the t quantile); the expanded one takes the tail 2 Phi(-sqrt(n/(n-1)) t_{n-1}) instead
+    of 1 - level: 1.1% a side at 12 trials, 1.5% at 19, 2.1% at 50, 2.5% as n grows.
+    Measured on known answers, `python -m reports.calibrate`: the 12-trial and 19-trial shapes' intervals held
+    the truth in 86-89% of studies with the plain percentiles."""
+    if n < 3:
+        return (1 - level) / 2, (1 + level) / 2
+    z = math.sqrt(n / (n - 1)) * float(student_t.ppf((1 + level) / 2, n - 1))
+    tail = float(norm.cdf(-z))
+    return tail, 1 - tail
 MAX_FIT = 300  # trials the GP is fitted on (see `_compute_importance`)
 HYPER_FIT = 150  # trials its kernel hyperparameters are fitted on
 KAPPA_ROWS = 256  # search-space points for the double average of the kernel (posterior draws)
@@ -291,7 +307,7 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
         spread = {m: (drawn[m] if m == "fanova" else boot[m]) for m in methods}
         table = pd.DataFrame({"param": names})
         for m in methods:
-            lo, hi = ((np.nanquantile(spread[m][:, :k], q, axis=0) for q in (0.025, 0.975)) if n_bootstrap
+            lo, hi = ((np.nanquantile(spread[m][:, :k], q, axis=0) for q in interval_levels(n)) if n_bootstrap
                       else (point[m][:k], point[m][:k]))
             # A percentile interval of a biased estimator can miss its own point estimate; widen it to hold it.
             # Every share lies in [0, 1]: a permutation "share" (rise in error over 2 Var y) can exceed 1 when
@@ -452,7 +468,7 @@ def interaction_shares(result: ImportanceResult, *, n_grid: int = 9, n_bootstrap
                 # estimated.
                 u = noise_draw(sur.gp.noise, unexplained, rng)
                 draws.append(v / (sur.total - joint - unexplained + u + v_joint))
-            lo, hi = np.quantile(draws, [0.025, 0.975])
+            lo, hi = np.quantile(draws, interval_levels(n))
             out.loc[0, "ci_low"] = min(lo, out.loc[0, "share"])
             out.loc[0, "ci_high"] = max(hi, out.loc[0, "share"])
     out[["share", "ci_low", "ci_high"]] = out[["share", "ci_low", "ci_high"]].clip(0, 1)

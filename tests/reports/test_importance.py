@@ -101,3 +101,13 @@ def test_grid_weights_integrate_the_uniform_distribution(make_run):
     assert w.sum() == pytest.approx(1.0)
     var = w @ (u[:, 0] - w @ u[:, 0]) ** 2
     assert var == pytest.approx(1 / 12, rel=0.01)  # equal weights would give 22/240, 10% too much
+
+
+def test_interval_levels_widen_the_percentiles_for_few_trials():
+    # Hesterberg's expanded percentile interval: 2 Phi(-sqrt(n/(n-1)) t_{n-1, 0.975}) in both tails.
+    from reports._importance import interval_levels
+
+    lo12, hi12 = interval_levels(12)
+    assert lo12 == pytest.approx(0.0108, abs=2e-4) and hi12 == pytest.approx(1 - lo12)
+    assert interval_levels(19)[0] < interval_levels(50)[0] < interval_levels(10_000)[0]
+    assert interval_levels(10_000)[0] == pytest.approx(0.025, abs=2e-4)
