@@ -409,8 +409,12 @@ def _pair_rows(quad: list, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.n
     product measure (what is left once both main effects and the mean are removed)."""
     (ra, wa), (rb, wb) = quad[a], quad[b]
     rows = np.hstack([np.repeat(ra, len(rb), axis=0), np.tile(rb, (len(ra), 1))])
-    center = lambda w: np.eye(len(w)) - np.outer(np.ones(len(w)), w)  # noqa: E731
-    return rows, np.outer(wa, wb).ravel(), np.kron(center(wa), center(wb))
+    return rows, np.outer(wa, wb).ravel(), np.kron(_centring(wa), _centring(wb))
+
+
+def _centring(w: np.ndarray) -> np.ndarray:
+    """The map that subtracts a function's `w`-weighted mean from it."""
+    return np.eye(len(w)) - np.outer(np.ones(len(w)), w)
 
 
 def _pair_variance(gp: AdditiveGP, base: np.ndarray, js: list[int], rows: np.ndarray, w: np.ndarray,
@@ -453,8 +457,7 @@ def interaction_shares(result: ImportanceResult, *, n_grid: int = 9, n_bootstrap
         if n_bootstrap and sur.y is not None:
             i, j = int(out.loc[0, "i"]), int(out.loc[0, "j"])
             g, w, proj = _pair_rows(quad, i, j)
-            point = float(out.loc[0, "share"]) * sur.total
-            center = np.eye(len(w)) - np.outer(np.ones(len(w)), w)
+            center = _centring(w)
             joint = _pair_variance(sur.gp, sur.base, [i, j], g, w, center, m_base)  # both main effects + the pair's
             unexplained = sur.total * result.fit.get("gp_noise_share", 0.0)
             kappa = sur.gp.kernel_means(sur.base[:KAPPA_ROWS])  # depends on the kernel only, held on resamples
