@@ -33,8 +33,17 @@ def make_text_index(corpus) -> TextIndex:
 
 def run_study(plan) -> str:
     """Run (or resume) the search, the seed repeats and the final model; returns the closing summary text."""
+    # This study's: the signal handler, the writer and the searcher note why it must stop; after a refused write it
+    # ends the process if Ray's teardown does not return (study.stopping.STOP_GRACE_S).
+    stop = StudyStop(plan.run_dir)
+    try:
+        return _run(plan, stop)
+    finally:
+        stop.disarm()
+
+
+def _run(plan, stop: StudyStop) -> str:
     spec, run_dir = plan.spec, plan.run_dir.resolve()
-    stop = StudyStop()  # this study's: the signal handler, the writer and the searcher note why it must stop
     baselines = _start_baselines(plan)
     start_ray(plan.address, plan.verbose)
     try:

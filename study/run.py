@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if plan.address is None:
         local_only()  # before Ray is imported: a local study listens on loopback only (study.cluster)
     from study.driver import run_study  # imports Ray: only after every input is known to be good
-    from study.stopping import Interrupted
+    from study.stopping import Interrupted, write_failure_message
 
     try:
         summary = run_study(plan)
@@ -289,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunDirWriteError as exc:
-        print(f"error: {exc}; the study stopped, with the tables as last written intact. Free the space, then "
-              f"continue with: python -m study.run --resume {plan.run_dir}", file=sys.stderr)
+        print(write_failure_message(exc, plan.run_dir), file=sys.stderr)
         return 1
     except (Interrupted, KeyboardInterrupt) as exc:
         name = getattr(exc, "signal_name", "SIGINT")

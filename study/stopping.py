@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
 
 from study.rundir import RunDirWriteError
 
@@ -23,6 +26,17 @@ class Interrupted(Exception):
         self.signal_name = signal_name
 
 
+# Once the run directory has refused a write, the study ends within this many seconds, whether or not Ray's
+# teardown (stopping trial actors, saving Tune's state, ray.shutdown) returns by then.
+STOP_GRACE_S = 60.0
+
+
+def write_failure_message(exc: RunDirWriteError, run_dir: str | Path) -> str:
+    """The one line a study stopped by a refused write ends with."""
+    return (f"error: {exc}; the study stopped, with the tables as last written intact. Free the space, then "
+            f"continue with: python -m study.run --resume {run_dir}")
+
+
 class StudyStop:
     """The reasons one study has to stop: SIGTERM received, and the writes the run directory (or Optuna's storage
     in it) refused.
@@ -30,11 +44,20 @@ class StudyStop:
     A write failure is noted where it cannot stop the study itself (inside Tune's hooks, which log an exception and
     go on, or turn it into a trial's crash); the study stops at the end of Tune's step (study.results) with the
     first one noted.
+
+    With `run_dir` given, the first failure also arms a deadline: if the study has not ended `grace_s` seconds
+    later (`disarm` not called: Ray's teardown is stuck), the process prints the same one line and exits with
+    status 1 without waiting. Nothing is lost by that: every table was written atomically before the failure,
+    and Tune saves its state at every step, so `--resume` continues from there as after a kill.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, run_dir: str | Path | None = None, grace_s: float = STOP_GRACE_S,
+                 exit: Callable[[int], None] = os._exit) -> None:
         self._terminated = threading.Event()  # set from a signal handler
         self._write_failures: list[RunDirWriteError] = []
+        self._run_dir, self._grace_s, self._exit = run_dir, grace_s, exit
+        self._deadline: threading.Timer | None = None
+        self._settled = threading.Lock()  # held by whichever ends the study: disarm() or the deadline
 
     def __getstate__(self) -> dict:
         # Tune pickles the searcher (and with it this) into tuner.pkl; a stop reason belongs to the process that
@@ -53,6 +76,26 @@ class StudyStop:
 
     def note_write_failure(self, exc: RunDirWriteError) -> None:
         self._write_failures.append(exc)
+        if len(self._write_failures) == 1 and self._run_dir is not None:
+            self._deadline = threading.Timer(self._grace_s, self._overdue, args=(exc,))
+            self._deadline.daemon = True
+            self._deadline.start()
+
+    def _overdue(self, exc: RunDirWriteError) -> None:
+        if not self._settled.acquire(blocking=False):
+            return  # the study ended in time
+        print(f"{write_failure_message(exc, self._run_dir)} (Ray had not stopped {self._grace_s:.0f} s after the "
+              "refused write; ended without waiting for it)", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        self._exit(1)
+
+    def disarm(self) -> bool:
+        """The study has ended (its caller says why): the deadline no longer applies. False if it already fired."""
+        if not self._settled.acquire(blocking=False):
+            return False
+        if self._deadline is not None:
+            self._deadline.cancel()
+        return True
 
     @property
     def write_failure(self) -> RunDirWriteError | None:

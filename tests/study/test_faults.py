@@ -95,9 +95,10 @@ def full_disk_scenario(tmp: str) -> None:
     seen: dict = {}
     before: dict = {}
     filler = mnt / "filler"
-    # Every trial to its full budget (no early stopping): the study must still be writing when the disk fills.
+    # Every trial to its full budget (no early stopping), ten times the smoke budget (about ten seconds a trial): the
+    # second trial is still training, and the study still writing, when the disk fills.
     cmd = _cmd(out, "--trials", "2", "--max-concurrent", "1", "--storage", str(storage),
-               "--spec", str(_fifo_smoke(tmp)))
+               "--spec", str(_long_fifo_smoke(tmp)))
     with open(tmp / "stderr", "w") as err:
         driver = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
         try:
@@ -128,10 +129,12 @@ def full_disk_scenario(tmp: str) -> None:
     (tmp / "seen.json").write_text(json.dumps(seen, indent=1))
 
 
-def _fifo_smoke(tmp: Path) -> Path:
-    from tests.study.test_reliability import _fifo_smoke as fifo
-
-    return fifo(tmp)
+def _long_fifo_smoke(tmp: Path) -> Path:
+    path = _fifo_smoke(tmp)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("budget_chars = 48_000", "budget_chars = 480_000"), encoding="utf-8")
+    assert "budget_chars = 480_000" in path.read_text(encoding="utf-8")
+    return path
 
 
 def test_full_disk_while_writing_the_tables_stops_with_one_line_and_resumes(tmp_path):

@@ -68,3 +68,31 @@ def test_a_pickled_stop_comes_back_empty():
     stop.note_write_failure(RunDirWriteError(28, "cannot write x: No space left on device"))
     again = pickle.loads(pickle.dumps(stop))
     assert not again.terminated and again.write_failure is None
+
+
+def test_a_refused_write_ends_the_study_when_ray_does_not_stop_in_time(tmp_path, capsys):
+    """After the run directory refuses a write, the study ends within its grace whatever Ray's teardown does: the
+    one line, then exit status 1 (here `exit` records the status instead of ending pytest's process)."""
+    ended = []
+    stop = StudyStop(tmp_path / "run", grace_s=0.05, exit=ended.append)
+    stop.note_write_failure(RunDirWriteError(28, "cannot write x: No space left on device"))
+    stop.note_write_failure(RunDirWriteError(28, "cannot write y: No space left on device"))  # one deadline
+    deadline = time.monotonic() + 10
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert ended == [1]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write x: No space left on device; the study stopped")
+    assert f"--resume {tmp_path / 'run'}" in err[0]
+    assert not stop.disarm()  # too late: the deadline ended the study
+
+
+def test_a_study_that_stops_in_time_is_not_ended_by_the_deadline(tmp_path, capsys):
+    ended = []
+    stop = StudyStop(tmp_path / "run", grace_s=0.2, exit=ended.append)
+    stop.note_write_failure(RunDirWriteError(28, "cannot write x: No space left on device"))
+    assert stop.disarm()
+    time.sleep(0.4)
+    assert ended == [] and capsys.readouterr().err == ""
+    assert StudyStop(grace_s=0.01).disarm()  # no run directory, no deadline: nothing to disarm but the lock
