@@ -52,7 +52,7 @@ class StudyStop:
     """
 
     def __init__(self, run_dir: str | Path | None = None, grace_s: float = STOP_GRACE_S,
-                 exit: Callable[[int], None] = os._exit) -> None:
+                 exit: Callable[[int], None] | None = None) -> None:
         self._terminated = threading.Event()  # set from a signal handler
         self._write_failures: list[RunDirWriteError] = []
         self._run_dir, self._grace_s, self._exit = run_dir, grace_s, exit
@@ -86,8 +86,11 @@ class StudyStop:
             return  # the study ended in time
         print(f"{write_failure_message(exc, self._run_dir)} (Ray had not stopped {self._grace_s:.0f} s after the "
               "refused write; ended without waiting for it)", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        self._exit(1)
+        if self._exit is None:
+            from study._compat import exit_without_teardown as end  # flushes, then ends without teardown
+        else:
+            end = self._exit
+        end(1)
 
     def disarm(self) -> bool:
         """The study has ended (its caller says why): the deadline no longer applies. False if it already fired."""
