@@ -2,6 +2,8 @@
 trains reliably), and hand the first configuration that does to the final model (study.selection decides)."""
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 from ray import tune
 
@@ -9,6 +11,7 @@ from study import selection
 from study.results import ResultsWriter
 from study.rundir import RunDir
 from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname, trial_params
+from study.timeplan import TimePlan, final_seconds, repeats_seconds
 
 EXPERIMENT = "tune-repeats"
 
@@ -48,8 +51,8 @@ def choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
 def repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
     """Retrain one configuration with `repeats` other seeds, on the search's schedule up to `repeat_chars`."""
     seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
-    writer.stage("repeat", plan.repeats, expect=expect(plan, "repeat"), repeat_of=str(best["trial_id"]))
     stop = plan.spec.repeat_chars or plan.spec.budget_chars
+    writer.stage("repeat", plan.repeats, expect=_expect(plan, best, stop), repeat_of=str(best["trial_id"]))
     param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **trial_params(plan, best), "stop_chars": stop,
                    "seed": tune.grid_search(seeds)}
     tuner = restored(plan, experiment, trainable, writer, param_space)
@@ -66,3 +69,15 @@ def repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: 
         run_config=run_config(plan, experiment, writer),
     )
     fit(tuner, len(seeds), writer.stop)
+
+
+def _expect(plan, best: pd.Series, stop: int) -> tuple[float | None, float]:
+    """The progress line's estimate for the repeats, at the configuration's own speed, and for what follows: the
+    final model takes what is left of the study's minutes when the repeats end (study.timeplan.final_seconds)."""
+    if plan.time_plan is None:
+        return expect(plan, "repeat")
+    tp = TimePlan.from_dict(plan.time_plan)
+    speed = float(best.get("chars_per_s") or 0.0)
+    own = repeats_seconds(tp, plan.repeats, stop, speed)
+    final = final_seconds(tp, time.monotonic() - plan.started + own) if plan.final_chars > 0 else 0.0
+    return own, final + tp.report_s

@@ -103,6 +103,19 @@ def test_grid_weights_integrate_the_uniform_distribution(make_run):
     assert var == pytest.approx(1 / 12, rel=0.01)  # equal weights would give 22/240, 10% too much
 
 
+def test_interaction_draws_stay_within_the_surrogate_s_error_of_the_estimate():
+    from reports._importance import interaction_draw
+
+    rng = np.random.default_rng(0)
+    small = np.array([interaction_draw(0.05, 0.03, rng) for _ in range(4000)])  # steps-shape sizes: error-sized
+    assert small.min() >= 0.02 - 1e-12 and small.max() <= 0.05 and small.mean() == pytest.approx(0.035, abs=2e-3)
+    big = np.array([interaction_draw(0.69, 0.03, rng) for _ in range(4000)])  # a real interaction barely moves
+    assert big.min() >= 0.66 - 1e-12 and big.max() <= 0.69
+    tiny = np.array([interaction_draw(0.01, 0.03, rng) for _ in range(1000)])  # never below none
+    assert tiny.min() >= 0.0 and tiny.max() <= 0.01
+    assert interaction_draw(0.2, 0.0, rng) == 0.2  # no error, no doubt
+
+
 def test_interval_levels_widen_the_percentiles_for_few_trials():
     # Hesterberg's expanded percentile interval: 2 Phi(-sqrt(n/(n-1)) t_{n-1, 0.975}) in both tails.
     from reports._importance import interval_levels

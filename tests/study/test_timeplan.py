@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from study.timeplan import END_MARGIN, PlanError, TimePlan, final_seconds, plan_budgets, planned_counts
+from study.timeplan import (END_MARGIN, PlanError, TimePlan, final_seconds, plan_budgets, planned_counts,
+                            repeats_seconds)
 
 ARGS = dict(minutes=30, trials=50, reduction_factor=3, parallel=2, step_chars=800, min_steps=100, repeats=2)
 
@@ -57,6 +58,17 @@ def test_the_final_model_gets_what_is_left_of_the_study():
     # The whole study still ends inside its minutes, with END_MARGIN to spare.
     assert on_time + final_seconds(p, on_time) + p.report_s == pytest.approx(60 * p.minutes * (1 - END_MARGIN))
     assert final_seconds(p, 10 * 3600) == 60.0
+
+
+def test_the_repeats_are_estimated_at_the_chosen_configuration_s_own_speed():
+    # The default study's seed 1 (BENCHMARKS.md): planned at 18,859 chars/s, it chose a configuration whose trial
+    # trained at 3,852; its two repeats to 642k characters, two at once, took 2:51.
+    p = plan_budgets(chars_per_s=18_859, **ARGS)
+    assert p.repeats_s < 60
+    assert repeats_seconds(p, 2, 642_400, 3_852) == pytest.approx(642_400 / 3_852)  # 2:47
+    assert repeats_seconds(p, 3, 642_400, 3_852) == pytest.approx(2 * 642_400 / 3_852)  # two waves of two
+    assert repeats_seconds(p, 2, 642_400, float("nan")) == p.repeats_s  # speed unknown: the plan's figure
+    assert repeats_seconds(p, 0, 642_400, 3_852) == p.repeats_s
 
 
 def test_planned_counts():
