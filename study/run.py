@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import platform
 import secrets
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -278,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot create the run directory {plan.run_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
+    if hasattr(signal, "SIGUSR2"):  # `kill -USR2 PID` prints every thread's stack (Tune takes SIGUSR1): a study
+        faulthandler.register(signal.SIGUSR2, all_threads=True)  # that seems stuck says where, and goes on
     if plan.address is None:
         local_only()  # before Ray is imported: a local study listens on loopback only (study.cluster)
     from study.driver import run_study  # imports Ray: only after every input is known to be good

@@ -108,10 +108,15 @@ def full_disk_scenario(tmp: str) -> None:
             driver.wait(300)
         except (AssertionError, subprocess.TimeoutExpired) as exc:
             seen["hung"] = str(exc)
+            if driver.poll() is None:  # where it is stuck: every thread's stack (study.run registers SIGUSR2)
+                driver.send_signal(signal.SIGUSR2)
+                time.sleep(3)
         finally:
             if driver.poll() is None:
                 driver.kill()
                 driver.wait()
+    if "hung" in seen:
+        seen["hung"] += "\n" + (tmp / "stderr").read_text()[-6000:]
     seen.update(rc=driver.returncode, stderr=(tmp / "stderr").read_text(), out=str(out),
                 before={k: list(v) for k, v in before.items()})
     try:

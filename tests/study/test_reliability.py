@@ -113,12 +113,15 @@ def test_sigint_then_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
                 assert second.returncode == 2, second.stderr[-2000:]
                 assert second.stderr.startswith(f"error: {out} is in use by another study.run (pid {driver.pid})")
                 assert second.stderr.count("\n") == 1, second.stderr
+            if argv is first:  # a study that seems stuck: `kill -USR2 PID` prints where it is, and it goes on
+                driver.send_signal(signal.SIGUSR2)  # handled at once (faulthandler), before the SIGINT
             driver.send_signal(sig)
             _, err = driver.communicate(timeout=120)
         finally:
             if driver.poll() is None:
                 driver.kill()
-        assert driver.returncode == code, err[-2000:]
+        assert driver.returncode == code, (driver.returncode, err[-2000:])
+        assert ("most recent call first" in err) == (argv is first), err[-2000:]
         assert f"--resume {out}" in err
         assert len(_finished(out)) >= finished
 
