@@ -448,7 +448,8 @@ def interaction_shares(result: ImportanceResult, *, n_grid: int = 9, n_bootstrap
 
     The interval is built as the main effects' are: each bootstrap resample of the trials refits the GP's
     posterior (kernel hyperparameters held) and takes one draw of the pair's joint effect from it
-    (`AdditiveGP.effect_draws`) and the unexplained variance (`noise_draw`); the interval is the percentiles of
+    (`AdditiveGP.effect_draws`), the unexplained variance (`noise_draw`) and the pair's interaction variance within
+    the surrogate's error of the drawn one (`interaction_draw`); the interval is the percentiles of
     those draws' interaction shares. The bootstrap of posterior means alone leaves out what the surrogate does
     not know, as it did for the main effects. `python -m reports.calibrate` checks it against the true share of
     the pair the report names.
@@ -478,6 +479,7 @@ def interaction_shares(result: ImportanceResult, *, n_grid: int = 9, n_bootstrap
             center = _centring(w)
             joint = _pair_variance(sur.gp, sur.base, [i, j], g, w, center, m_base)  # both main effects + the pair's
             unexplained = sur.total * result.fit.get("gp_noise_share", 0.0)
+            error = max(0.0, unexplained - sur.gp.noise)
             kappa = sur.gp.kernel_means(sur.base[:KAPPA_ROWS])  # depends on the kernel only, held on resamples
             rng = np.random.default_rng(random_state)
             n, draws = len(sur.y), []
@@ -495,7 +497,10 @@ def interaction_shares(result: ImportanceResult, *, n_grid: int = 9, n_bootstrap
                 # uncertainty moves the share as much as the interaction's own), the drawn noise, the rest as
                 # estimated.
                 u = noise_draw(sur.gp.noise, unexplained, rng)
-                draws.append(v / (sur.total - joint - unexplained + u + v_joint))
+                # The pair's own interaction variance is the variance of a fitted function too: drawn within the
+                # surrogate's error of it, as the interactions are in a main effect's total (interaction_draw).
+                v_d = interaction_draw(v, error, rng)
+                draws.append(v_d / (sur.total - joint - unexplained + u + v_joint - v + v_d))
             lo, hi = np.quantile(draws, interval_levels(n))
             out.loc[0, "ci_low"] = min(lo, out.loc[0, "share"])
             out.loc[0, "ci_high"] = max(hi, out.loc[0, "share"])
