@@ -264,6 +264,13 @@ def not_formed(imp: ImportanceResult, budget: Budget) -> str:
     return s
 
 
+def _leader(t: pd.DataFrame) -> pd.Series:
+    """The hyperparameter the answer leads with: the most important one whose interval clears the noise floor, or
+    the most important one where none does."""
+    real = t[~t["within_noise"]] if "within_noise" in t else t
+    return real.iloc[0] if len(real) else t.iloc[0]
+
+
 def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
     t = imp.table
     if imp.n_trials < 5 or not np.isfinite(t["importance"]).any():
@@ -275,7 +282,7 @@ def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
     if real.empty:
         return (f"No hyperparameter stands out from noise in {imp.target} {where}: every interval reaches the "
                 f"noise floor of {pct(imp.floors['applied'])}.")
-    top = real.iloc[0]
+    top = _leader(t)
     p_first = t["p_first"].astype(float) if "p_first" in t else pd.Series(np.nan, index=t.index)
     rivals = [i for i in t.index if i != top.name and p_first[i] >= CONTENDER]
     if p_first[top.name] < FIRST_SURE and rivals:
@@ -355,6 +362,7 @@ def _answer(imp: ImportanceResult, budget: Budget, metric: str, interactions: pd
         return (f"No hyperparameter's effect can be told from noise across {where}: the surrogate predicts a "
                 f"left-out trial no better than the mean of the others (leave-one-out R² {r2:.2f}).")
     s = _summary(imp, budget, metric).rstrip(".")
+    top = _leader(t)  # the one _summary leads with, so that the sentence's clauses name the same leader
     lead = top["param"]
     prefix = ""
     stands_out = "within_noise" not in t or not t["within_noise"].all()
