@@ -355,7 +355,17 @@ def train(
             break
         loop.last_eval = loop.state.chars_seen
         loop.next_eval = next_eval_after(config, loop.state.budget_chars, loop.state.chars_seen, loop.last_eval)
+        _restart_point(loop, config)
     return _result(loop, records)
+
+
+def _restart_point(loop: _Loop, config: TrainConfig) -> None:
+    """Go on from a checkpoint exactly as a resume from it would: the data order's and torch's generators seeded
+    by the point in training, and a fresh hidden state. So a trial killed and resumed from its checkpoint trains on
+    as the uninterrupted one did, bit for bit on one machine."""
+    loop.gen = np.random.default_rng([config.seed, loop.state.chars_seen])
+    torch.manual_seed(config.seed + loop.state.chars_seen)
+    loop.hidden = None
 
 
 @dataclass

@@ -36,11 +36,14 @@ UNSTABLE = ("diverged", "failed")  # a configuration with a seed repeat of these
 # back for runs that did not record it): at most this many of the best configurations are checked with repeats.
 MAX_CANDIDATES = 3
 SEARCH, REPEAT, FINAL = "search", "repeat", "final"  # a trial's `role`
-ROLES = (SEARCH, REPEAT, FINAL)
+LOCAL = "local"  # a trial of the local design: the center or one hyperparameter moved from it (`moved`)
+ROLES = (SEARCH, REPEAT, LOCAL, FINAL)
+# Keys of a trial's Tune config that label it for the tables and do not reach the trainer.
+LABELS = ("moved",)
 PARAM_PREFIX = "param."  # + a searched hyperparameter's name: its value in trials.parquet
 
 TRIAL_STRING_COLUMNS = ("trial_id", "status", "role", "node_id", "device", "precision", "error", "retry_error",
-                        "checkpoint", "repeat_of")
+                        "checkpoint", "repeat_of", "moved")
 TRIAL_FLOAT_COLUMNS = ("best_val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s", "test_bpc")
 TRIAL_INT_COLUMNS = ("chars_seen", "step_chars", "best_chars_seen", "trial_index", "seed", "retries", "threads",
                      "peak_gpu_mem_bytes", "budget_chars")

@@ -5,6 +5,7 @@ Only `study.run` calls this, after every input has been checked.
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import pandas as pd
@@ -19,7 +20,7 @@ from study.cluster import check_storage_reachable, concurrent_trials, gpus_per_t
 from study.inputs import UsageError
 from study.results import ResultsWriter, delete_trial_checkpoints
 from study.rundir import RunDir, RunDirWriteError, TextIndex
-from study.stages import final, repeats, search
+from study.stages import final, local, repeats, search
 from study.stages.experiment import storage
 from study.stopping import StudyStop
 from study.timeplan import PlanError, make_plan
@@ -65,6 +66,8 @@ def _run(plan, stop: StudyStop) -> str:
             search.run(plan, trainable, writer)
             search.record_rungs(plan, writer.table.trials_frame())
             chosen = repeats.choose_final(plan, trainable, writer)
+            if chosen is not None and int(plan.spec.local["seeds"]) > 0:
+                chosen = _local_design(plan, trainable, writer, chosen)
             if plan.final_chars > 0 and chosen is not None:
                 final.run(plan, chosen, writer)
             _retire_checkpoints(plan, writer)
@@ -74,6 +77,16 @@ def _run(plan, stop: StudyStop) -> str:
         ray.shutdown()
         baselines.join()
     return summary(plan, run_dir, writer.table.trials_frame(), pd.DataFrame(writer.table.samples))
+
+
+def _local_design(plan, trainable, writer: ResultsWriter, center: pd.Series) -> pd.Series:
+    """Run the local design around `center` and return the trial whose configuration the final model trains: the
+    local design's choice (study.local.choose), or `center` itself where the local design confirmed nothing."""
+    choice = local.run(plan, trainable, writer, center, math.log2(max(len(plan.corpus.vocab.chars), 2)))
+    trials = writer.table.trials_frame()
+    if choice is None or choice.trial_id is None:
+        return center
+    return trials[trials["trial_id"] == choice.trial_id].iloc[0]
 
 
 def _retire_checkpoints(plan, writer: ResultsWriter) -> None:

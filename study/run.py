@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end the whole study within this many minutes: its speed is measured first and the "
                         "budgets, rungs and final model sized to fit (default: the spec's, 30 for sherlock; 0 = "
                         "the spec's budgets as written)")
+    p.add_argument("--plan-from", metavar="RUN_DIR",
+                   help="replay the time plan of the study in RUN_DIR exactly (its budgets and trials at once) "
+                        "instead of measuring this machine")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashing trial from its checkpoint")
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one (or set RAY_ADDRESS)")
     p.add_argument("--storage", help="where Tune keeps checkpoints: a path or a pyarrow URI (default RUN/)")
@@ -144,6 +147,9 @@ def prepare(args: argparse.Namespace) -> Plan:
     run_dir = Path(args.out) if args.out else default_out(name)
     check_out_dir(run_dir)
     storage = _study_storage(args.storage, run_dir, name)
+    time_plan = _replayed_plan(args.plan_from) if getattr(args, "plan_from", None) else None
+    if time_plan:
+        spec = apply_plan(spec, TimePlan.from_dict(time_plan))
     return Plan(
         spec=spec,
         corpus=corpus,
@@ -165,9 +171,25 @@ def prepare(args: argparse.Namespace) -> Plan:
         study_name=name,
         adjusted=adjusted,
         verbose=args.verbose,
-        minutes=spec.minutes if args.minutes is None else args.minutes,
+        minutes=(time_plan or {}).get("minutes") or (spec.minutes if args.minutes is None else args.minutes),
+        time_plan=time_plan,
         final_minutes_asked=args.final_minutes is not None,
     )
+
+
+def _replayed_plan(run_dir: str) -> dict:
+    """The time plan recorded in another study's study.json (--plan-from); raises UsageError."""
+    path = Path(run_dir)
+    if not is_run_dir(path):
+        raise UsageError(f"--plan-from {path} is not a run directory (no study.json of a study)")
+    time_plan = RunDir(path).read_study().get("plan")
+    if not time_plan:
+        raise UsageError(f"--plan-from {path}: that study ran without a time plan (--minutes 0)")
+    try:
+        TimePlan.from_dict(time_plan)
+    except (TypeError, KeyError) as exc:
+        raise UsageError(f"--plan-from {path}: its plan cannot be read ({exc})") from None
+    return time_plan
 
 
 def _study_storage(storage: str | None, run_dir: Path, name: str) -> str:
@@ -227,6 +249,7 @@ def study_metadata(plan: Plan) -> dict:
         "repeats": plan.repeats,
         **({"adjusted": plan.adjusted} if plan.adjusted else {}),
         **({"plan": plan.time_plan} if plan.time_plan else {}),
+        **({"plan_source": "replayed" if plan.time_plan else "measured"} if plan.minutes > 0 else {}),
         "versions": versions,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "invocation": {
@@ -259,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if plan.adjusted and not plan.resume:
         print(adjusted_note(plan), file=sys.stderr)
-    if plan.minutes > 0 and not plan.resume and not plan.address:
+    if plan.time_plan is not None and not plan.resume:
+        print(TimePlan.from_dict(plan.time_plan).describe() + f" (replayed from {args.plan_from})", flush=True)
+        if plan.max_concurrent is None:
+            plan.max_concurrent = int(plan.time_plan["parallel"])
+    elif plan.minutes > 0 and not plan.resume and not plan.address:
         try:
             _plan_locally(plan)
         except PlanError as exc:

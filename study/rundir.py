@@ -25,7 +25,7 @@ from charrnn import atomic
 from charrnn.checkpoint import FINAL_MODEL_FILE
 from charrnn.config import TrainConfig
 from charrnn.metrics import copied_frac, known_word_frac
-from runcontract import (BASELINE_COLUMNS, BASELINES_FILE, CURVE_COLUMNS, CURVES_FILE, FINISHED, OPTUNA_FILE,
+from runcontract import (BASELINE_COLUMNS, BASELINES_FILE, CURVE_COLUMNS, CURVES_FILE, FINISHED, LABELS, OPTUNA_FILE,
                          PARAM_PREFIX, SAMPLE_COLUMNS, SAMPLES_FILE, SCHEMA_VERSION, SPEC_FILE, STUDY_FILE,
                          TRIAL_FLOAT_COLUMNS, TRIAL_INT_COLUMNS, TRIAL_STRING_COLUMNS, TRIALS_FILE)
 from study.outcomes import ended
@@ -347,6 +347,8 @@ class TrialTable:
             row.update(best_val_bpc=math.nan, chars_seen=0, step_chars=_step_chars(config), wall_s=0.0, node_id="",
                        device="", error=None,
                        seed=int(config.get("seed", 0)), retries=0, **self.extra)
+            if LABELS[0] in config:  # a local-design trial: which hyperparameter it moves ("" for the center)
+                row[LABELS[0]] = str(config[LABELS[0]])
             self.trials[tid] = row
         return self.trials[tid]
 

@@ -30,6 +30,7 @@ from ray.tune.search import Searcher
 
 from study.outcomes import ended, told
 from study.rundir import RunDirWriteError
+from study.space import LaggedProposer
 from study.stopping import StudyStop
 
 
@@ -42,17 +43,20 @@ class StudySearch(Searcher):
         sampler: the Optuna sampler.
         study_name, storage: the Optuna study (created, or loaded when it exists: a resumed study).
         stop: where a write the storage refuses is noted (the study's `study.stopping.StudyStop`).
+        proposer: when given, every trial's parameters come from it (a seed then fixes the search whatever finishes
+            first: `study.space.LaggedProposer`), and `sampler` only stands behind the Optuna study.
     """
 
     def __init__(self, space: dict[str, optuna.distributions.BaseDistribution], metric: str, mode: str,
                  sampler: optuna.samplers.BaseSampler, study_name: str, storage: optuna.storages.BaseStorage,
-                 stop: StudyStop | None = None):
+                 stop: StudyStop | None = None, proposer: LaggedProposer | None = None):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
         super().__init__(metric=metric, mode=mode)
         self.space = dict(space)
         self._storage = storage
         self.stop = stop or StudyStop()
+        self.proposer = proposer  # the deterministic schedule (study.space.LaggedProposer); None: Optuna's sampler
         self.study = optuna.create_study(
             study_name=study_name, storage=storage, sampler=sampler, load_if_exists=True,
             direction="minimize" if mode == "min" else "maximize")
@@ -71,6 +75,12 @@ class StudySearch(Searcher):
                     from study._compat import optuna_trial
 
                     trial = optuna_trial(self.study, self._storage, self._unclaimed[0])
+                elif self.proposer is not None:
+                    params = self.proposer.params_for(self.study)
+                    if params is None:
+                        return None  # a trial this one must see still runs: Tune asks again
+                    self.study.enqueue_trial(params)
+                    trial = self.study.ask(fixed_distributions=self.space)
                 else:
                     trial = self.study.ask(fixed_distributions=self.space)
                 trial.set_user_attr("tune_trial_id", trial_id)

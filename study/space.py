@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -107,3 +108,56 @@ class LatinHypercubeStartup(optuna.samplers.BaseSampler):
 
     def after_trial(self, study, trial, state, values):
         self._base.after_trial(study, trial, state, values)
+
+
+def startup_design(spec: StudySpec, seed: int) -> list[dict[str, Any]]:
+    """The Latin-hypercube rows of the startup trials (empty where the spec's sampler has none)."""
+    n_startup = spec.sampler["n_startup_trials"] if spec.sampler["name"] == "tpe" else 0
+    if spec.sampler.get("startup", "lhs") != "lhs" or n_startup <= 1:
+        return []
+    return LatinHypercubeStartup(optuna.samplers.RandomSampler(seed=seed), optuna_space(spec), n_startup,
+                                 seed).design()
+
+
+def propose(spec: StudySpec, seed: int, number: int, history: list[optuna.trial.FrozenTrial],
+            design: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The parameters of search trial `number`, from the trials in `history` only (the deterministic schedule).
+
+    The first `n_startup_trials` come from the Latin hypercube (`design`, row `number`: `startup_design`); later
+    ones from a TPE sampler seeded by (seed, number) over an in-memory study holding `history`. So a trial's
+    parameters depend on the seed and on the trials the schedule lets it see, never on which trial finished first.
+    """
+    design = startup_design(spec, seed) if design is None else design
+    if number < len(design):
+        return dict(design[number])
+    trial_seed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if spec.sampler["name"] == "tpe":
+            sampler = optuna.samplers.TPESampler(seed=trial_seed, n_startup_trials=0, multivariate=True)
+        else:
+            sampler = optuna.samplers.RandomSampler(seed=trial_seed)
+        study = optuna.create_study(sampler=sampler, direction="minimize")
+        study.add_trials(sorted(history, key=lambda t: t.number))
+        return dict(study.ask(fixed_distributions=optuna_space(spec)).params)
+
+
+class LaggedProposer:
+    """The deterministic schedule's proposals: search trial k sees only trials 0 .. k - lag - 1, and is proposed
+    only once all of those have finished (`lag`: twice the trials that run at once, so a slot rarely waits).
+
+    `params_for(study)` returns the next trial's parameters, or None while a trial it must see still runs (Tune then
+    asks again a moment later; the cores idle meanwhile, which BENCHMARKS.md measures).
+    """
+
+    def __init__(self, spec: StudySpec, seed: int, lag: int) -> None:
+        self.spec, self.seed, self.lag = spec, seed, max(0, int(lag))
+        self.design = startup_design(spec, seed)
+
+    def params_for(self, study: optuna.Study) -> dict[str, Any] | None:
+        trials = study.get_trials(deepcopy=False)
+        number = len(trials)
+        seen = [t for t in trials if t.number < number - self.lag]
+        if number >= len(self.design) and not all(t.state.is_finished() for t in seen):
+            return None
+        return propose(self.spec, self.seed, number, seen, self.design)

@@ -59,6 +59,7 @@ class StudySpec:
     scheduler: dict[str, Any] = field(default_factory=lambda: dict(_SCHEDULER_DEFAULTS))
     sampling: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=lambda: dict(_FINAL_DEFAULTS))
+    local: dict[str, Any] = field(default_factory=lambda: dict(_LOCAL_DEFAULTS))
     path: str = ""
 
     @property
@@ -85,7 +86,20 @@ class StudySpec:
         points = []
         for rung in self.rungs():
             points += [int(round(rung * rf ** (j / k))) for j in range(k)]
-        return sorted({p for p in points if p < self.budget_chars} | {self.budget_chars})
+        points = sorted({p for p in points if p < self.budget_chars} | {self.budget_chars})
+        if len(points) < MIN_EVALS:  # every trial gets a curve, not a dot
+            points = even_points(self.budget_chars, MIN_EVALS)
+        return points
+
+    @property
+    def local_budget_chars(self) -> int:
+        """Characters each trial of the local design trains (the spec's, or twice the search's budget)."""
+        return int(self.local["budget_chars"]) or 2 * self.budget_chars
+
+    def local_params(self) -> list[str]:
+        """The hyperparameters the local design moves, in the spec's order."""
+        wanted = self.local["params"] or list(self.search)
+        return [name for name in self.search if name in wanted]
 
     def run_settings(self) -> dict[str, Any]:
         """The TrainConfig fields every trial of this study shares (budget, evaluation, sampling)."""
@@ -123,6 +137,11 @@ class StudySpec:
         else:
             sizes = [b * s for b in values("batch_size") for s in values("seq_len")]
         return min(sizes), max(sizes)
+
+
+def even_points(budget_chars: int, n: int) -> list[int]:
+    """`n` evenly spaced evaluation points, the last at `budget_chars`."""
+    return sorted({max(1, budget_chars * j // n) for j in range(1, n + 1)})
 
 
 def fit_to_corpus(spec: StudySpec, train_chars: int, val_chars: int) -> tuple[StudySpec, dict[str, dict]]:
@@ -166,7 +185,7 @@ def fit_to_corpus(spec: StudySpec, train_chars: int, val_chars: int) -> tuple[St
 
 
 _TOP = {"name", "corpus", "trials", "minutes", "budget_chars", "evals_per_rung", "val_chars", "repeats", "repeat_chars",
-        "seed", "search", "fixed", "sampler", "scheduler", "sampling", "final"}
+        "seed", "search", "fixed", "sampler", "scheduler", "sampling", "final", "local"}
 _PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
 _SAMPLER_DEFAULTS = {"name": "tpe", "n_startup_trials": 10, "startup": "lhs"}
 _SAMPLER_KEYS = set(_SAMPLER_DEFAULTS)
@@ -181,6 +200,12 @@ _SCHEDULER_KEYS = set(_SCHEDULER_DEFAULTS)
 _FINAL_DEFAULTS = {"chars": 0, "minutes": 0.0, "evals": 12, "val_chars": 0, "patience": 3, "min_delta": 0.002,
                    "step_chars": 0}
 _SCHEDULERS = {"asha", "fifo"}
+# The local design (study.local): around the search's best configuration, each of `params` (empty = every searched
+# hyperparameter) moved one at a time, the center and every move trained with the same `seeds` seeds (0 skips the
+# stage) to `budget_chars` (0 = twice the search's budget; under a time plan, `share` of the search's and the local
+# design's time goes to the local design).
+_LOCAL_DEFAULTS = {"seeds": 0, "budget_chars": 0, "params": [], "share": 0.65}
+MIN_EVALS = 4  # evaluations every trial gets at least
 _SAMPLING_KEYS = {"prime", "temperature", "chars", "final_temperatures", "final_chars"}
 
 
@@ -310,6 +335,14 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         raise SpecError("spec: give batch_size or step_chars, not both (step_chars / seq_len is the batch size)")
     if "lr" in set(search_raw) | set(fixed_raw) and "lr_scale" in set(search_raw) | set(fixed_raw):
         raise SpecError("spec: give lr or lr_scale, not both (lr_scale x the optimizer's base rate is the lr)")
+    local = {**_LOCAL_DEFAULTS, **raw.get("local", {})}
+    _check_keys("local", local, set(_LOCAL_DEFAULTS))
+    _int("local.seeds", local["seeds"], 0)
+    _int("local.budget_chars", local["budget_chars"], 0)
+    if not isinstance(local["params"], list) or any(p not in search for p in local["params"]):
+        raise SpecError(f"local.params must list searched hyperparameters, got {local['params']!r}")
+    if isinstance(local["share"], bool) or not isinstance(local["share"], (int, float)) or not 0 < local["share"] < 1:
+        raise SpecError(f"local.share must be a number between 0 and 1, got {local['share']!r}")
     sampling = dict(raw.get("sampling", {}))
     _check_keys("sampling", sampling, _SAMPLING_KEYS)
     try:
@@ -335,6 +368,7 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         scheduler=scheduler,
         sampling=sampling,
         final=final,
+        local=local,
         path=path,
     )
     if spec.repeat_chars > spec.budget_chars:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
-from study.spec import StudySpec
+from study.spec import MIN_EVALS, StudySpec
 
 MARGIN = 0.12
 # Of the margin, what is still kept back when the final model starts: by then the search and the repeats, what the
@@ -36,6 +36,7 @@ MARGIN = 0.12
 END_MARGIN = 0.04
 REPORT_S, REPORT_S_PER_TRIAL = 30.0, 1.2
 FINAL_SHARE = 0.45
+FINAL_SHARE_MIN = 0.3  # a plan with a local design gives the final model no less, or refuses the study
 MAX_RUNGS = 2
 COMFORT = 2  # the first rung aims at this many times min_steps before it settles for min_steps
 # Training speed counted for the search: evaluations, checkpoints and a trial's start take the rest (measured
@@ -67,22 +68,43 @@ class TimePlan:
     final_s: float
     report_s: float
     margin_s: float
+    local_chars: int = 0  # each trial of the local design (study.local); 0 = no local design
+    local_points: int = 0  # its trials: (center + moves) x seeds
+    local_s: float = 0.0
+    noise_sd: float = 0.0  # the expected sd of a move's paired difference at the local design's steps (NOISE_SD)
+    local_seeds: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TimePlan:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def describe(self) -> str:
         """The plan in two lines, for the console."""
+        if self.local_points:
+            return self._describe_local()
         steps = self.grace_chars // self.step_chars
         rungs = f"rungs at {_chars(self.rungs)}, " if self.rungs else "no rungs: every trial trains "
         return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial, {self.parallel} "
                 f"at once: search {self.search_s / 60:.1f} min ({rungs}full budget {_chars([self.budget_chars])} "
                 f"characters; every trial at least {steps} optimizer steps before it can be stopped), repeats {self.repeats_s / 60:.1f} min, final model {self.final_s / 60:.1f} min, "
                 f"report {self.report_s / 60:.1f} min")
+
+
+    def resolvable(self) -> float:
+        """The smallest effect (bits/char) the local design's 95% intervals are expected to tell from zero."""
+        return 2.0 * self.noise_sd / math.sqrt(max(self.local_seeds, 1))
+
+    def _describe_local(self) -> str:
+        s, l_steps = self.budget_chars // self.step_chars, self.local_chars // self.step_chars
+        return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial, {self.parallel} at "
+                f"once: search {self.search_s / 60:.1f} min ({self.planned[0]} trials x {s} optimizer steps), repeats "
+                f"{self.repeats_s / 60:.1f} min, local design {self.local_s / 60:.1f} min ({self.local_points} trials "
+                f"x {l_steps} steps; expected noise of an effect there: sd {self.noise_sd:.2f} bits/char a seed pair, "
+                f"so with {self.local_seeds} seeds effects under about {self.resolvable():.2f} bits/char cannot be "
+                f"told from noise), final model {self.final_s / 60:.1f} min, report {self.report_s / 60:.1f} min")
 
 
 def _chars(values: list[int]) -> str:
@@ -147,8 +169,9 @@ def plan_budgets(*, minutes: float, trials: int, reduction_factor: int, chars_pe
 
 def apply_plan(spec: StudySpec, plan: TimePlan) -> StudySpec:
     """The spec with the plan's budgets: the first rung, the full budget and where the repeats stop."""
+    local = {**spec.local, "budget_chars": plan.local_chars} if plan.local_points else spec.local
     return replace(spec, budget_chars=plan.budget_chars, repeat_chars=plan.repeat_chars,
-                   scheduler={**spec.scheduler, "grace_chars": plan.grace_chars})
+                   scheduler={**spec.scheduler, "grace_chars": plan.grace_chars}, local=local)
 
 
 def repeats_seconds(plan: TimePlan, repeats: int, repeat_chars: int, chars_per_s: float) -> float:
@@ -168,6 +191,17 @@ def final_seconds(plan: TimePlan, study_elapsed_s: float) -> float:
     that is the planned `final_s` plus the margin the search and the repeats did not need."""
     left = 60.0 * plan.minutes * (1.0 - END_MARGIN) - study_elapsed_s - plan.report_s
     return max(60.0, left)
+
+
+def local_points(spec: StudySpec) -> int:
+    """Trials of the spec's local design, counted around the middle of the space (0 when it has none)."""
+    from study.local import design
+    from study.space import from_unit, optuna_space
+
+    if not int(spec.local["seeds"]):
+        return 0
+    middle = {name: from_unit(dist, 0.5) for name, dist in optuna_space(spec).items()}
+    return (1 + len(design(spec, middle))) * int(spec.local["seeds"])
 
 
 def measure_speed(spec: StudySpec, corpus: Corpus, seed: int, device: str = "cpu", threads: int = 1,
@@ -203,7 +237,124 @@ def make_plan(spec: StudySpec, corpus: Corpus, *, trials: int, seed: int, repeat
         PlanError: when the minutes cannot hold the trials.
     """
     rate = measure_speed(spec, corpus, seed, device=device, threads=threads)
+    points = local_points(spec)
+    if points:
+        plan = plan_local(minutes=minutes, trials=trials, chars_per_s=rate, parallel=parallel,
+                          step_chars=spec.step_chars_range()[1], min_steps=spec.min_steps, repeats=repeats,
+                          local_points=points, local_share=float(spec.local["share"]), val_chars=spec.val_chars,
+                          local_seeds=int(spec.local["seeds"]),
+                          final_minutes_cap=final_minutes_cap)
+        return apply_plan(spec, plan), plan
     plan = plan_budgets(minutes=minutes, trials=trials, reduction_factor=spec.scheduler["reduction_factor"],
                         chars_per_s=rate, parallel=parallel, step_chars=spec.step_chars_range()[1],
                         min_steps=spec.min_steps, repeats=repeats, final_minutes_cap=final_minutes_cap)
     return apply_plan(spec, plan), plan
+
+
+# Budgets are rounded down to these optimizer steps, so that a speed measured a few percent apart gives the same plan
+# (what the rounding frees goes to the final model).
+STEP_GRID = (25, 35, 50, 70, 100, 140, 200, 280, 400, 560, 800, 1120, 1600, 2240, 3200)
+# The sd over seeds of a move's paired difference (move - center, same seed) in validation bits/char, against
+# optimizer steps (800 characters a step; a GRU 1x256 center and lr_scale x2.2: `python -m benchmarks.seed_noise`,
+# BENCHMARKS.md); interpolated on log steps. One configuration's own seed sd there was 0.03-0.05.
+NOISE_SD = ((50, 0.073), (100, 0.088), (200, 0.096), (400, 0.095))
+EVAL_COST = 0.3  # a validation character's time against a training character's (a forward pass, in long streams)
+SCREEN_MIN_FRACTION = 0.5  # a search trial of a local-design plan trains at least this x min_steps
+
+
+def on_grid(steps: float) -> int:
+    """`steps` rounded down to STEP_GRID (0 below its first point)."""
+    return max([g for g in STEP_GRID if g <= steps], default=0)
+
+
+def expected_noise(steps: int) -> float:
+    """NOISE_SD at `steps`, interpolated on log steps and held flat past its ends."""
+    xs = [math.log(s) for s, _ in NOISE_SD]
+    x = math.log(max(steps, 1))
+    if x <= xs[0]:
+        return NOISE_SD[0][1]
+    for (x0, (_, y0)), (x1, (_, y1)) in zip(zip(xs, NOISE_SD), zip(xs[1:], NOISE_SD[1:])):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return NOISE_SD[-1][1]
+
+
+def plan_local(*, minutes: float, trials: int, chars_per_s: float, parallel: int, step_chars: int, min_steps: int,
+               repeats: int, local_points: int, local_share: float, val_chars: int = 0, local_seeds: int = 2,
+               final_minutes_cap: float = 0.0) -> TimePlan:
+    """Size a study with a local design (study.local) to `minutes`: the search's trials, the repeats, the local
+    design's trials and the final model (pure; budgets on STEP_GRID).
+
+    The search and the local design share what the margin, the report and the final model leave, `local_share` of it
+    to the local design; each trial of either is evaluated at least MIN_EVALS times.
+
+    Raises:
+        PlanError: when the search's trials cannot get SCREEN_MIN_FRACTION x min_steps steps and the local design
+            min_steps, with the minutes that would fit and the trials that fit in these.
+    """
+    error = None
+    for share in (FINAL_SHARE, FINAL_SHARE_MIN):
+        try:
+            return _plan_local(minutes, trials, chars_per_s, parallel, step_chars, min_steps, repeats, local_points,
+                               local_share, val_chars, local_seeds, final_minutes_cap, share)
+        except PlanError as exc:
+            error = error or exc
+    raise error
+
+
+def _plan_local(minutes, trials, chars_per_s, parallel, step_chars, min_steps, repeats, local_points, local_share,
+                val_chars, local_seeds, final_minutes_cap, final_share) -> TimePlan:
+    total = 60.0 * minutes
+    margin = MARGIN * total
+    report = REPORT_S + REPORT_S_PER_TRIAL * (trials + local_points / 2)
+    left = total - margin - report
+    final = final_share * left
+    if final_minutes_cap > 0:
+        final = min(final, 60.0 * final_minutes_cap)
+    rate = chars_per_s * parallel * SEARCH_EFFICIENCY
+    rounds = lambda n: math.ceil(n / parallel) * parallel if n else 0  # noqa: E731 - trials in rounds of `parallel`
+    search_trials, local_trials = rounds(trials) + rounds(repeats), rounds(local_points)
+    # Evaluations take time too: MIN_EVALS of `val_chars` a trial, a forward pass at EVAL_COST of a training step's
+    # time per character.
+    eval_chars = MIN_EVALS * val_chars * EVAL_COST * (search_trials + local_trials)
+    steps_budget = max((left - final) * rate - eval_chars, 0.0) / step_chars  # the search's and local design's
+    screen_min, local_min = on_grid(SCREEN_MIN_FRACTION * min_steps) or STEP_GRID[0], on_grid(min_steps) or min_steps
+    screen = on_grid((1 - local_share) * steps_budget / search_trials)
+    if screen < screen_min:
+        screen = screen_min
+    local = on_grid((steps_budget - screen * search_trials) / local_trials) if local_trials else 0
+    if local_trials and local < max(local_min, screen):
+        need = screen_min * search_trials + max(local_min, screen_min) * local_trials
+        minutes_needed = math.ceil(((need * step_chars + eval_chars) / rate / (1 - final_share) + report)
+                                   / (1 - MARGIN) / 60.0)
+        fit = max(0, int((steps_budget - max(local_min, screen_min) * local_trials) // screen_min) - rounds(repeats))
+        fewer = (f"or at most {fit} --trials in these" if fit >= 2 else
+                 "or a local design over fewer hyperparameters (the spec's [local] params)")
+        raise PlanError(f"{minutes:g} minutes cannot hold {trials} search trials of {screen_min} optimizer steps and a "
+                        f"local design of {local_points} trials of {local_min} at the measured {chars_per_s:,.0f} "
+                        f"chars/s per trial ({parallel} at once): that needs about {minutes_needed} minutes, {fewer}")
+    per_eval = MIN_EVALS * val_chars * EVAL_COST
+    search_s = rounds(trials) * (screen * step_chars + per_eval) / rate
+    repeats_s = rounds(repeats) * (screen * step_chars + per_eval) / rate
+    local_s = local_trials * (local * step_chars + per_eval) / rate
+    final = total - margin - report - search_s - repeats_s - local_s  # what the rounding freed goes to the final model
+    if final_minutes_cap > 0:
+        final = min(final, 60.0 * final_minutes_cap)
+    budget = screen * step_chars
+    return TimePlan(minutes=minutes, chars_per_s=chars_per_s, parallel=parallel, min_steps=min_steps,
+                    step_chars=step_chars, grace_chars=budget, budget_chars=budget, rungs=[], planned=[trials],
+                    repeat_chars=budget, search_s=search_s, repeats_s=repeats_s, final_s=final, report_s=report,
+                    margin_s=margin, local_chars=local * step_chars, local_points=local_points, local_s=local_s,
+                    noise_sd=expected_noise(local), local_seeds=local_seeds)
+
+
+def local_refit(plan: TimePlan, center_chars_per_s: float, slack: float = 1.5) -> int:
+    """The local design's budget at the center's own speed: the plan's, unless at that speed it would take more than
+    `slack` x its planned time, then the largest STEP_GRID budget that fits (at least the grid's first point)."""
+    if not plan.local_points or not center_chars_per_s > 0:
+        return plan.local_chars
+    rounds = math.ceil(plan.local_points / plan.parallel)
+    steps = plan.local_chars // plan.step_chars
+    while steps > STEP_GRID[0] and rounds * steps * plan.step_chars / center_chars_per_s > slack * plan.local_s:
+        steps = max([g for g in STEP_GRID if g < steps], default=STEP_GRID[0])
+    return steps * plan.step_chars

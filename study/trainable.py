@@ -21,6 +21,7 @@ import torch
 from ray import tune
 
 from charrnn.config import TrainConfig
+from runcontract import LABELS
 from charrnn.corpus import Vocab
 from charrnn.train import CheckpointError, EvalRecord, train
 
@@ -127,6 +128,7 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
     """Train one trial; `data` holds the encoded corpus from Ray's object store (and, for a final model that
     starts from a search trial's weights, those weights as `init_weights`)."""
     device = _trial_device(gpus)
+    config = {k: v for k, v in config.items() if k not in LABELS}
     trial_config = TrainConfig.from_flat({**config, "device": device})
     threads = useful_threads(cpus, trial_config)
     trial_config = TrainConfig.from_flat({**config, "device": device, "threads": threads})

@@ -13,7 +13,7 @@ from study.results import ResultsWriter
 from study.rundir import RunDir
 from study.schedule import HalvingASHA
 from study.search import StudySearch
-from study.space import make_sampler, optuna_space
+from study.space import LaggedProposer, make_sampler, optuna_space
 from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname
 from study.timeplan import planned_counts
 
@@ -31,6 +31,7 @@ def run(plan, trainable, writer: ResultsWriter) -> None:
         searcher = StudySearch(
             optuna_space(spec), metric="best_val_bpc", mode="min", sampler=make_sampler(spec, plan.seed),
             study_name=plan.study_name, storage=storage, stop=writer.stop,
+            proposer=LaggedProposer(spec, plan.seed, lag(plan)),
         )
         if plan.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
@@ -54,6 +55,13 @@ def run(plan, trainable, writer: ResultsWriter) -> None:
         )
     fit(tuner, plan.trials, writer.stop)
     settle_optuna(plan, writer.table)
+
+
+def lag(plan) -> int:
+    """How many of the latest trials a new search trial's proposal may not see: twice the trials at once (the plan's,
+    so a replayed plan proposes the same trials), or twice --max-concurrent, or 4."""
+    parallel = (plan.time_plan or {}).get("parallel") or plan.max_concurrent or 2
+    return 2 * int(parallel)
 
 
 def settle_optuna(plan, table) -> None:

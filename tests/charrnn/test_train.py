@@ -77,6 +77,8 @@ def test_resume_continues_the_schedule_and_is_deterministic(tiny_text, tmp_path)
     # The same evaluation points and lr schedule as the run that never stopped; the same records from one checkpoint.
     assert [(r.chars_seen, r.lr) for r in resumed] == [(r.chars_seen, r.lr) for r in full.records[4:]]
     assert [(r.val_bpc, r.sample) for r in resumed] == [(r.val_bpc, r.sample) for r in again]
+    # ... and the same scores and samples as the run that never stopped: a resume is exact.
+    assert [(r.val_bpc, r.sample) for r in resumed] == [(r.val_bpc, r.sample) for r in full.records[4:]]
     assert result.chars_seen == full.chars_seen and result.best_val_bpc <= min(r.val_bpc for r in resumed)
     # The wall time carries over the crash.
     assert resumed[0].wall_s > seen[-1].wall_s

@@ -1,0 +1,118 @@
+"""The local stage: the center configuration and every one-at-a-time move from it (study.local), each trained with
+the same seeds to the local budget, in a fixed order; then the configuration the final model trains is chosen."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+from ray import tune
+from ray.tune.search import Searcher
+
+from study import local
+from study.results import ResultsWriter
+from study.rundir import RunDir
+from study.spec import MIN_EVALS
+from study.timeplan import TimePlan, local_refit
+from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname, trial_params
+
+EXPERIMENT = "tune-local"
+
+
+class PointsSearch(Searcher):
+    """Hand Tune a fixed list of configurations, in order (Ray's public Searcher interface; saved as JSON)."""
+
+    def __init__(self, points: list[dict]):
+        super().__init__(metric="best_val_bpc", mode="min")
+        self.points, self.next = [dict(p) for p in points], 0
+        self._given: dict[str, int] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id in self._given:
+            return dict(self.points[self._given[trial_id]])
+        if self.next >= len(self.points):
+            return Searcher.FINISHED
+        self._given[trial_id], self.next = self.next, self.next + 1
+        return dict(self.points[self._given[trial_id]])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w", encoding="utf-8") as f:
+            json.dump({"next": self.next, "given": self._given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, encoding="utf-8") as f:
+            state = json.load(f)
+        self.next, self._given = int(state["next"]), dict(state["given"])
+
+
+def run(plan, trainable, writer: ResultsWriter, center: pd.Series, uniform_bpc: float) -> local.Choice | None:
+    """Train the local design around `center` (a search trial) and choose the final model's configuration; both
+    are recorded in study.json (`local`). Returns the choice, or None when neither the center nor a better move
+    trained normally in every seed."""
+    spec = plan.spec
+    params = trial_params(plan, center)
+    seeds = local.seeds_for(plan.seed, int(spec.local["seeds"]))
+    points = local.points(spec, params, seeds)
+    budget, refit = _budget(plan, center)
+    step = _step_chars(plan, params)
+    moves = local.design(spec, params)
+    RunDir(plan.run_dir).update_study({"local": {
+        "budget_chars": budget, "steps": budget // step, "seeds": seeds, "center_trial": str(center["trial_id"]),
+        "center": params, "moves": [m.to_dict() for m in moves], "refit": refit}})
+    writer.stage("local", len(points), expect=_expect(plan, len(points), budget, center))
+    param_space = {**spec.fixed, **spec.run_settings(), **params, "budget_chars": budget, "eval_at": [],
+                   "evals_per_trial": MIN_EVALS}
+    tuner = restored(plan, EXPERIMENT, trainable, writer, param_space)
+    if tuner is None:
+        writer.echo(f"local design around trial {center['trial_id']}: the center and {len(moves)} moves "
+                    f"({len(spec.local_params())} hyperparameters), each with seeds {seeds}, to {budget:,} characters "
+                    f"({budget // step} steps): {len(points)} trials")
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(search_alg=PointsSearch(points), num_samples=len(points),
+                                        metric="best_val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
+                                        reuse_actors=reuse_actors(plan), trial_dirname_creator=trial_dirname),
+            run_config=run_config(plan, EXPERIMENT, writer),
+        )
+    fit(tuner, len(points), writer.stop)
+    choice = local.choose(writer.table.trials_frame(), spec, uniform_bpc)
+    RunDir(plan.run_dir).update_study({"local": {"chosen": None if choice is None else choice.to_dict()}})
+    if choice is not None:
+        writer.echo(f"the final model trains {'the center' if not choice.moved else choice.moved + ' moved'}: "
+                    f"{choice.why}")
+    return choice
+
+
+def _budget(plan, center: pd.Series) -> tuple[int, str | None]:
+    """The local budget: the plan's, unless the center trains markedly slower than the plan measured (then cut to
+    fit, and why)."""
+    budget = plan.spec.local_budget_chars
+    if plan.time_plan is None or (plan.time_plan or {}).get("replayed"):
+        return budget, None
+    speed = float(center.get("chars_per_s") or 0.0)
+    cut = local_refit(TimePlan.from_dict(plan.time_plan), speed) if math.isfinite(speed) else budget
+    if cut >= budget:
+        return budget, None
+    return cut, (f"the center trains at {speed:,.0f} chars/s, against the {plan.time_plan['chars_per_s']:,.0f} the "
+                 f"plan measured: {budget:,} characters a trial would not fit, so {cut:,}")
+
+
+def _step_chars(plan, params: dict) -> int:
+    from study.stages.final import step_size
+
+    return max(1, step_size(plan, {**params, **({"step_chars": plan.spec.fixed["step_chars"]}
+                                               if "step_chars" in plan.spec.fixed else {})}))
+
+
+def _expect(plan, n: int, budget: int, center: pd.Series) -> tuple[float | None, float]:
+    """The progress line's estimate: the local design at the center's own speed, `parallel` trials at once."""
+    stage, after = expect(plan, "local")
+    speed = float(center.get("chars_per_s") or 0.0)
+    parallel = (plan.time_plan or {}).get("parallel") or plan.max_concurrent or 1
+    if speed > 0 and math.isfinite(speed):
+        stage = math.ceil(n / parallel) * budget / speed
+    return stage, after
