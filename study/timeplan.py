@@ -99,8 +99,8 @@ class TimePlan:
 
     def _describe_local(self) -> str:
         s, l_steps = self.budget_chars // self.step_chars, self.local_chars // self.step_chars
-        return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial, {self.parallel} at "
-                f"once: search {self.search_s / 60:.1f} min ({self.planned[0]} trials x {s} optimizer steps), repeats "
+        return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial (the measured speed "
+                f"rounded down to a power of sqrt 2), {self.parallel} at once: search {self.search_s / 60:.1f} min ({self.planned[0]} trials x {s} optimizer steps), repeats "
                 f"{self.repeats_s / 60:.1f} min, local design {self.local_s / 60:.1f} min ({self.local_points} trials "
                 f"x {l_steps} steps; expected noise of an effect there: sd {self.noise_sd:.2f} bits/char a seed pair, "
                 f"so with {self.local_seeds} seeds effects under about {self.resolvable():.2f} bits/char cannot be "
@@ -262,6 +262,16 @@ EVAL_COST = 0.3  # a validation character's time against a training character's 
 SCREEN_MIN_FRACTION = 0.5  # a search trial of a local-design plan trains at least this x min_steps
 
 
+SPEED_GRID = 2 ** 0.5  # a local-design plan reads the measured speed rounded down to a power of this
+
+
+def on_speed_grid(chars_per_s: float) -> float:
+    """`chars_per_s` rounded down to a power of SPEED_GRID (to the nearest char/s)."""
+    if not chars_per_s > 0:
+        return chars_per_s
+    return float(round(SPEED_GRID ** math.floor(math.log(chars_per_s) / math.log(SPEED_GRID) + 1e-9)))
+
+
 def on_grid(steps: float) -> int:
     """`steps` rounded down to STEP_GRID (0 below its first point)."""
     return max([g for g in STEP_GRID if g <= steps], default=0)
@@ -304,6 +314,9 @@ def plan_local(*, minutes: float, trials: int, chars_per_s: float, parallel: int
 
 def _plan_local(minutes, trials, chars_per_s, parallel, step_chars, min_steps, repeats, local_points, local_share,
                 val_chars, local_seeds, final_minutes_cap, final_share) -> TimePlan:
+    # Every budget follows from the speed rounded down to SPEED_GRID: two measurements a few percent apart then
+    # give the same plan unless they straddle one of its points (BENCHMARKS.md), and --plan-from replays one exactly.
+    chars_per_s = on_speed_grid(chars_per_s)
     total = 60.0 * minutes
     margin = MARGIN * total
     report = REPORT_S + REPORT_S_PER_TRIAL * (trials + local_points / 2)

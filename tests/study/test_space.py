@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from study.inputs import SPECS_DIR
+from study.inputs import SPECS_DIR, resolve_spec
 from study.space import LatinHypercubeStartup, from_unit, make_sampler, optuna_space
 from study.spec import load_spec, parse_spec
 
@@ -80,3 +80,56 @@ def test_integers_get_equal_shares_of_the_quantiles():
     counts = collections.Counter(from_unit(IntDistribution(1, 3), (i + 0.5) / 300) for i in range(300))
     assert counts == {1: 100, 2: 100, 3: 100}
     assert isinstance(LatinHypercubeStartup(optuna.samplers.RandomSampler(0), {}, 2, 0).design(), list)
+
+
+def _history(spec, n, seed=0, values=None):
+    """`n` finished trials of `spec`'s space with the given (or made-up) values, as FrozenTrials."""
+    from study.space import LaggedProposer
+
+    space = optuna_space(spec)
+    proposer = LaggedProposer(spec, seed, lag=0)
+    study = optuna.create_study()
+    for k in range(n):
+        params = proposer.params_for(study)
+        study.enqueue_trial(params)
+        trial = study.ask(fixed_distributions=space)
+        study.tell(trial, (values or {}).get(k, 2.0 + 0.01 * ((k * 7) % 5)))
+    return study
+
+
+def test_lagged_proposals_depend_on_the_seed_and_the_trials_seen_only():
+    from study.space import LaggedProposer, propose
+
+    spec = resolve_spec("sherlock")
+    a, b = _history(spec, 30), _history(spec, 30)
+    p = LaggedProposer(spec, 0, lag=4)
+    assert p.params_for(a) == p.params_for(b)  # same seed and history: the same trial 30
+    # Trial 30 sees trials 0..25 only: a different value for trial 27 changes nothing.
+    c = _history(spec, 30, values={27: 9.0})
+    assert p.params_for(c) == p.params_for(a)
+    d = _history(spec, 30, values={k: 2.0 + k for k in range(26)})  # ... and what it sees, everything
+    assert propose(spec, 0, 30, d.get_trials()[:26]) != propose(spec, 0, 30, a.get_trials()[:26])
+
+
+def test_a_lagged_proposal_waits_for_the_trials_it_must_see():
+    from study.space import LaggedProposer
+
+    spec = resolve_spec("sherlock")
+    study = _history(spec, 26)
+    study.ask()  # trial 26 asked and still running; 27 .. 29 would be too, and trial 30 sees up to 25
+    running = study.ask()
+    p = LaggedProposer(spec, 0, lag=1)
+    assert p.params_for(study) is None  # trial 28 must see trial 26, which still runs
+    study.tell(running, 2.0)
+    assert p.params_for(study) is None
+    study.tell(26, 2.0)
+    assert p.params_for(study) is not None
+
+
+def test_startup_trials_never_wait():
+    from study.space import LaggedProposer
+
+    spec = resolve_spec("sherlock")
+    study = optuna.create_study()
+    study.ask()  # trial 0 running
+    assert LaggedProposer(spec, 0, lag=0).params_for(study) is not None

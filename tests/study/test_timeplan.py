@@ -74,3 +74,47 @@ def test_the_repeats_are_estimated_at_the_chosen_configuration_s_own_speed():
 def test_planned_counts():
     assert planned_counts(50, 2, 3) == [50, 16, 5]
     assert planned_counts(50, 0, 3) == [50]
+
+
+LOCAL = dict(minutes=30, trials=50, parallel=2, step_chars=800, min_steps=100, repeats=2, local_points=46,
+             local_share=0.65, val_chars=10_000, local_seeds=2)
+
+
+@pytest.mark.parametrize("speed", [4_700, 8_400, 17_000, 60_000])
+def test_a_local_design_plan_fits_the_minutes_on_a_grid_of_steps(speed):
+    from study.timeplan import STEP_GRID, plan_local
+
+    p = plan_local(chars_per_s=speed, **LOCAL)
+    total = p.search_s + p.repeats_s + p.local_s + p.final_s + p.report_s + p.margin_s
+    assert total == pytest.approx(30 * 60)
+    screen, local = p.budget_chars // 800, p.local_chars // 800
+    assert screen in STEP_GRID and local in STEP_GRID and local >= max(100, screen) and screen >= 50
+    assert p.rungs == [] and p.final_s >= 0.3 * (30 * 60 - p.margin_s - p.report_s) - 1
+    assert "local design" in p.describe() and "cannot be told from noise" in p.describe()
+
+
+def test_a_speed_measured_a_few_percent_apart_mostly_gives_the_same_budgets():
+    import numpy as np
+
+    from study.timeplan import plan_local
+
+    speeds = np.geomspace(6_000, 40_000, 100)
+    same = [(a.budget_chars, a.local_chars) == (b.budget_chars, b.local_chars)
+            for a, b in ((plan_local(chars_per_s=s, **LOCAL), plan_local(chars_per_s=1.03 * s, **LOCAL))
+                         for s in speeds)]
+    assert np.mean(same) >= 0.88  # 3% apart: only a speed grid point between them changes the plan
+
+
+def test_a_local_design_that_cannot_fit_is_one_line_naming_what_would():
+    from study.timeplan import plan_local
+
+    with pytest.raises(PlanError, match=r"needs about \d+ minutes, (or at most \d+ --trials|or a local design)"):
+        plan_local(chars_per_s=4_700, **{**LOCAL, "minutes": 15})
+
+
+def test_a_slow_center_cuts_the_local_budget_down_the_grid():
+    from study.timeplan import local_refit, plan_local
+
+    p = plan_local(chars_per_s=17_000, **LOCAL)
+    assert local_refit(p, 17_000) == p.local_chars
+    assert local_refit(p, 4_000) < p.local_chars and (local_refit(p, 4_000) // 800) >= 25
