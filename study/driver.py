@@ -5,8 +5,10 @@ Only `study.run` calls this, after every input has been checked.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+import time
 
 import pandas as pd
 import ray
@@ -63,13 +65,17 @@ def _run(plan, stop: StudyStop) -> str:
         index = make_text_index(plan.corpus)
         writer = ResultsWriter(run_dir, list(spec.search), index, stop=stop)
         try:
-            search.run(plan, trainable, writer)
+            with _timed(plan, "search"):
+                search.run(plan, trainable, writer)
             search.record_rungs(plan, writer.table.trials_frame())
-            chosen = repeats.choose_final(plan, trainable, writer)
+            with _timed(plan, "repeats"):
+                chosen = repeats.choose_final(plan, trainable, writer)
             if chosen is not None and int(plan.spec.local["seeds"]) > 0:
-                chosen = _local_design(plan, trainable, writer, chosen)
+                with _timed(plan, "local"):
+                    chosen = _local_design(plan, trainable, writer, chosen)
             if plan.final_chars > 0 and chosen is not None:
-                final.run(plan, chosen, writer)
+                with _timed(plan, "final"):
+                    final.run(plan, chosen, writer)
             _retire_checkpoints(plan, writer)
         finally:
             _last_write(writer)
@@ -77,6 +83,14 @@ def _run(plan, stop: StudyStop) -> str:
         ray.shutdown()
         baselines.join()
     return summary(plan, run_dir, writer.table.trials_frame(), pd.DataFrame(writer.table.samples))
+
+
+@contextlib.contextmanager
+def _timed(plan, stage: str):
+    """Record a stage's wall seconds in study.json (`stage_s`), for the idle-core figure (BENCHMARKS.md)."""
+    start = time.monotonic()
+    yield
+    RunDir(plan.run_dir).update_study({"stage_s": {stage: round(time.monotonic() - start, 2)}})
 
 
 def _local_design(plan, trainable, writer: ResultsWriter, center: pd.Series) -> pd.Series:

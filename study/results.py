@@ -149,6 +149,7 @@ class ResultsWriter(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.table.start(trial.trial_id, trial.config)
+        self.table.order([t.trial_id for t in trials])
         self.write()
         self.progress.update(self.table.tally())
 

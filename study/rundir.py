@@ -337,6 +337,15 @@ class TrialTable:
             row["trial_index"] = k
         return ghosts
 
+    def order(self, ids: list[str]) -> None:
+        """Number the rows of one experiment's trials in `ids`' order (Tune's trials, in order of creation), within
+        the places they hold: so `trial_index` is the order of creation, whichever trial Tune started first."""
+        pos = {tid: k for k, tid in enumerate(ids)}
+        current = [r for tid, r in self.trials.items() if tid in pos]
+        slots = sorted(r["trial_index"] for r in current)
+        for slot, row in zip(slots, sorted(current, key=lambda r: pos[r["trial_id"]])):
+            row["trial_index"] = slot
+
     # ---- reading -----------------------------------------------------------------------------------------------
     def row(self, tid: str, config: dict) -> dict:
         """The row of trial `tid`, created (running, this stage's role) on first sight."""

@@ -235,3 +235,14 @@ def test_a_write_that_fails_part_way_changes_none_of_the_tables(tmp_path):
                          capture_output=True, text=True, check=True)
     assert out.stdout.startswith(f"cannot write {tmp_path / 'samples.parquet'}: File too large"), out
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_trial_index_is_the_order_of_creation_whichever_trial_started_first():
+    t = _table()
+    t.start("s0", CONFIG)
+    t.stage("local", 3)
+    for tid in ("c", "a", "b"):  # Tune started them out of the order it created them in: a, b, c
+        t.start(tid, CONFIG)
+        t.order(["a", "b", "c"][: ["a", "b", "c"].index(tid) + 1] if tid != "c" else ["a", "b", "c"])
+    t.order(["a", "b", "c"])
+    assert {tid: r["trial_index"] for tid, r in t.trials.items()} == {"s0": 0, "a": 1, "b": 2, "c": 3}
