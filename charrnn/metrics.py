@@ -10,10 +10,6 @@ LN2 = math.log(2.0)
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
 
 
-def nats_to_bits(nats: float) -> float:
-    return nats / LN2
-
-
 def unigram_entropy_bits(ids: np.ndarray, vocab_size: int) -> float:
     """Entropy (bits/char) of the character frequencies of `ids`: what a model without context scores."""
     counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=vocab_size).astype(np.float64)

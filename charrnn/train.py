@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -510,32 +510,30 @@ def _divergence(loop: _Loop, config: TrainConfig) -> EvalRecord:
 def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
               test_ids: np.ndarray | None) -> EvalRecord:
     """Score, sample and (at the end, or when early stopping ends the run) hand the best weights' final samples
-    and test score over; keeps the best weights so far. A score worse than useless ends the run as diverged."""
+    and test score over; keeps the best weights so far. A useless score (`_Loop.useless_bpc`) ends the run as
+    diverged before it counts: it is never the best, and the best weights so far stay."""
     state = loop.state
     train_bpc = loop.loss_sum / loop.loss_steps / LN2 if loop.loss_steps else math.nan
     t_eval = time.perf_counter()
     val_bpc, text = evaluate(loop.model, loop.val, vocab, config, state.chars_seen)
-    is_best = state.add_evaluation(val_bpc, config.min_delta)
+    useless = not val_bpc <= loop.useless_bpc  # NaN too: diverged, though its loss is finite
+    is_best = not useless and state.add_evaluation(val_bpc, config.min_delta)
     if is_best:
         loop.best_model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
-    stopped_early = not at_end and should_stop_early(state.evals_since_best, config.patience, state.chars_seen,
-                                                     state.budget_chars)
+    stopped_early = not useless and not at_end and should_stop_early(state.evals_since_best, config.patience,
+                                                                     state.chars_seen, state.budget_chars)
     finals, test_bpc = {}, math.nan
-    if (at_end or stopped_early) and loop.best_model is not None:
+    if (at_end or stopped_early) and not useless and loop.best_model is not None:
         finals, test_bpc = final_evaluation(loop.best_model, loop.model.config, vocab, config, test_ids, loop.device)
     state.last_eval_s = time.perf_counter() - t_eval
     state.eval_s += state.last_eval_s
     loop.loss_sum, loop.loss_steps, loop.after_eval = 0.0, 0, True
-    record = EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // loop.chars_per_step,
-                        wall_s=time.perf_counter() - loop.t_zero, train_bpc=train_bpc, val_bpc=val_bpc,
-                        best_val_bpc=state.best_val_bpc, lr=loop.lr, sample=text,
-                        sample_temperature=config.sample_temperature, is_best=is_best,
-                        budget_chars=state.budget_chars, done=at_end or stopped_early, stopped_early=stopped_early,
-                        final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
-    if val_bpc > loop.useless_bpc:  # diverged, though its loss is finite (`_Loop.useless_bpc`)
-        record = replace(record, val_bpc=math.nan, is_best=False, done=True, diverged=True, stopped_early=False,
-                         final_samples={}, test_bpc=math.nan)
-    return record
+    return EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // loop.chars_per_step,
+                      wall_s=time.perf_counter() - loop.t_zero, train_bpc=train_bpc,
+                      val_bpc=math.nan if useless else val_bpc, best_val_bpc=state.best_val_bpc, lr=loop.lr,
+                      sample=text, sample_temperature=config.sample_temperature, is_best=is_best,
+                      budget_chars=state.budget_chars, done=at_end or stopped_early or useless, diverged=useless,
+                      stopped_early=stopped_early, final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
 
 
 def _result(loop: _Loop, records: list[EvalRecord]) -> TrainResult:

@@ -1,4 +1,9 @@
-"""Everything the report says, computed once from `RunData`: plots and both renderers read `Analysis`."""
+"""Everything the report says, computed once from `RunData`: plots and both renderers read `Analysis`.
+
+Compute, decide, word: this module computes (the global fANOVA view here, the local design's effects in
+`reports._effects`), `reports._verdict` decides what the numbers mean, and `reports._wording` says it; `Analysis`
+carries all three.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,19 @@ import pandas as pd
 from scipy.stats import chi2
 
 from reports import _budget
-from reports._budget import TRIALS_PER_PARAM, Budget, NoiseFloor, TrialCounts, rank_need
+from reports._budget import Budget, NoiseFloor, TrialCounts, rank_need
+from reports._effects import LocalEffects, local_effects, uniform_bpc
 from reports._importance import (METHODS, ImportanceResult, agreement, compute_importance, interaction_grid,
                                  interaction_shares)
 from reports._load import RunData
 from reports._reference import optuna_importances
 from reports._selection import repeats_of, selection
-from reports._steps import FORMED_BITS, PlateauExit, plateau_exit, step_carried
+from reports._steps import PlateauExit, plateau_exit
+from reports._verdict import Verdict, decide, global_answer
+from reports._wording import bullets, headline
+from runcontract import LOCAL, SEARCH
 
 SAMPLE_METRICS = ("known_word_frac", "copy20_frac")
-# The answer names one hyperparameter as the most important only if it ranks first in at least FIRST_SURE of
-# the bootstrap resamples; otherwise it names every one that ranks first in at least CONTENDER of them.
-FIRST_SURE, CONTENDER = 0.8, 0.1
-# A surrogate whose held-out R^2 is below this predicts trials hardly better than their mean: its numbers are
-# not evidence (shown as such, never as a second opinion).
-PREDICTS = 0.1
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ class SampleTarget:
 
 @dataclass(frozen=True)
 class Analysis:
-    """The report's content as data. `summary` is the answer sentence."""
+    """The report's content as data: `verdict` is the answer decided, `summary` its headline (at most 40 words)
+    and `bullets` the sentences that follow it; `effects` the local design's measurements (None in runs without
+    one). `interaction_pair` names the two hyperparameters of the interaction figure: the answer's leader and its
+    partner."""
 
     run: RunData
     counts: TrialCounts
@@ -120,20 +126,10 @@ class Analysis:
     best: BestTrial | None = None
     budgets: list[BudgetStep] = field(default_factory=list)
     plateau: PlateauExit | None = None  # when the search trials left the unigram plateau, from their curves
-
-
-def pct(x: float) -> str:
-    """A share as a whole percentage ('<1%' for small non-zero shares)."""
-    if not math.isfinite(x):
-        return "n/a"
-    return "<1%" if 0 < x < 0.005 else f"{100 * x:.0f}%"
-
-
-def chars(x: float) -> str:
-    """A character count for prose: 1.2M, 300k."""
-    if not math.isfinite(x):
-        return "n/a"
-    return f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.3g}k" if x >= 1e3 else f"{x:.0f}"
+    verdict: Verdict | None = None
+    bullets: list[str] = field(default_factory=list)
+    effects: LocalEffects | None = None
+    interaction_pair: tuple[str, str] | None = None
 
 
 def _seed_noise(floor: NoiseFloor, total_var: float, log: bool) -> SeedNoise:
@@ -177,247 +173,6 @@ def fit_budget(run: RunData, budget: Budget, *, n_bootstrap: int, random_state: 
         imp = replace(imp, marginals=imp.marginals.assign(**{c: np.exp(imp.marginals[c].astype(float))
                                                              for c in ("mean", "low", "high")}))
     return Fit(budget, target, log, imp, seed, capped, cap)
-
-
-def uniform_bpc(run: RunData) -> float:
-    """Bits per character of guessing uniformly over the corpus vocabulary (inf when unknown or the metric is
-    not val_bpc). A trial above it learned less than nothing: a handful of those (one exploded to 19.9 against
-    6.6 in a real study) would otherwise carry a share of the variance that no failed trial deserves over
-    another, so the fit counts them at this value."""
-    vocab = (run.study.get("corpus") or {}).get("vocab_size")
-    if run.metric != "val_bpc" or not isinstance(vocab, (int, float)) or not vocab > 1:
-        return math.inf
-    return math.log2(vocab)
-
-
-def steps_text(x: float) -> str:
-    return f"{x:,.0f}" if math.isfinite(x) else "n/a"
-
-
-def signed(x: float) -> str:
-    """A correlation for prose, with a true minus sign."""
-    return f"{x:.2f}".replace("-", "−") if math.isfinite(x) else "n/a"
-
-
-def compared_words(n: int, budget: Budget) -> str:
-    """The budget in words a student understands: "48 trials compared after 150 optimizer steps (120k training
-    characters, 800 per step)", or, when the steps differ between trials, "48 trials compared at 120k training
-    characters (at least 150 optimizer steps each)"; characters alone when the steps are unknown."""
-    f = budget.formation
-    if f is None or not math.isfinite(f.fewest_steps):
-        return f"{n} trials compared at {chars(budget.chars)} training characters"
-    if math.isfinite(f.same_steps) and f.same_steps > 0:
-        per = f.same_step_chars if math.isfinite(f.same_step_chars) else budget.chars / f.same_steps
-        return (f"{n} trials compared after {steps_text(f.same_steps)} optimizer steps ({chars(budget.chars)} "
-                f"training characters, {per:,.0f} per step)")
-    return (f"{n} trials compared at {chars(budget.chars)} training characters (at least "
-            f"{steps_text(f.fewest_steps)} optimizer steps each)")
-
-
-def formed_text(budget: Budget) -> str:
-    """The sentence that follows the answer: how many compared trials had formed, the fewest steps, and whether
-    scores follow the steps taken ('' when the run says nothing of steps)."""
-    f = budget.formation
-    if f is None or not f.n_compared or not math.isfinite(f.fewest_steps):
-        return ""
-    fewest = (f"the fewest optimizer steps any compared trial had taken is {steps_text(f.fewest_steps)} (leaving the "
-              f"unigram plateau takes about {f.need_steps})")
-    rho = (f"n/a: every compared trial took the same {steps_text(f.same_steps)} steps" if math.isfinite(f.same_steps)
-           else signed(f.spearman))
-    if math.isfinite(f.formed_share):
-        s = (f"At this budget {pct(f.formed_share)} of the compared trials ({f.n_formed} of {f.n_compared}) had "
-             f"formed, at least {FORMED_BITS:g} bit/char below the unigram baseline ({f.unigram:.2f}); {fewest}")
-    else:
-        s = f"At this budget {fewest}; whether the trials had formed is unknown (the run has no unigram baseline)"
-    s += f"; Spearman correlation of score with steps taken: {rho}."
-    if math.isfinite(budget.moved_from):
-        t = budget.milestones
-        at = t[np.isclose(t["chars_seen"], budget.moved_from)]
-        if len(at) and "n_short" in at:
-            s += (f" The comparison is at {chars(budget.chars)} rather than at {chars(budget.moved_from)}, where "
-                  f"{int(at['n_short'].iloc[0])} of {int(at['n_trials'].iloc[0])} trials had taken fewer than "
-                  f"{f.need_steps} steps.")
-    return s
-
-
-def not_formed(imp: ImportanceResult, budget: Budget) -> str:
-    """The answer where no budget qualifies: quality had not formed, in how many trials, and what would fix it;
-    no winner is named (a leader carried by the steps it sets is named as such)."""
-    f = budget.formation
-    n = f.n_compared
-    s = (f"Quality had not formed at any budget these trials share: at {chars(budget.chars)} characters "
-         f"{f.n_short} of {n} compared trials had taken fewer than {f.need_steps} optimizer steps (the fewest "
-         f"{steps_text(f.fewest_steps)})")
-    if math.isfinite(f.formed_share):
-        s += (f", and {n - f.n_formed} of {n} were not yet {FORMED_BITS:g} bit/char below the unigram baseline "
-              f"({f.unigram:.2f})")
-    s += (", so this report names no hyperparameter as the one that matters most: the importance below measures how "
-          "far each trial had got, not what its hyperparameters do once trained.")
-    top = imp.table.iloc[0] if len(imp.table) else None
-    if top is not None and step_carried(str(top["param"]), f):
-        s += (f" {top['param']} ranks first there, but its lead is carried by the optimizer steps it sets "
-              f"(Spearman {signed(f.spearman)} between score and steps).")
-    if math.isfinite(f.max_step_chars):
-        s += (f" To compare trained models, compare every trial after at least {f.need_steps} steps: "
-              f"{chars(f.need_steps * f.max_step_chars)} characters for the trials that take "
-              f"{f.max_step_chars:,.0f} a step (a later first rung, or a smaller batch_size × seq_len).")
-    return s
-
-
-def _leader(t: pd.DataFrame) -> pd.Series:
-    """The hyperparameter the answer leads with: the most important one whose interval clears the noise floor, or
-    the most important one where none does."""
-    real = t[~t["within_noise"]] if "within_noise" in t else t
-    return real.iloc[0] if len(real) else t.iloc[0]
-
-
-def _summary(imp: ImportanceResult, budget: Budget, metric: str) -> str:
-    t = imp.table
-    if imp.n_trials < 5 or not np.isfinite(t["importance"]).any():
-        return (f"Too few comparable trials ({imp.n_trials}) to rank the hyperparameters; "
-                f"at least 5 finished trials with a finite {metric} are needed.")
-    where = f"across {compared_words(imp.n_trials, budget)}"
-    real = t[~t["within_noise"]]
-    noise = t[t["within_noise"]]["param"].tolist()
-    if real.empty:
-        return (f"No hyperparameter stands out from noise in {imp.target} {where}: every interval reaches the "
-                f"noise floor of {pct(imp.floors['applied'])}.")
-    top = _leader(t)
-    p_first = t["p_first"].astype(float) if "p_first" in t else pd.Series(np.nan, index=t.index)
-    rivals = [i for i in t.index if i != top.name and p_first[i] >= CONTENDER]
-    if p_first[top.name] < FIRST_SURE and rivals:
-        # The resamples disagree on the leader: name every contender instead of an order the data do not give.
-        # A contender whose interval reaches the noise floor is one the resamples switch on and off.
-        lead = [top.name] + sorted(rivals, key=lambda i: -p_first[i])[:2]
-        named = t.loc[lead, "param"].tolist()
-        s = (f"{_join(named)} matter most, in an order these trials cannot settle: "
-             f"{top['param']} explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}–{pct(top['ci_high'])}) "
-             f"of the variance in {imp.target} {where} and ranks first in {pct(p_first[top.name])} of bootstrap "
-             f"resamples")
-        for i in lead[1:]:
-            r = t.loc[i]
-            s += (f"; {r['param']} {pct(r['importance'])} ({pct(r['ci_low'])}–{pct(r['ci_high'])}, first in "
-                  f"{pct(p_first[i])}{', interval reaching the noise floor' if r['within_noise'] else ''})")
-        rest = real.drop(index=[i for i in lead if i in real.index])
-        if len(rest):
-            nxt = rest.iloc[0]
-            s += f"; {nxt['param']} is next ({pct(nxt['importance'])}, {pct(nxt['ci_low'])}–{pct(nxt['ci_high'])})"
-        noise = [n for n in noise if n not in named]
-        carried = [n for n in named if step_carried(n, budget.formation)]
-        if carried:
-            sets = "it sets" if len(carried) == 1 else "they set"
-            s += (f"; the lead of {_join(carried)} is carried by the optimizer steps {sets} "
-                  f"(Spearman {signed(budget.formation.spearman)} between score and steps)")
-    elif step_carried(str(top["param"]), budget.formation):
-        s = (f"{top['param']} leads, but its lead is carried by the optimizer steps it sets (Spearman "
-             f"{signed(budget.formation.spearman)} between score and steps): it explains {pct(top['importance'])} (95% "
-             f"CI {pct(top['ci_low'])}–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
-        if len(real) > 1:
-            sec = real.iloc[1]
-            s += (f"; {sec['param']} is next ({pct(sec['importance'])}, {pct(sec['ci_low'])}–"
-                  f"{pct(sec['ci_high'])})")
-    else:
-        s = (f"{top['param']} matters most: it explains {pct(top['importance'])} (95% CI {pct(top['ci_low'])}"
-             f"–{pct(top['ci_high'])}) of the variance in {imp.target} {where}")
-        if len(real) > 1:
-            sec = real.iloc[1]
-            s += (f"; {sec['param']} is second ({pct(sec['importance'])}, {pct(sec['ci_low'])}–"
-                  f"{pct(sec['ci_high'])})")
-    if noise:
-        s += f"; {_join(noise)} {'is' if len(noise) == 1 else 'are'} within noise"
-    return s + "."
-
-
-def _ci_text(lo: float, hi: float) -> str:
-    return f"{pct(lo)}–{pct(hi)}"
-
-
-def answer(imp: ImportanceResult, budget: Budget, metric: str, *, interactions: pd.DataFrame | None = None,
-           budgets: list[BudgetStep] | None = None) -> str:
-    """The report's first sentence: `_summary`'s ranking, unless the trials cannot carry one, with what else a
-    careful reader needs in it: the methods' disagreement, a leader that acts through an interaction, and
-    whether the leader holds at the later budgets."""
-    after = formed_text(budget) if budget.formed else ""  # an unformed answer says it in its own words
-    return _answer(imp, budget, metric, interactions, budgets) + (f" {after}" if after else "")
-
-
-def _answer(imp: ImportanceResult, budget: Budget, metric: str, interactions: pd.DataFrame | None,
-            budgets: list[BudgetStep] | None) -> str:
-    t, k, n = imp.table, len(imp.table), imp.n_trials
-    if n < 5 or not np.isfinite(t["importance"]).any():
-        return _summary(imp, budget, metric)
-    if not budget.formed:
-        return not_formed(imp, budget)
-    top = t.iloc[0]
-    where = compared_words(n, budget)
-    if n < rank_need(k):
-        return (f"{n} comparable trials cannot rank {k} hyperparameters (a ranking needs about {rank_need(k)}, "
-                f"{TRIALS_PER_PARAM} per hyperparameter): {top['param']} leads in this sample "
-                f"({pct(top['importance'])}, 95% CI {_ci_text(top['ci_low'], top['ci_high'])}, of the variance in "
-                f"{imp.target} across {where}), which is no ranking; a study of at least {rank_need(k)} trials, or "
-                f"a second study pooled with this one (python -m reports.build RUN_A RUN_B --out DIR), would "
-                f"settle it.")
-    r2 = imp.fit.get("gp_loo_r2", math.nan)
-    if math.isfinite(r2) and r2 < PREDICTS:
-        return (f"No hyperparameter's effect can be told from noise across {where}: the surrogate predicts a "
-                f"left-out trial no better than the mean of the others (leave-one-out R² {r2:.2f}).")
-    s = _summary(imp, budget, metric).rstrip(".")
-    top = _leader(t)  # the one _summary leads with, so that the sentence's clauses name the same leader
-    lead = top["param"]
-    prefix = ""
-    stands_out = "within_noise" not in t or not t["within_noise"].all()
-    if interactions is not None and len(interactions) and stands_out:
-        # An interaction larger than the largest main effect leads the sentence, unless no main effect stands out
-        # from noise at all: a 2% interaction "more than any main effect" then only says every effect is small.
-        pair = interactions.iloc[0]
-        if pair["share"] > top["importance"]:
-            ci = (f", 95% CI {_ci_text(pair['ci_low'], pair['ci_high'])}"
-                  if math.isfinite(pair["ci_low"]) else "")
-            if lead in (pair["a"], pair["b"]):
-                other = pair["b"] if pair["a"] == lead else pair["a"]
-                prefix = (f"{lead}, through its interaction with {other} ({pct(pair['share'])} of the variance"
-                          f"{ci}, more than any main effect): ")
-            else:
-                prefix = (f"{pair['a']} and {pair['b']} act mostly together (their interaction explains "
-                          f"{pct(pair['share'])}{ci}, more than any main effect): ")
-    if "permutation" in t and imp.fit.get("trees_oob_r2", math.nan) >= PREDICTS:
-        perm = t.sort_values("permutation", ascending=False).iloc[0]
-        mine = t.set_index("param").loc[lead]
-        apart = (mine["permutation_ci_high"] < mine["ci_low"]) or (mine["permutation_ci_low"] > mine["ci_high"])
-        if perm["param"] != lead:
-            prefix += (f"The two methods disagree — fANOVA (GP) names {lead} ({pct(top['importance'])}, "
-                       f"{_ci_text(top['ci_low'], top['ci_high'])}), permutation names {perm['param']} "
-                       f"({pct(perm['permutation'])}, {_ci_text(perm['permutation_ci_low'], perm['permutation_ci_high'])}"
-                       f"): ")
-        elif apart:
-            prefix += (f"The two methods name {lead} but disagree on its share — fANOVA (GP) "
-                       f"{pct(top['importance'])} ({_ci_text(top['ci_low'], top['ci_high'])}), permutation "
-                       f"{pct(mine['permutation'])} ({_ci_text(mine['permutation_ci_low'], mine['permutation_ci_high'])}"
-                       f"), intervals apart: ")
-    if prefix:
-        s = prefix + s
-    later = [b for b in (budgets or []) if b.chars > budget.chars]
-    if later:
-        changes = [b for b in later if b.leader != lead and b.clear]
-        vague = [b for b in later if not b.clear]
-        rhos = ", ".join(f"{b.spearman_prev:.2f}" for b in later if math.isfinite(b.spearman_prev))
-        last = later[-1]
-        if changes:
-            how = "the leader changes: " + ", ".join(f"{b.leader} at {chars(b.chars)} ({b.n_trials} trials, "
-                                                     f"{pct(b.share)}, {_ci_text(b.ci_low, b.ci_high)})"
-                                                     for b in changes)
-        elif not vague:
-            how = f"the leader stays {lead} (up to {chars(last.chars)}, {last.n_trials} trials)"
-        else:
-            how = (f"the leader stays {lead} where any hyperparameter stands out" if len(vague) < len(later)
-                   else "no hyperparameter stands out from noise")
-        if vague and (changes or len(vague) < len(later)):
-            how += "; none stands out at " + ", ".join(f"{chars(b.chars)} ({b.n_trials} trials)" for b in vague)
-        elif vague:
-            how += " at " + ", ".join(f"{chars(b.chars)} ({b.n_trials} trials)" for b in vague)
-        s += (f"; this holds at {chars(budget.chars)} characters, and at the later budgets {how}"
-              + (f"; rank correlation of trial quality between successive budgets {rhos}" if rhos else ""))
-    return s + "."
 
 
 def best_trial_repeats(run: RunData) -> BestTrial | None:
@@ -477,10 +232,6 @@ def budget_steps(run: RunData, primary: Fit, *, n_bootstrap: int, random_state: 
     return steps
 
 
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _sample_targets(run: RunData, budget: Budget, n_bootstrap: int, random_state: int) -> list[SampleTarget]:
     s = run.samples
     ids = budget.values["trial_id"].tolist()
@@ -494,12 +245,12 @@ def _sample_targets(run: RunData, budget: Budget, n_bootstrap: int, random_state
         at = m[np.isclose(m["chars_seen"] if nominal is None else nominal, budget.chars)]
         at_budget = at["trial_id"].nunique() >= max(5, len(ids) // 2)
         if not at_budget:  # each trial's latest samples
-            at = m[m["chars_seen"] == m.groupby("trial_id")["chars_seen"].transform("max")]
+            at = m[m["chars_seen"] == m.groupby("trial_id", sort=False)["chars_seen"].transform("max")]
         if at.empty:
             continue
         counts = at.groupby("temperature")["trial_id"].nunique()
         temp = float(counts[counts == counts.max()].index.min())
-        per = at[at["temperature"] == temp].groupby("trial_id")["v"].mean()
+        per = at[at["temperature"] == temp].groupby("trial_id", sort=False)["v"].mean()
         params = run.trials.set_index("trial_id").loc[per.index]
         res = compute_importance(run.params, params, per.to_numpy(float), target=metric,
                                  n_bootstrap=n_bootstrap, random_state=random_state, methods=("fanova",))
@@ -508,7 +259,8 @@ def _sample_targets(run: RunData, budget: Budget, n_bootstrap: int, random_state
 
 
 def _showcase(run: RunData) -> pd.DataFrame:
-    t = run.trials[(run.trials["role"] != "repeat") & _budget.valid_mask(run.trials)].sort_values("best_val_bpc")
+    t = run.trials[(run.trials["role"] == SEARCH) & _budget.valid_mask(run.trials)].sort_values("best_val_bpc",
+                                                                                                 kind="stable")
     t = t[t["trial_id"].isin(run.samples["trial_id"])]
     if t.empty:
         return pd.DataFrame(columns=["which", "trial_id", "best_val_bpc", "chars_seen", "temperature", "text"])
@@ -535,8 +287,8 @@ def _showcase(run: RunData) -> pd.DataFrame:
 
 
 def _pareto(run: RunData) -> pd.DataFrame:
-    t = run.trials[(run.trials["role"] != "repeat") & _budget.valid_mask(run.trials)]
-    t = t[np.isfinite(t["wall_s"])].sort_values(["wall_s", "best_val_bpc"])
+    t = run.trials[(run.trials["role"] == SEARCH) & _budget.valid_mask(run.trials)]
+    t = t[np.isfinite(t["wall_s"])].sort_values(["wall_s", "best_val_bpc"], kind="stable")
     best, front = math.inf, []
     for v in t["best_val_bpc"]:
         front.append(v < best)
@@ -563,6 +315,7 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     if pooled:
         notes.append(f"Pooled from {len(pooled)} studies of one search space ({', '.join(map(str, pooled))}): "
                      "their search trials are fitted together; the seed noise floor is the first study's.")
+    full, run = run, _search_view(run)  # the global view fits the search trials alone
     counts = _budget.count_trials(run.trials)
     budget = _budget.choose_budget(run, min_trials)
     fit = fit_budget(run, budget, n_bootstrap=n_bootstrap, random_state=random_state)
@@ -573,11 +326,6 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     table = imp.table.merge(ref, on="param", how="left")
     methods = [c for c in ("fanova", "permutation", "optuna_fanova", "optuna_ped_anova") if c in table]
     imp = replace(imp, table=table, agreement=agreement(table, methods))
-    interaction = None
-    if imp.surrogate is not None and len(table) >= 2:
-        interaction = interaction_grid(imp, table["param"].iloc[0], table["param"].iloc[1])
-        if fit.log:
-            interaction = interaction.assign(mean=np.exp(interaction["mean"]))
     later = _budget.survivor_budget(run, budget)
     survivors = None
     if later is not None and later.n_trials >= 5:
@@ -596,7 +344,39 @@ def analyze(run: RunData, *, n_bootstrap: int = 100, random_state: int = 0,
     if not seed.floor.known:
         notes.append("Seed noise floor unknown: fewer than two repeat trials (role == repeat) reached the "
                      "compared budget; hyperparameters are judged against the null-probe floor only.")
-    summary = answer(imp, budget, run.metric, interactions=interactions, budgets=steps)
+    effects = local_effects(full, random_state=random_state)
+    verdict = decide(effects, global_answer(imp, budget, run.metric, interactions=interactions, budgets=steps))
+    pair = _interaction_pair(imp, interactions, verdict)
+    interaction = None
+    if imp.surrogate is not None and pair is not None:
+        interaction = interaction_grid(imp, *pair)
+        if fit.log:
+            interaction = interaction.assign(mean=np.exp(interaction["mean"]))
     plateau = plateau_exit(run, _budget._search_ids(run))
-    return Analysis(run, counts, budget, seed, imp, interaction, samples, _showcase(run), _pareto(run),
-                    summary, notes, fit.target, fit.log, survivors, interactions, best, steps, plateau)
+    return Analysis(full, counts, budget, seed, imp, interaction, samples, _showcase(run), _pareto(run),
+                    headline(verdict), notes, fit.target, fit.log, survivors, interactions, best, steps, plateau,
+                    verdict, bullets(verdict), effects, pair)
+
+
+def _search_view(run: RunData) -> RunData:
+    """The run without its local design's trials: what the global view (budgets, fits, seed noise) reads."""
+    local = run.trials["role"] == LOCAL
+    return replace(run, trials=run.trials[~local].reset_index(drop=True)) if local.any() else run
+
+
+def _interaction_pair(imp: ImportanceResult, interactions: pd.DataFrame | None,
+                      verdict: Verdict) -> tuple[str, str] | None:
+    """The interaction figure's pair: the hyperparameter the answer names, and the one it interacts with most
+    (the most important other one when the run has no interaction shares)."""
+    names = imp.table["param"].astype(str).tolist()
+    if len(names) < 2:
+        return None
+    lead = (verdict.leader.param if verdict.leader is not None and verdict.kind in ("ranked", "contenders")
+            else verdict.global_answer.leader)
+    lead = lead if lead in names else names[0]
+    if interactions is not None and len(interactions):
+        mine = interactions[(interactions["a"] == lead) | (interactions["b"] == lead)]
+        if len(mine):
+            r = mine.iloc[0]
+            return lead, str(r["b"] if r["a"] == lead else r["a"])
+    return lead, next(n for n in names if n != lead)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from reports._load import RunData
 from reports._steps import Formation, formation, min_steps, with_steps
-from runcontract import UNSTABLE
+from runcontract import REPEAT, SEARCH, UNSTABLE
 
 EXCLUDED_STATUSES = UNSTABLE  # a trial of these statuses has no value the fit may use
 NEARLY_ALL = 0.9  # share of the valid search trials the primary budget must hold
@@ -111,12 +111,12 @@ def valid_mask(trials: pd.DataFrame) -> pd.Series:
 
 def count_trials(trials: pd.DataFrame) -> TrialCounts:
     """Count trials by role and by why they are excluded from the fit."""
-    search = trials["role"] != "repeat"
+    search = trials["role"] == SEARCH
     bad = trials["status"].isin(EXCLUDED_STATUSES)
     return TrialCounts(
         total=len(trials),
         search=int(search.sum()),
-        repeats=int((~search).sum()),
+        repeats=int((trials["role"] == REPEAT).sum()),
         diverged=int((search & (trials["status"] == "diverged")).sum()),
         failed=int((search & (trials["status"] == "failed")).sum()),
         no_value=int((search & ~bad & ~np.isfinite(trials["best_val_bpc"])).sum()),
@@ -208,7 +208,7 @@ def with_milestones(curves: pd.DataFrame, study: dict) -> pd.DataFrame:
     if nominal is not None:
         c["milestone"] = nominal
     else:
-        k = c.sort_values("chars_seen").groupby("trial_id").cumcount()
+        k = c.sort_values("chars_seen").groupby("trial_id", sort=False).cumcount()
         c["milestone"] = k.groupby(k).transform(lambda g: c.loc[g.index, "chars_seen"].median())
     return c
 
@@ -222,17 +222,17 @@ def best_up_to(curves: pd.DataFrame, trial_ids: list[str], chars: float) -> pd.D
     """
     at = "milestone" if "milestone" in curves.columns else "chars_seen"
     c = curves[curves["trial_id"].isin(trial_ids)]
-    reached = c.groupby("trial_id")[at].max()
+    reached = c.groupby("trial_id", sort=False)[at].max()
     reached = reached[reached >= chars * (1 - 1e-9)].index
     c = c[c["trial_id"].isin(reached) & (c[at] <= chars * (1 + 1e-9))]
-    y = c.groupby("trial_id")["val_bpc"].min()
+    y = c.groupby("trial_id", sort=False)["val_bpc"].min()
     y = y[np.isfinite(y)]
     return pd.DataFrame({"trial_id": y.index.astype(str), "y": y.to_numpy(float)})
 
 
 def _search_ids(run: RunData) -> list[str]:
     trials = run.trials
-    return trials.loc[(trials["role"] != "repeat") & valid_mask(trials), "trial_id"].tolist()
+    return trials.loc[(trials["role"] == SEARCH) & valid_mask(trials), "trial_id"].tolist()
 
 
 def _curves(run: RunData) -> pd.DataFrame:
@@ -244,13 +244,13 @@ def steps_at(curves: pd.DataFrame, trial_ids: list[str], chars: float) -> pd.Ser
     """Optimizer steps each trial had taken by budget `chars`: at its last evaluation up to it (`curves` as from
     `with_milestones` and `reports._steps.with_steps`)."""
     c = curves[curves["trial_id"].isin(trial_ids) & (curves["milestone"] <= chars * (1 + 1e-9))]
-    return c.sort_values("chars_seen").groupby("trial_id")["steps"].last()
+    return c.sort_values("chars_seen").groupby("trial_id", sort=False)["steps"].last()
 
 
 def _milestone_table(run: RunData, curves: pd.DataFrame) -> pd.DataFrame:
     c = curves[curves["trial_id"].isin(_search_ids(run)) & np.isfinite(curves["val_bpc"])
                & np.isfinite(curves["milestone"])]
-    reached = c.groupby("trial_id")["milestone"].max()
+    reached = c.groupby("trial_id", sort=False)["milestone"].max()
     milestones = np.sort(c["milestone"].unique())
     counts = np.array([(reached >= m).sum() for m in milestones], dtype=int)
     need, fewest, short = min_steps(run.study), [], []

@@ -7,18 +7,18 @@ import math
 import numpy as np
 import pandas as pd
 
-from reports._analysis import FIRST_SURE, PREDICTS, Analysis, chars, compared_words, pct, signed, steps_text
+from reports._analysis import Analysis
 from reports._budget import rung_counts
-from reports._steps import FORMED_BITS
+from reports._effects import N_DRAWS, SAME_SHAPE
 from reports._final import final_blocks, final_model
 from reports._importance import agreement
 from reports._render import Block, Code, Details, Figure, Heading, Para, Table
+from reports._steps import FORMED_BITS
+from reports._verdict import FIRST_SURE, PREDICTS
+from reports._wording import (bits, chars, ci, compared_words, config_words, corr, global_bullets, global_headline,
+                              local_budget, move_label, p_text, pct, signed, steps_text, value_text)
 
 SAMPLE_DISPLAY_CHARS = 1500
-
-
-def _ci(lo: float, hi: float) -> str:
-    return f"{pct(lo)}–{pct(hi)}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
 
 
 def importance_table(a: Analysis) -> pd.DataFrame:
@@ -26,13 +26,13 @@ def importance_table(a: Analysis) -> pd.DataFrame:
     t = a.importance.table
     out = pd.DataFrame({"rank": t["rank"], "hyperparameter": t["param"],
                         "fANOVA (GP)": [pct(v) for v in t["importance"]],
-                        "95% CI": [_ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
+                        "95% CI": [ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
                         "within noise": t["within_noise"].astype(bool)})
     if "p_first" in t and np.isfinite(t["p_first"].astype(float)).any():
         out.insert(4, "first in", [pct(v) for v in t["p_first"]])  # share of bootstrap resamples
     if "permutation" in t and _trees_predict(a):
         out["permutation"] = [pct(v) for v in t["permutation"]]
-        out["permutation 95% CI"] = [_ci(lo, hi) for lo, hi in zip(t["permutation_ci_low"],
+        out["permutation 95% CI"] = [ci(lo, hi) for lo, hi in zip(t["permutation_ci_low"],
                                                                      t["permutation_ci_high"])]
     elif "permutation" in t:
         out["permutation"] = "not predictive"  # see the paragraph below the table
@@ -54,9 +54,9 @@ def _interaction_blocks(a: Analysis) -> list[Block]:
     top = i.iloc[0]
     rest = ", ".join(f"{r.a} × {r.b} {pct(r.share)}" for r in i.iloc[1:4].itertuples())
     return [Para(f"Largest pairwise interaction: {top['a']} × {top['b']}, {pct(top['share'])} of the variance of "
-                 f"{a.target} (95% CI {_ci(top['ci_low'], top['ci_high'])}; the joint effect of the two, minus both "
-                 f"main effects, from the same GP; interval: one posterior draw of the pair's joint effect per bootstrap resample "
-                 f"of the trials, as for the main effects). Next: {rest or 'none'}.")]
+                 f"{a.target} (95% CI {ci(top['ci_low'], top['ci_high'])}; the joint effect of the two, minus both "
+                 f"main effects, from the same GP; interval: one posterior draw of the pair's joint effect per "
+                 f"bootstrap resample of the trials, as for the main effects). Next: {rest or 'none'}.")]
 
 
 def _budget_step_blocks(a: Analysis) -> list[Block]:
@@ -67,7 +67,7 @@ def _budget_step_blocks(a: Analysis) -> list[Block]:
                       "fewest steps": [steps_text(b.fewest_steps) + ("" if b.formed else " (not formed)")
                                        for b in a.budgets],
                       "leader": [b.leader for b in a.budgets],
-                      "its share (95% CI)": [f"{pct(b.share)} ({_ci(b.ci_low, b.ci_high)})" for b in a.budgets],
+                      "its share (95% CI)": [f"{pct(b.share)} ({ci(b.ci_low, b.ci_high)})" for b in a.budgets],
                       "Spearman with previous budget": ["" if not math.isfinite(b.spearman_prev) else
                                                         f"{b.spearman_prev:.2f} ({b.n_both} trials)"
                                                         for b in a.budgets]})
@@ -145,7 +145,7 @@ def _formed_blocks(a: Analysis) -> list[Block]:
              f"the character frequencies alone)" if math.isfinite(f.formed_share) else
              "Whether the compared trials had formed is unknown: the run has no unigram baseline (baselines.parquet)")
     rho = (f"n/a: every compared trial took the same {steps_text(f.same_steps)} steps" if math.isfinite(f.same_steps)
-           else signed(f.spearman))
+           else corr(f.spearman))
     verdict = ("Every compared trial had taken at least that many, so quality had formed at this budget." if f.qualifies
                else f"{f.n_short} of {f.n_compared} compared trials had taken fewer, and no later milestone with "
                     f"enough trials to rank had every trial past it: quality had NOT formed, and the importance "
@@ -185,12 +185,12 @@ def _survivor_blocks(a: Analysis) -> list[Block]:
         Para(f"The {b.n_trials} valid search trials that reached {b.chars:,.0f} characters ({where}), compared by "
              f"their best {a.run.metric} up to it. This sample is selected (survivors only), so it answers a "
              f"narrower question: what still matters among configurations that were already good. Here {top} "
-             f"ranks first ({pct(t['importance'].iloc[0])}, {_ci(t['ci_low'].iloc[0], t['ci_high'].iloc[0])}), "
+             f"ranks first ({pct(t['importance'].iloc[0])}, {ci(t['ci_low'].iloc[0], t['ci_high'].iloc[0])}), "
              f"{'as' if same else 'unlike'} at the compared budget; Spearman rank correlation with the ranking "
              f"above {rho:.2f}."),
         Table(pd.DataFrame({"rank": t["rank"], "hyperparameter": t["param"],
                             "fANOVA (GP), survivors": [pct(v) for v in t["importance"]],
-                            "95% CI": [_ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
+                            "95% CI": [ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
                             "within noise": t["within_noise"].astype(bool)})),
     ]
 
@@ -260,7 +260,8 @@ def _method_paras(a: Analysis) -> list[Block]:
                         f"{fit['subsampled']:.0f} of them drawn at random (kernel hyperparameters on "
                         f"{fit.get('hyper_fit_trials', fit['subsampled']):.0f}), and each bootstrap resample draws "
                         f"{fit['subsampled']:.0f} trials with replacement, so the intervals are those of a "
-                        f"{fit['subsampled']:.0f}-trial study (conservative). Optuna's evaluators see the same number."))
+                        f"{fit['subsampled']:.0f}-trial study (conservative). Optuna's evaluators see the same "
+                        f"number."))
     if fit.get("trees_oob_r2", 1.0) < PREDICTS:
         out.append(Para(f"The boosted trees predict held-out trials no better than their mean (median out-of-bag R² "
                         f"{fit.get('trees_oob_r2', math.nan):.2f}): their permutation importances are not evidence "
@@ -317,11 +318,11 @@ def _sample_blocks(a: Analysis) -> list[Block]:
                  "budget)")
         top = t[~t["within_noise"]]
         lead = (f"{top['param'].iloc[0]} matters most ({pct(top['importance'].iloc[0])}, "
-                f"{_ci(top['ci_low'].iloc[0], top['ci_high'].iloc[0])})" if len(top) else
+                f"{ci(top['ci_low'].iloc[0], top['ci_high'].iloc[0])})" if len(top) else
                 "no hyperparameter stands out from noise")
         out.append(Para(f"{st.metric}, temperature {st.temperature:g}, {st.result.n_trials} trials {where}: {lead}."))
         out.append(Table(pd.DataFrame({"hyperparameter": t["param"], "importance": [pct(v) for v in t["importance"]],
-                                       "95% CI": [_ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
+                                       "95% CI": [ci(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"])],
                                        "within noise": t["within_noise"].astype(bool)})))
     return out + [Figure("sample_importance.png", "Importance of the hyperparameters for sample metrics")]
 
@@ -330,14 +331,14 @@ def document(a: Analysis) -> list[Block]:
     """All blocks of the report. A student reads it first: the answer, the plots that carry it and the model's
     text come first; how the numbers were computed is one collapsed section at the end."""
     st = a.run.study
-    top2 = a.importance.table["param"].head(2).tolist()
+    pair = list(a.interaction_pair or ())
     front = a.pareto[a.pareto["on_front"]]
     how = [
         *_method_paras(a),
         *_agreement_blocks(a),
         *_budget_blocks(a),
         *_noise_blocks(a),
-        Figure("interaction.png", f"Joint effect of {' and '.join(top2)}"),
+        Figure("interaction.png", f"Joint effect of {' and '.join(pair)}"),
         Figure("best_trial.png", "Best search trial: train and validation bits/char with a rolling average"),
         Heading(2, "Quality against cost"),
         Para(f"{len(front)} trials are on the Pareto front of wall time and best {a.run.metric}: "
@@ -356,15 +357,12 @@ def document(a: Analysis) -> list[Block]:
              + ", ".join(f"{k} {v}" for k, v in (st.get("versions") or {}).items()) + "."),
         *[Para(n) for n in a.notes],
     ]
-    return [
-        Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"),
-        Para(a.summary, lead=True),
-        Figure("importance.png", "Importance with 95% bootstrap intervals; dashed line: noise floor"
-               + ("" if a.budget.formed else " (NOT FORMED: compared before every trial had left the unigram "
-                                             "plateau; this measures how far trials had got)")),
-        *final_blocks(a.run, final_model(a.run)),
-        Heading(2, "Importance" if a.budget.formed else "Importance (NOT FORMED: trials had not all left the "
-                                                        "unigram plateau at this budget)"),
+    unformed = ("" if a.budget.formed else
+                " (NOT FORMED: compared before every trial had left the unigram plateau; this measures how far "
+                "trials had got)")
+    importance = Figure("importance.png",
+                        f"Importance with 95% bootstrap intervals; dashed line: noise floor{unformed}")
+    fanova = [
         Figure("marginals.png", "Main effect of the top hyperparameters on best val_bpc up to the compared "
                                 "budget, with 95% bootstrap bands; dots: trials"),
         Figure("curves.png", "Validation curves (val_bpc of each evaluation) of the search trials against "
@@ -373,7 +371,84 @@ def document(a: Analysis) -> list[Block]:
         Table(importance_table(a)),
         *_interaction_blocks(a),
         *_budget_step_blocks(a),
-        Details("How this was computed", tuple(_demote(how))),
+    ]
+    top = [Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"), Para(a.summary, lead=True),
+           *[Para(f"• {b}") for b in a.bullets]]
+    final = final_blocks(a.run, final_model(a.run))
+    if a.effects is None:
+        return [*top, importance, *final,
+                Heading(2, "Importance" if a.budget.formed else "Importance (NOT FORMED: trials had not all left the "
+                                                                "unigram plateau at this budget)"),
+                *fanova, Details("How this was computed", tuple(_demote(how)))]
+    g = a.verdict.global_answer
+    return [*top, *_local_blocks(a), *final,
+            Heading(2, "The whole search space: fANOVA on the search trials" + ("" if a.budget.formed else
+                                                                                " (NOT FORMED)")),
+            Para("The second view: how much of the variance of the search trials' scores, spread over the whole "
+                 "space, each hyperparameter explains. " + global_headline(g)),
+            *[Para(f"• {b}") for b in global_bullets(g)], importance, *fanova,
+            Details("How this was computed", tuple(_demote(how)))]
+
+
+def _local_blocks(a: Analysis) -> list[Block]:
+    """The local design: every move's effect from the center, and each hyperparameter's importance."""
+    e, v = a.effects, a.verdict
+    names = [p.name for p in a.run.params]
+    m = e.moves
+    rows = []
+    for name in names + [n for n in pd.unique(m["param"]) if n not in names]:
+        mine = m[m["param"] == name]
+        if mine.empty:
+            rows.append({"hyperparameter": name, "move": "not moved", "value": "", "effect (bits/char)": "",
+                         "95% CI": "", "seeds": ""})
+        for r in mine.itertuples():
+            failed = f" ({r.n_failed} diverged or failed)" if r.n_failed else ""
+            value = value_text(r.value)
+            rows.append({"hyperparameter": name, "move": move_label(str(r.label)) + failed,
+                         "value": "" if value == str(r.label) else value,
+                         "effect (bits/char)": signed(r.effect), "95% CI": ci(r.ci_low, r.ci_high, signed),
+                         "seeds": int(r.n_seeds)})
+    p = e.params[e.params["n_moves"] > 0]
+    ranking = pd.DataFrame({
+        "rank": p["rank"].astype(int), "hyperparameter": p["param"], "largest move": p["label"].map(move_label),
+        "importance (bits/char)": [bits(x) for x in p["importance"]],
+        "joint 95% CI": [ci(lo, hi, bits) for lo, hi in zip(p["imp_low"], p["imp_high"])],
+        "first in": [pct(x) for x in p["p_first"]],
+        "search trials' rank test": [f"{t}, p = {p_text(x)}" if isinstance(t, str) else ""
+                                     for t, x in zip(p["search_test"], p["search_p"])]})
+    pools = "; ".join(f"{q.sd:.3f} bits/char with {q.df} degrees of freedom for the {q.n_moves} moves that "
+                      + ("keep the model's tensors" if q.name == SAME_SHAPE else "change them")
+                      + (" (too few of their own: the fit over every configuration)" if q.fallback else "")
+                      for q in e.pools.values() if q.n_moves)
+    center = ", ".join(f"{k} {value_text(val)}" for k, val in e.center.items())
+    k = int(e.params["moved"].astype(bool).sum())
+    moved = ("Every searched hyperparameter was moved from it one at a time" if k == len(e.params) else
+             f"{k} of the {len(e.params)} searched hyperparameters were moved from it one at a time (the table lists "
+             f"the others as not moved)")
+    return [
+        Heading(2, "How quality depends on each hyperparameter"),
+        Para(f"The center is the search's best configuration, {config_words(e.center)}: {center}. {moved}, and the "
+             f"center and every move were trained with the same {len(e.seeds)} seeds "
+             f"({', '.join(map(str, e.seeds))}) to {local_budget(v)} "
+             f"({chars(e.budget_chars)} training characters). Seed s of a move and of the center share the data "
+             f"order, and the initialisation where the move keeps the model's tensors, so their difference is the "
+             f"move's effect plus a noise much smaller than a seed's."
+             + (f" The center scores {e.center_mean:.3f} bits/char on average over its seeds" if
+                math.isfinite(e.center_mean) else " The center has no finished trial")
+             + (f" (unigram baseline {e.unigram:.2f})." if math.isfinite(e.unigram) else ".")),
+        Figure("effects.png", "Effect of every move from the center on best val_bpc (bits/char; above 0: worse), "
+                              "with 95% intervals; each row one move, grouped by hyperparameter"),
+        Table(pd.DataFrame(rows)),
+        Para(f"An effect is the mean over seeds of the move's best val_bpc minus the center's with the same seed; a "
+             f"diverged or failed trial counts as the uniform guess ({e.uniform:.2f} bits/char), a model that "
+             f"learned nothing. Its 95% interval is Student's t with a pooled noise: the sd of one paired difference "
+             f"is {pools}, from the fit configuration + seed over the center and those moves, in which the center "
+             f"counts once. A hyperparameter's importance is the largest |effect| among its moves; its interval "
+             f"holds jointly for every hyperparameter (each move's interval at level 1 − 0.05/{len(m)}), and "
+             f"\"first in\" is the share of {N_DRAWS:,} draws of every effect from its sampling distribution in which "
+             f"it is the largest. The rank test is the plain check over the whole space: Spearman (numeric) or "
+             f"Kruskal-Wallis (categorical) of log best val_bpc over the search trials that trained normally."),
+        Table(ranking),
     ]
 
 

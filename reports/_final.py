@@ -14,7 +14,7 @@ import pandas as pd
 from reports._load import RunData
 from reports._render import Block, Code, Figure, Heading, Para, Table
 from reports._selection import UNSTABLE_STATUSES, repeats_of, selection
-from runcontract import sample_command
+from runcontract import LOCAL, SEARCH, sample_command
 
 BASELINE_NAMES = {"unigram": "unigram (character frequencies)", "xz": "xz -9e", "ppmd": "PPMd order 8"}
 
@@ -81,11 +81,14 @@ def baseline_table(run: RunData, fm: FinalModel | None) -> pd.DataFrame:
         by = b[b["method"] == method].set_index("split")["bpc"]
         rows.append({"model": BASELINE_NAMES.get(method, method), "validation": by.get("val", math.nan),
                      "test": by.get("test", math.nan)})
-    chosen = selection(run).chosen  # the search trial the study handed over (one rule, in _selection)
+    # The trial whose configuration the final model trains: the local design's choice where there was one, else
+    # the search trial the study handed over (one rule, in _selection).
+    local_choice = (run.study.get("local") or {}).get("chosen") or {}
+    chosen = local_choice.get("trial_id") or selection(run).chosen
     t = run.trials
-    score = t.loc[(t["trial_id"].astype(str) == chosen) & (t["role"] == "search"), "best_val_bpc"]
+    score = t.loc[(t["trial_id"].astype(str) == chosen) & t["role"].isin([SEARCH, LOCAL]), "best_val_bpc"]
     if chosen is not None and len(score.dropna()):
-        rows.append({"model": "chosen search trial (its budget)", "validation": float(score.dropna().iloc[0]),
+        rows.append({"model": "chosen trial (its budget)", "validation": float(score.dropna().iloc[0]),
                      "test": math.nan})
     df = pd.DataFrame(rows, columns=["model", "validation", "test"])
     return df.sort_values("validation", na_position="last").reset_index(drop=True) if len(df) else df

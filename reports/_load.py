@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from runcontract import (BASELINES_FILE, BASELINES_REQUIRED, CURVES_FILE, CURVES_REQUIRED, FINAL, PARAM_PREFIX,
-                         SAMPLES_FILE, SAMPLES_REQUIRED, SCHEMA_VERSIONS, SEARCH, STUDY_FILE, TRIALS_FILE,
+                         ROLES, SAMPLES_FILE, SAMPLES_REQUIRED, SCHEMA_VERSIONS, SEARCH, STUDY_FILE, TRIALS_FILE,
                          TRIALS_REQUIRED)
 
 
@@ -185,10 +185,30 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     samples["text"] = samples["text"].fillna("").astype(str)
     curves = curves.replace([np.inf, -np.inf], np.nan)
+    trials, curves, samples = _in_creation_order(trials, curves, samples)
     final = trials[trials["role"] == FINAL].reset_index(drop=True)
     trials = trials[trials["role"] != FINAL]
     return RunData(run_dir, study, tuple(params), trials.reset_index(drop=True),
                    curves.reset_index(drop=True), samples.reset_index(drop=True), final, _baselines(run_dir))
+
+
+def _in_creation_order(trials: pd.DataFrame, curves: pd.DataFrame,
+                       samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The tables in an order that does not depend on Tune's (random) trial ids nor on the order the writer met
+    the trials: trials by role (search, repeat, local, final) then `trial_index` (the order of creation; without
+    it, as written); curves and samples by that trial order, then chars_seen (rows of trials not in the table
+    last). Resamples, fits and ties in a table then follow the trials, not their ids."""
+    role = trials["role"].map({r: k for k, r in enumerate(ROLES)}).fillna(len(ROLES))
+    index = pd.to_numeric(trials["trial_index"], errors="coerce") if "trial_index" in trials else 0
+    trials = (trials.assign(_role=role, _index=index).sort_values(["_role", "_index"], kind="stable")
+              .drop(columns=["_role", "_index"]).reset_index(drop=True))
+    place = {tid: k for k, tid in enumerate(trials["trial_id"])}
+
+    def by_trial(df: pd.DataFrame, then: list[str]) -> pd.DataFrame:
+        pos = df["trial_id"].map(place).fillna(len(place))
+        return df.assign(_pos=pos).sort_values(["_pos", *then], kind="stable").drop(columns="_pos")
+
+    return trials, by_trial(curves, ["chars_seen"]), by_trial(samples, ["chars_seen"])
 
 
 def _from_schema_1(trials: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -14,8 +14,11 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reports._analysis import Analysis  # noqa: E402
+from reports._effects import SAME_SHAPE, SHAPE  # noqa: E402
 from reports._final import BASELINE_NAMES, FinalModel, final_model  # noqa: E402
 from reports._load import RunData  # noqa: E402
+from reports._wording import move_label  # noqa: E402
+from runcontract import SEARCH  # noqa: E402
 
 DPI = 110
 METHOD_LABELS = {"fanova": "fANOVA (additive GP)", "permutation": "permutation (boosted trees, OOB)"}
@@ -101,7 +104,7 @@ def marginals(a: Analysis, top: int = 3) -> bytes | None:
 
 def validation_curves(a: Analysis) -> bytes | None:
     c = a.run.curves
-    t = a.run.trials[a.run.trials["role"] != "repeat"].set_index("trial_id")
+    t = a.run.trials[a.run.trials["role"] == SEARCH].set_index("trial_id")
     c = c[c["trial_id"].isin(t.index)]
     if c.empty:
         return None
@@ -189,9 +192,9 @@ def cost(a: Analysis) -> bytes | None:
 
 def interaction(a: Analysis) -> bytes | None:
     g = a.interaction
-    if g is None or g.empty:
+    if g is None or g.empty or a.interaction_pair is None:
         return None
-    na, nb = a.importance.table["param"].iloc[:2]
+    na, nb = a.interaction_pair  # the hyperparameter the answer names, and its partner
     sa, sb = a.run.param(na), a.run.param(nb)
     grid = g.pivot(index="b_pos", columns="a_pos", values="mean").to_numpy()
     with sns.axes_style("white"):
@@ -205,7 +208,60 @@ def interaction(a: Analysis) -> bytes | None:
             ax_set(list(idx), [label(vals[i], 14) if spec.is_categorical else f"{float(vals[i]):.3g}" for i in idx])
         ax.set_xlabel(label(na))
         ax.set_ylabel(label(nb))
-        ax.set_title("Interaction of the top two hyperparameters (others averaged)", fontsize=10)
+        ax.set_title(f"Interaction of {label(na)} and {label(nb)} (others averaged)", fontsize=10)
+    return _png(fig)
+
+
+def effects(a: Analysis) -> bytes | None:
+    """The local design in one panel: per move a point with its 95% interval, grouped by hyperparameter (every
+    searched one; an unmoved one is a labelled empty row), a vertical line at 0 (the center)."""
+    e = a.effects
+    if e is None or e.moves.empty or not np.isfinite(e.moves["effect"]).any():
+        return None
+    m = e.moves
+    names = [p.name for p in a.run.params]
+    names += [n for n in pd.unique(m["param"]) if n not in names]
+    rows = []  # (tick label, move row or None, which hyperparameter), top to bottom
+    for k, name in enumerate(names):
+        mine = m[m["param"] == name]
+        rows += [(f"{label(name, 24)}  {label(move_label(str(r['label'])), 12)}", r, k) for _, r in mine.iterrows()]
+        if mine.empty:
+            rows.append((f"{label(name, 24)}  (not moved)", None, k))
+    ok = m[(m["n_failed"] == 0) & np.isfinite(m["ci_low"])]
+    span = ok if len(ok) else m[np.isfinite(m["effect"])]
+    lo = float(np.nanmin(np.r_[span["ci_low"].fillna(span["effect"]), span["effect"], 0.0]))
+    hi = float(np.nanmax(np.r_[span["ci_high"].fillna(span["effect"]), span["effect"], 0.0]))
+    pad = 0.08 * (hi - lo) + 1e-3
+    lo, hi = lo - pad, hi + pad
+    colors = {SAME_SHAPE: "C0", SHAPE: "C1"}
+    with sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.6))
+        for y, (_, _, k) in enumerate(rows):  # every other hyperparameter's rows shaded
+            if k % 2:
+                ax.axhspan(y - 0.5, y + 0.5, color="0.94", zorder=0, lw=0)
+        for y, (_, r, _) in enumerate(rows):
+            if r is None or not math.isfinite(r["effect"]):
+                continue
+            x = min(max(float(r["effect"]), lo), hi)
+            err = ([[max(x - max(r["ci_low"], lo), 0)], [max(min(r["ci_high"], hi) - x, 0)]]
+                   if math.isfinite(r["ci_low"]) else None)
+            face = "white" if r["n_failed"] else colors.get(r["pool"], "C0")
+            ax.errorbar([x], [y], xerr=err, fmt="o", color=colors.get(r["pool"], "C0"), mfc=face, capsize=3)
+            if not lo < float(r["effect"]) < hi:
+                ax.annotate(f"{float(r['effect']):+.2f}", (x, y), xytext=(-4 if x >= hi else 4, 6),
+                            textcoords="offset points", ha="right" if x >= hi else "left", fontsize=7)
+        ax.axvline(0, color="k", lw=1)
+        ax.set_xlim(lo, hi)
+        ax.set_yticks(range(len(rows)), [t for t, _, _ in rows], fontsize=8)
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # every row, an unmoved one's too, top to bottom
+        for name, c in colors.items():
+            ax.plot([], [], "o", color=c, label=f"moves that {'keep' if name == SAME_SHAPE else 'change'} the "
+                                                f"model's tensors")
+        ax.plot([], [], "o", color="grey", mfc="white", label="with a diverged or failed seed (uniform guess)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_xlabel("effect on best val_bpc, move − center with the same seed (bits/char; 95% CI)")
+        ax.set_title(f"Around the center: each hyperparameter moved one at a time, {len(e.seeds)} seeds each",
+                     fontsize=10)
     return _png(fig)
 
 
@@ -263,7 +319,7 @@ def final(a: Analysis) -> bytes | None:
 FIGURES = {
     "importance.png": importance_bars, "marginals.png": marginals, "interaction.png": interaction,
     "curves.png": validation_curves, "best_trial.png": best_trial, "cost.png": cost,
-    "sample_importance.png": sample_importance, "final.png": final,
+    "sample_importance.png": sample_importance, "final.png": final, "effects.png": effects,
 }
 
 

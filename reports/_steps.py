@@ -187,7 +187,7 @@ def plateau_exit(run: RunData, trial_ids: list[str]) -> PlateauExit:
         return PlateauExit(len(trial_ids), 0, math.nan, math.nan)
     c = with_steps(c, run)
     below = c[(c["val_bpc"] <= uni - FORMED_BITS) & np.isfinite(c["steps"])]
-    first = below.groupby("trial_id")["steps"].min()
+    first = below.groupby("trial_id", sort=False)["steps"].min()
     if first.empty:
         return PlateauExit(len(trial_ids), 0, math.nan, math.nan)
     return PlateauExit(len(trial_ids), len(first), float(first.median()), float(np.percentile(first, 90)))

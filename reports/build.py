@@ -3,7 +3,7 @@
 `python -m reports.build RUN_A RUN_B ... --out DIR` pools the search trials of several studies of one spec.
 
 Reads only the results contract (study.json, trials/curves/samples.parquet) and writes index.html (self-contained),
-report.md with the PNG figures beside it, and importance.csv.
+report.md with the PNG figures beside it, importance.csv, and effects.csv for a run with a local design.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from reports._output import neutralize_csv, write_files
 from reports._render import Details, Figure, to_html, to_markdown
 
 CSV_COLUMNS = ("param", "importance", "ci_low", "ci_high", "rank", "within_noise")
+EFFECT_COLUMNS = ("param", "label", "kind", "value", "pool", "n_seeds", "effect", "ci_low", "ci_high", "se", "df",
+                  "n_failed")  # effects.csv: the local design's moves, in the study's order
 
 
 def _drawn(blocks: list, figures: dict[str, bytes]) -> list:
@@ -45,6 +47,9 @@ def write_report(analysis: Analysis, out_dir: pathlib.Path) -> pathlib.Path:
              "index.html": to_html(blocks, figures, title).encode("utf-8"),
              "report.md": to_markdown(blocks).encode("utf-8"),
              "importance.csv": neutralize_csv(t[list(CSV_COLUMNS) + extra]).to_csv(index=False).encode("utf-8")}
+    if analysis.effects is not None:
+        moves = analysis.effects.moves[list(EFFECT_COLUMNS)].astype({"value": str})
+        files["effects.csv"] = neutralize_csv(moves).to_csv(index=False).encode("utf-8")
     # Only these files, created new and renamed into place: nothing in a received run directory's report/
     # (a symbolic link to the reader's files) is written through (reports._output).
     return write_files(out_dir, files)
@@ -80,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 for bad input)."""
     parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=pathlib.Path, nargs="+",
-                        help="run directory (study.json + Parquet tables); several of one spec are pooled (needs --out)")
+                        help="run directory (study.json + Parquet tables); several of one spec are pooled "
+                             "(needs --out)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="output directory (default RUN_DIR/report)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and surrogates (default 0)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (default 100)")

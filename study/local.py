@@ -5,7 +5,7 @@ is mixed with every other's and with seed noise of the same size. The local desi
 models have formed: the center (the search's best) and each move from it train to the same budget with the same
 seeds, so seed s of a move and seed s of the center share the data order (and the initialisation, where the move
 keeps the model's tensors): the difference of the two is the move's effect plus a noise much smaller than a
-seed's. Pure functions: the stage (study.stages.local) runs the trials, the report (reports._effects) estimates.
+seed's. Pure functions: the stage (study/stages/local.py) runs the trials, the report (reports/_effects.py) estimates.
 
 A move of a numeric hyperparameter is a quarter of its range (on the log scale where the space is logarithmic),
 up and down; at an edge, the two moves go inward one and two quarters. A categorical one, or an integer with at

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial, fractions share a GPU (default: 0.25 when the cluster has GPUs, else 0)")
     p.add_argument("--seed", type=int, help="seed of the sampler and of the trials (default: the spec's)")
-    p.add_argument("--repeats", type=int, help="retrain the best config with this many other seeds (default: spec's, 3)")
+    p.add_argument("--repeats", type=int,
+                   help="retrain the best config with this many other seeds (default: the spec's, 2 for sherlock)")
     p.add_argument("--final-chars", type=int,
                    help="train the best configuration for up to this many characters as the final model, scored "
                         "once on the test text (default: the spec's; 0 skips the final model)")

@@ -7,7 +7,6 @@ sees one left by an earlier study. Imports nothing of Ray.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -113,14 +112,32 @@ class StudyStop:
 @contextmanager
 def sigterm_as_sigint(stop: StudyStop):
     """SIGTERM stops the study the way Ctrl-C does (Tune saves its state and in-flight trials stay resumable), and
-    is noted in `stop` so that the driver says which signal it was."""
+    is noted in `stop` so that the driver says which signal it was.
+
+    SIGTERM is handed to whatever handles SIGINT now: Tune's handler while it runs. Where nothing does (SIGINT
+    ignored, as in a background job of a non-interactive shell, or left at its default) it raises
+    KeyboardInterrupt, as Python's own handler would. Such an interruption leaves as `Interrupted("SIGTERM")`.
+    SIGINT's handler is put back too: Tune installs its own and leaves it there, where it would swallow the next
+    Ctrl-C after the experiment ended.
+    """
     def on_term(signum, frame):
         stop.terminate()
-        os.kill(os.getpid(), signal.SIGINT)
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
 
-    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
+    main = threading.current_thread() is threading.main_thread()
+    previous_int = signal.getsignal(signal.SIGINT) if main else None
+    previous = signal.signal(signal.SIGTERM, on_term) if main else None
     try:
         yield
+    except KeyboardInterrupt:
+        if stop.terminated:
+            raise Interrupted("SIGTERM") from None
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)

@@ -5,12 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from charrnn.metrics import (copied_frac, corpus_words, known_word_frac, lr_at, ngram_hashes, nats_to_bits,
-                             unigram_entropy_bits)
+from charrnn.metrics import copied_frac, corpus_words, known_word_frac, lr_at, ngram_hashes, unigram_entropy_bits
 
 
-def test_bits_and_unigram_entropy():
-    assert nats_to_bits(math.log(2)) == pytest.approx(1.0)
+def test_unigram_entropy():
     assert unigram_entropy_bits(np.array([0, 1, 2, 3]), 4) == pytest.approx(2.0)
     assert unigram_entropy_bits(np.array([1, 1, 1]), 4) == pytest.approx(0.0)
 

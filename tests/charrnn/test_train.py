@@ -332,3 +332,43 @@ def test_a_validation_score_worse_than_a_uniform_guess_ends_as_diverged(tiny_tex
     assert result.status == "diverged"
     assert records[-1].diverged and records[-1].done and math.isnan(records[-1].val_bpc)
     assert all(not r.diverged for r in records[:-1])
+
+
+def test_a_useless_first_evaluation_is_never_recorded_as_the_best(tiny_text):
+    # Scored on a character it almost never saw, the model's first evaluation is worse than useless: the run
+    # ends as diverged with no best score (inf before any evaluation; the study reports a diverged trial's NaN).
+    corpus = from_text(tiny_text)
+    rare = int(np.bincount(corpus.train, minlength=len(corpus.vocab)).argmin())
+    val = np.full(2_000, rare, dtype=corpus.val.dtype)
+    records = []
+    result = train(TrainConfig(budget_chars=30_000, **TINY), corpus.train, val, corpus.vocab, report=records.append)
+    assert len(records) == 1 and records[0].diverged and not records[0].is_best
+    assert not math.isfinite(records[0].best_val_bpc) and not math.isfinite(result.best_val_bpc)
+    assert result.status == "diverged" and result.best_chars_seen == 0
+
+
+def test_a_useless_evaluation_keeps_the_earlier_best_and_its_weights(tiny_text, tmp_path, monkeypatch):
+    import sys
+
+    from charrnn.checkpoint import MODEL_FILE, load_model
+
+    module = sys.modules["charrnn.train"]
+    real, scores = module.evaluate, iter([None, 99.0])  # the real first score, then a useless one
+
+    def scripted(*args):
+        val_bpc, text = real(*args)
+        score = next(scores)
+        return (val_bpc if score is None else score), text
+
+    monkeypatch.setattr(module, "evaluate", scripted)
+    corpus = from_text(tiny_text)
+    records = []
+    result = train(TrainConfig(budget_chars=30_000, **TINY), corpus.train, corpus.val, corpus.vocab,
+                   report=records.append, checkpoint_dir=tmp_path)
+    first, last = records
+    assert first.is_best and not first.diverged
+    assert last.diverged and last.done and not last.is_best and math.isnan(last.val_bpc) and not last.final_samples
+    assert last.best_val_bpc == result.best_val_bpc == first.val_bpc
+    assert result.best_chars_seen == first.chars_seen and result.status == "diverged"
+    best, _, _ = load_model(tmp_path / MODEL_FILE)  # the best weights are still the first evaluation's
+    assert evaluate_bpc(best, torch.from_numpy(np.array(corpus.val))) == pytest.approx(first.val_bpc, abs=1e-5)

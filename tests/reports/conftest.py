@@ -182,3 +182,187 @@ def make_run(tmp_path_factory):
         return write_run_dir(tmp_path_factory.mktemp("run"), **kwargs)
 
     return make
+
+
+def rename_trial_ids(run_dir: pathlib.Path, rename: dict[str, str], *, sort_rows: bool = True) -> pathlib.Path:
+    """Give the trials of `run_dir` other ids, in place, as another Tune run of the same trials would: every string
+    equal to an old id (trial_id, repeat_of, ... in the tables; any value in study.json) becomes `rename[id]`.
+    `sort_rows`: put each table's rows in the new ids' order, as a writer that met the trials in that order would."""
+    for name in ("trials.parquet", "curves.parquet", "samples.parquet"):
+        df = pd.read_parquet(run_dir / name)
+        for col in df.columns:
+            if df[col].dtype == object or pd.api.types.is_string_dtype(df[col]):
+                df[col] = df[col].map(lambda v: rename.get(v, v) if isinstance(v, str) else v)
+        if sort_rows:
+            df = df.sort_values("trial_id", kind="stable")
+        df.to_parquet(run_dir / name, index=False)
+
+    def swap(obj):
+        if isinstance(obj, dict):
+            return {k: swap(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [swap(v) for v in obj]
+        return rename.get(obj, obj) if isinstance(obj, str) else obj
+
+    study = json.loads((run_dir / "study.json").read_text(encoding="utf-8"))
+    (run_dir / "study.json").write_text(json.dumps(swap(study)), encoding="utf-8")
+    return run_dir
+
+
+# ---- the local design: the center and every one-at-a-time move, trained with the same seeds -------------------
+LOCAL_SEEDS = (1000, 1001)
+LOCAL_BUDGET, LOCAL_STEPS = 1_600_000, 4_000
+UNIGRAM = 3.4  # the unigram baseline written beside a local design: every trained model is 1 bit/char below it
+SHAPE = ("hidden_size", "cell")  # the synthetic space's hyperparameters that change the model's tensors
+
+
+def local_moves(center: dict, space: dict | None = None) -> list[dict]:
+    """The moves of the synthetic space (or `space`) from `center`, as study.local designs them (a quarter of a
+    numeric range, on the log scale where the space is logarithmic; every other choice of a categorical one)."""
+    out = []
+    for name, spec in (space or SEARCH_SPACE).items():
+        c = center[name]
+        if spec["type"] == "categorical":
+            out += [{"param": name, "value": v, "label": v, "kind": "choice"} for v in spec["choices"] if v != c]
+            continue
+        lo, hi, log = spec["low"], spec["high"], spec["log"]
+        span = (math.log(hi) - math.log(lo)) if log else hi - lo
+        for sign, kind in ((1, "up"), (-1, "down")):
+            v = c * math.exp(sign * span / 4) if log else c + sign * span / 4
+            v = min(max(v, lo), hi)
+            v = int(round(v)) if spec["type"] == "int" else float(f"{v:.4g}")
+            factor = math.exp(span / 4)
+            label = (f"x{factor:.2g}" if sign > 0 else f"/{factor:.2g}") if log else f"{sign * span / 4:+.3g}"
+            out.append({"param": name, "value": v, "label": label, "kind": kind})
+    return out
+
+
+def add_local_design(path: pathlib.Path, *, seeds: tuple[int, ...] = LOCAL_SEEDS, seed: int = 0,
+                     seed_sd: float = SEED_SD, diverge: tuple[str, object] | None = None,
+                     center_offset: float = 0.0, unigram: float = UNIGRAM) -> pathlib.Path:
+    """Add a local design to the synthetic run at `path` (rows of role "local", study.json's "local", and a unigram
+    baseline): around its best search trial, every move of `local_moves`, each with `seeds`.
+
+    val_bpc = final_quality(config) + center_offset + a seed's shared part (sd `seed_sd`: common random numbers)
+    + a configuration's own part (sd seed_sd / 5; seed_sd / 2 for a move that changes the tensors). The true
+    effect of a move is therefore final_quality(move) - final_quality(center); `diverge` = (param, value) makes
+    that move diverge in its first seed (value None: the hyperparameter's first move). A hostile run's cell choice
+    "<i>lstm</i>`" scores as lstm.
+    """
+    rng = np.random.default_rng(seed + 77)
+    trials = pd.read_parquet(path / "trials.parquet")
+    curves = pd.read_parquet(path / "curves.parquet")
+    search = trials[(trials["role"] == "search") & (trials["status"] == "completed")]
+    best = search.sort_values("best_val_bpc", kind="stable").iloc[0]
+    center = {k: (best[f"param.{k}"].item() if hasattr(best[f"param.{k}"], "item") else best[f"param.{k}"])
+              for k in SEARCH_SPACE}
+    study = json.loads((path / "study.json").read_text(encoding="utf-8"))
+    moves = local_moves(center, study["search_space"])
+    if diverge is not None and diverge[1] is None:
+        diverge = (diverge[0], next(m["value"] for m in moves if m["param"] == diverge[0]))
+
+    def quality(cfg: dict) -> float:
+        return final_quality({**cfg, "cell": cfg["cell"] if cfg["cell"] in SEARCH_SPACE["cell"]["choices"] else "lstm"})
+
+    shared = rng.normal(0, seed_sd, len(seeds))
+    rows, crows = [], []
+    index = int(trials["trial_index"].max()) + 1
+    for j, s in enumerate(seeds):
+        for moved, cfg in [("", center)] + [(m["param"], {**center, m["param"]: m["value"]}) for m in moves]:
+            own = seed_sd / (2 if moved in SHAPE else 5)
+            y = quality(cfg) + center_offset + shared[j] + rng.normal(0, own)
+            failed = diverge is not None and j == 0 and moved == diverge[0] and cfg[moved] == diverge[1]
+            tid = f"l{index:03d}"
+            rows.append({"trial_id": tid, "status": "diverged" if failed else "completed",
+                         **{f"param.{k}": v for k, v in cfg.items()}, "best_val_bpc": math.nan if failed else y,
+                         "chars_seen": LOCAL_BUDGET, "wall_s": 30.0, "node_id": "node-0", "trial_index": index,
+                         "role": "local", "seed": s, "device": "cpu", "error": None, "train_bpc": y - 0.05,
+                         "num_params": 0, "moved": moved})
+            for k in range(1, 5):  # four evaluations, falling to y (a diverged trial: NaN after the first)
+                v = math.nan if failed and k > 1 else y + 0.2 * (4 - k)
+                crows.append({"trial_id": tid, "chars_seen": LOCAL_BUDGET * k // 4, "wall_s": 7.5 * k,
+                              "train_bpc": v - 0.05, "val_bpc": v, "best_val_bpc": y + 0.2 * (4 - min(k, 1 if failed
+                                                                                               else 4)),
+                              "lr": cfg["lr"]})
+            index += 1
+    trials = pd.concat([trials, pd.DataFrame(rows)], ignore_index=True)
+    curves = pd.concat([curves, pd.DataFrame(crows)], ignore_index=True).astype({"chars_seen": "int64"})
+    trials.to_parquet(path / "trials.parquet", index=False)
+    curves.to_parquet(path / "curves.parquet", index=False)
+    pd.DataFrame({"method": ["unigram"], "split": ["val"], "bpc": [unigram], "detail": [""]}).to_parquet(
+        path / "baselines.parquet", index=False)
+    study["local"] = {"budget_chars": LOCAL_BUDGET, "steps": LOCAL_STEPS, "seeds": list(seeds),
+                      "center_trial": str(best["trial_id"]), "center": center, "moves": moves,
+                      "chosen": {"moved": "", "value": None, "why": "no move scored better than the center"}}
+    (path / "study.json").write_text(json.dumps(study), encoding="utf-8")
+    return path
+
+
+def true_effects(path: pathlib.Path) -> dict[tuple[str, object], float]:
+    """The true effect of every move of a run written by `add_local_design` (no center offset, no noise)."""
+    local = json.loads((path / "study.json").read_text(encoding="utf-8"))["local"]
+    c = local["center"]
+    return {(m["param"], m["value"]): final_quality({**c, m["param"]: m["value"]}) - final_quality(c)
+            for m in local["moves"]}
+
+
+@pytest.fixture(scope="session")
+def make_local_run(tmp_path_factory):
+    """Factory fixture: make_local_run(run=dict(...), **local) writes a synthetic run with a local design."""
+
+    def make(run: dict | None = None, **local) -> pathlib.Path:
+        return add_local_design(write_run_dir(tmp_path_factory.mktemp("local"), **(run or {})), **local)
+
+    return make
+
+
+LOCAL_CENTER = {"lr": 0.01, "hidden_size": 256, "dropout": 0.2, "seq_len": 128, "cell": "gru", "optimizer": "adam"}
+
+
+def local_rundata(effects: dict[str, float] | None = None, *, seeds: tuple[int, ...] = LOCAL_SEEDS,
+                  seed_sd: float = SEED_SD, center_bpc: float = 1.6, unigram: float = UNIGRAM, n_search: int = 30,
+                  search_lr_slope: float = 0.0, diverge: tuple[str, object] | None = None, seed: int = 0):
+    """A run with a local design, in memory (`RunData`, no files): around LOCAL_CENTER, every move of `local_moves`
+    has the true effect `effects[param]` (0 for a hyperparameter not named), with `seeds` and the noise of
+    `add_local_design` (a seed's shared part of sd `seed_sd`, a configuration's own part smaller). `n_search`
+    search trials spread over the space score 1.6 + search_lr_slope * (log10 lr + 2.5) + noise, for the rank
+    tests. `diverge` = (param, value): that move diverges in its first seed."""
+    from reports._load import ParamSpec, RunData
+
+    rng = np.random.default_rng(seed)
+    effects = effects or {}
+    moves = local_moves(LOCAL_CENTER)
+    shared = rng.normal(0, seed_sd, len(seeds))
+    rows = []
+    for j, s in enumerate(seeds):
+        for moved, cfg in [("", LOCAL_CENTER)] + [(m["param"], {**LOCAL_CENTER, m["param"]: m["value"]})
+                                                  for m in moves]:
+            y = center_bpc + effects.get(moved, 0.0) + shared[j] + rng.normal(0, seed_sd / (2 if moved in SHAPE
+                                                                                           else 5))
+            failed = diverge is not None and j == 0 and moved == diverge[0] and cfg[moved] == diverge[1]
+            rows.append({"status": "diverged" if failed else "completed", "role": "local", "moved": moved,
+                         "seed": s, "best_val_bpc": math.nan if failed else y, **_param_cells(cfg)})
+    for _ in range(n_search):
+        cfg = {"lr": float(10 ** rng.uniform(-4, -1)), "hidden_size": float(rng.integers(64, 1025)),
+               "dropout": float(rng.uniform(0, 0.5)), "seq_len": float(rng.integers(32, 257)),
+               "cell": str(rng.choice(SEARCH_SPACE["cell"]["choices"])),
+               "optimizer": str(rng.choice(SEARCH_SPACE["optimizer"]["choices"]))}
+        y = 1.6 + search_lr_slope * (math.log10(cfg["lr"]) + 2.5) + rng.normal(0, seed_sd)
+        rows.append({"status": "completed", "role": "search", "moved": "", "seed": 0, "best_val_bpc": y,
+                     **_param_cells(cfg)})
+    trials = pd.DataFrame(rows).assign(trial_id=[f"x{i:03d}" for i in range(len(rows))], trial_index=range(len(rows)),
+                                       chars_seen=LOCAL_BUDGET, wall_s=1.0, node_id="n")
+    params = tuple(ParamSpec(n, "categorical", choices=tuple(p["choices"])) if p["type"] == "categorical" else
+                   ParamSpec(n, p["type"], float(p["low"]), float(p["high"]), bool(p["log"]))
+                   for n, p in SEARCH_SPACE.items())
+    study = {"metric": "val_bpc", "search_space": SEARCH_SPACE, "corpus": {"vocab_size": 96},
+             "local": {"budget_chars": LOCAL_BUDGET, "steps": LOCAL_STEPS, "seeds": list(seeds),
+                       "center_trial": "x-search", "center": LOCAL_CENTER, "moves": moves, "chosen": None}}
+    baselines = pd.DataFrame({"method": ["unigram"], "split": ["val"], "bpc": [unigram], "detail": [""]})
+    return RunData(pathlib.Path("."), study, params, trials, pd.DataFrame(columns=["trial_id", "chars_seen"]),
+                   pd.DataFrame(columns=["trial_id", "chars_seen", "temperature", "text"]), baselines=baselines)
+
+
+def _param_cells(cfg: dict) -> dict:
+    """A configuration as trials.parquet's columns, typed as `load_run` leaves them (categorical: str)."""
+    return {f"param.{k}": (str(v) if SEARCH_SPACE[k]["type"] == "categorical" else float(v)) for k, v in cfg.items()}

@@ -38,12 +38,11 @@ def test_importance_csv_contract(hostile_report):
 
 def test_answer_comes_first_with_numbers(hostile_report):
     md = (hostile_report / "report.md").read_text()
-    first = next(line for line in md.splitlines()[1:] if line.strip())
-    # (a prefix may name the other method's view or an interaction first)
-    assert re.search(r"(\*\*|: )lr matters most: it explains \d+% \\\(95% CI \d+%–\d+%\\\)", first) or \
-        re.search(r"(\*\*|: )lr matters most: it explains \d+% \(95% CI \d+%–\d+%\)", first), first
-    assert "trials compared at 100k training characters" in first
-    assert "within noise" in first
+    first, *after = [line for line in md.splitlines()[1:] if line.strip()]
+    # the headline (at most 40 words), then one bullet a clause
+    assert re.search(r"^\*\*lr matters most: it explains \d+% \(95% CI \d+%–\d+%\)", first), first
+    assert "trials compared at 100k training characters" in first and len(first.split()) <= 40
+    assert any(line.startswith("• ") and "within noise" in line for line in after[:4]), after[:4]
 
 
 def test_html_is_self_contained_and_escaped(hostile_report):
@@ -236,3 +235,41 @@ def test_the_hostile_reports_csv_has_no_formula_cells(hostile_report):
     t = pd.read_csv(hostile_report / "importance.csv", dtype=str, keep_default_na=False)
     cells = [*t.columns, *(v for col in t.columns for v in t[col])]
     assert not [v for v in cells if v.startswith(("=", "+", "@", "\t", "\r"))]
+
+
+# ---- a run with a local design: the answer comes from it, the fANOVA view is the second one --------------------
+
+@pytest.fixture(scope="module")
+def local_report(make_local_run):
+    run_dir = make_local_run(run={"seed": 6, "n_trials": 24, "repeats": 2, "hostile": True}, diverge=("seq_len", None))
+    return build_report(run_dir, n_bootstrap=4)
+
+
+def test_a_local_design_leads_the_report(local_report):
+    md = (local_report / "report.md").read_text()
+    first, *after = [line for line in md.splitlines()[1:] if line.strip()]
+    assert first.startswith("**At 4,000 optimizer steps around ") and len(first.split()) <= 40, first
+    assert after[0].startswith("• ")
+    local, fanova = md.index("## How quality depends on each hyperparameter"), md.index("## The whole search space")
+    assert local < fanova and md.index("](effects.png)") < fanova < md.index("](importance.png)")
+    table = md[local:fanova]
+    for name in ("lr", "hidden\\_size", "dropout", "seq\\_len", "cell", "optimizer"):  # every searched one
+        assert f"\n| {name} | " in table, name
+    assert "(1 diverged or failed)" in table
+    assert (local_report / "effects.png").read_bytes().startswith(b"\x89PNG")
+    t = pd.read_csv(local_report / "effects.csv")
+    assert list(t.columns[:3]) == ["param", "label", "kind"] and len(t) == 14 and t["ci_low"].le(t["ci_high"]).all()
+
+
+def test_a_local_report_escapes_the_run_directorys_strings(local_report):
+    page = (local_report / "index.html").read_text()
+    assert "<i>lstm</i>" not in page and "<script" not in page.lower() and "&lt;i&gt;lstm&lt;/i&gt;" in page
+    md = (local_report / "report.md").read_text()
+    outside = re.sub(r"\n(`{3,})text\n.*?\n\1(?=\n)", "", md, flags=re.S)
+    assert "<i>lstm" not in outside
+
+
+def test_a_local_report_is_the_same_for_the_same_seed(local_report, tmp_path):
+    again = build_report(local_report.parent, tmp_path / "again", n_bootstrap=4)
+    for name in ("report.md", "effects.csv"):
+        assert (again / name).read_bytes() == (local_report / name).read_bytes(), name

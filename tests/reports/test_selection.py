@@ -61,7 +61,7 @@ def test_an_unstable_first_candidate_leaves_the_noise_floor_to_the_second(make_r
     a = analyze(run, n_bootstrap=0)
     assert a.best == best and a.seed.floor == nf
     chosen_score = run.trials.set_index("trial_id").loc[ranked[1], "best_val_bpc"]
-    row = baseline_table(run, None).set_index("model").loc["chosen search trial (its budget)"]
+    row = baseline_table(run, None).set_index("model").loc["chosen trial (its budget)"]
     assert row["validation"] == pytest.approx(chosen_score)
     skipped = unstable_configurations(run)
     assert skipped.to_dict("records") == [{"trial_id": ranked[0], "bad": 2, "repeats": 3}]

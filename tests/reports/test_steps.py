@@ -46,10 +46,12 @@ def test_slow_stepping_hyperparameter_does_not_lead_where_it_had_not_formed(tmp_
     a = analyze(early, n_bootstrap=10)
     assert not a.budget.formed and a.budget.chars == 100_000
     assert a.importance.table["param"].iloc[0] == "batch_size"  # the artifact the rule is there to catch
-    s = a.summary
-    assert s.startswith("Quality had not formed at any budget these trials share: at 100k characters 25 of 40 "
-                        "compared trials had taken fewer than 100 optimizer steps (the fewest 31), and 25 of 40 "
-                        "were not yet 1 bit/char below the unigram baseline (4.40)"), s
+    assert a.verdict.kind == "global_only" and a.verdict.global_answer.case == "not_formed"
+    assert a.verdict.global_answer.carried == ("batch_size",)
+    s = " ".join([a.summary, *a.bullets])
+    assert a.summary.startswith("Quality had not formed at any budget these trials share: at 100k characters 25 of 40 "
+                                "compared trials had taken fewer than 100 optimizer steps (the fewest 31)"), s
+    assert "25 of 40 were not yet 1 bit/char below the unigram baseline (4.40)" in s
     assert " matters most: it explains" not in s and "batch_size leads" not in s
     assert "batch_size ranks first there, but its lead is carried by the optimizer steps it sets (Spearman −0." in s
     assert "320k characters for the trials that take 3,200 a step" in s
@@ -63,9 +65,10 @@ def test_slow_stepping_hyperparameter_does_not_lead_where_it_had_not_formed(tmp_
         b.summary
     assert "compared at 400k training characters (at least 125 optimizer steps each)" in b.summary
     assert ("At this budget 100% of the compared trials (18 of 18) had formed, at least 1 bit/char below the "
-            "unigram baseline (4.40); the fewest optimizer steps any compared trial had taken is 125") in b.summary
-    assert "The comparison is at 400k rather than at 100k, where 25 of 40 trials had taken fewer than 100 steps" \
-        in b.summary
+            "unigram baseline (4.40).") in b.bullets
+    assert any(x.startswith("The fewest optimizer steps any compared trial had taken is 125") for x in b.bullets)
+    assert any(x.startswith("The comparison is at 400k rather than at 100k, where 25 of 40 trials had taken fewer "
+                            "than 100 steps") for x in b.bullets), b.bullets
     # from the curves: trials first got 1 bit below unigram after 125 steps (the first evaluation past 100); the
     # 13 batch-64 trials stopped at 100k (31 steps) never did
     assert (b.plateau.n_trials, b.plateau.n_left, b.plateau.median, b.plateau.p90) == (40, 27, 125, 125)
@@ -78,6 +81,7 @@ def test_a_leader_carried_by_steps_is_named_as_such(tmp_path):
                                                                      "min_steps": 20}))
     a = analyze(run, n_bootstrap=10)
     assert a.budget.formed and a.budget.chars == 100_000
+    assert a.verdict.global_answer.case == "carried" and a.verdict.global_answer.leader == "batch_size"
     assert a.summary.startswith("batch_size leads, but its lead is carried by the optimizer steps it sets "
                                 "(Spearman −0."), a.summary
     assert "compared at 100k training characters (at least 31 optimizer steps each)" in a.summary
@@ -90,7 +94,7 @@ def test_equal_steps_are_stated_as_steps(tmp_path):
     assert a.budget.chars == 100_000 and a.budget.formed
     assert "trials compared after 125 optimizer steps (100k training characters, 800 per step)" in a.summary
     assert "Spearman correlation of score with steps taken: n/a: every compared trial took the same 125 steps" \
-        in a.summary, a.summary
+        in " ".join(a.bullets), a.bullets
 
 
 def test_recorded_steps_are_read_and_agree_with_the_derivation(tmp_path):
@@ -193,20 +197,23 @@ def test_contenders_that_set_the_steps_are_named_as_carried():
     from dataclasses import replace
 
     from reports import compute_importance
-    from reports._analysis import _summary
     from reports._budget import Budget
+    from reports._verdict import global_answer
+    from reports._wording import global_bullets
     from reports._steps import Formation
     from tests.reports.test_analysis import SPECS, _study
 
     params, y = _study(4.0, 1.0, n=40, seed=1)
     res = compute_importance(SPECS, params, y, n_bootstrap=30, random_state=0)
     res = replace(res, table=res.table.assign(param=res.table["param"].replace({"a": "seq_len", "b": "batch_size"})))
-    f = Formation(100, 40, 7, 16, 4.45, 16, -0.74, math.nan, True, 12_800)
-    s = _summary(res, Budget(100_000.0, 40, 1, False, pd.DataFrame({"trial_id": [], "y": []}), pd.DataFrame(),
-                             formation=f), "val_bpc")
-    assert "in an order these trials cannot settle" in s
-    assert ("the lead of seq_len and batch_size is carried by the optimizer steps they set (Spearman −0.74" in s
-            or "the lead of batch_size and seq_len is carried by the optimizer steps they set (Spearman −0.74" in s), s
+    # formed (a study that asks 5 steps), so the ranking is stated, with its step-carried contenders
+    f = Formation(5, 40, 7, 0, 4.45, 16, -0.74, math.nan, True, 12_800)
+    g = global_answer(res, Budget(100_000.0, 40, 1, False, pd.DataFrame({"trial_id": [], "y": []}), pd.DataFrame(),
+                                  formation=f), "val_bpc")
+    assert g.case == "contenders" and set(g.carried) == {"seq_len", "batch_size"}
+    s = " ".join(global_bullets(g))
+    assert f"The lead of {g.carried[0]} and {g.carried[1]} is carried by the optimizer steps they set (Spearman −0.74" \
+        in s, s
 
 
 def test_characters_per_step_are_the_trials_own_not_budget_over_steps(tmp_path):

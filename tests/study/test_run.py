@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
 
+from study.inputs import resolve_spec
 from study.rundir import RunDir
 from study.run import adjusted_note, build_parser, prepare, study_metadata
 
@@ -79,3 +81,15 @@ def test_resume_keeps_the_study_name_and_the_fitted_spec(tmp_path, novel):
     again = prepare(build_parser().parse_args(["--resume", str(first.run_dir)]))
     assert again.resume and again.study_name == "smoke-my_novel"
     assert again.spec.search["train_chars"] == first.spec.search["train_chars"] and again.adjusted == first.adjusted
+
+
+def test_help_states_the_bundled_sherlock_specs_defaults():
+    """A default the help names "for sherlock" is the bundled sherlock spec's, not a number of its own."""
+    spec = resolve_spec("sherlock")
+    named = {a.dest: re.search(r"(\d+(?:\.\d+)?) for sherlock", a.help or "") for a in build_parser()._actions}
+    named = {dest: float(m.group(1)) for dest, m in named.items() if m}
+    assert {"trials", "repeats", "minutes"} <= set(named)
+    for dest, value in named.items():
+        assert value == getattr(spec, dest), dest
+    repeats = next(a for a in build_parser()._actions if a.dest == "repeats")
+    assert not set(re.findall(r"\d+", repeats.help)) - {str(spec.repeats)}  # no other number is given as its default

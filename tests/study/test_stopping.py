@@ -15,7 +15,7 @@ from study.progress import Progress
 from study.results import ResultsWriter
 from study.rundir import RunDirWriteError
 from study.search import StudySearch
-from study.stopping import StudyStop, sigterm_as_sigint
+from study.stopping import Interrupted, StudyStop, sigterm_as_sigint
 
 
 def _writer(run_dir, stop: StudyStop) -> ResultsWriter:
@@ -48,16 +48,56 @@ def test_a_searchers_storage_failure_stops_its_own_study_only(tmp_path):
     assert "database or disk is full" in str(stop_a.write_failure) and stop_b.write_failure is None
 
 
-def test_sigterm_is_noted_in_its_own_study_only():
+@pytest.fixture
+def sigint_handler():
+    """Set SIGINT's handler for one test, whatever the process started with (a background job of a shell starts
+    with SIGINT ignored) or an earlier test left (Tune leaves its own installed); put the old one back after."""
+    before = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, before)
+
+
+def _sigterm_and_wait() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(200):
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN, signal.SIG_DFL],
+                         ids=["python-default", "ignored", "os-default"])
+def test_sigterm_is_noted_in_its_own_study_only(sigint_handler, sigint):
+    """Outside Tune's handler SIGTERM interrupts as Ctrl-C does, even where SIGINT is ignored (a study started
+    with `nohup ... &`), and leaves as Interrupted("SIGTERM")."""
+    sigint_handler(sigint)
     stop_a, stop_b = StudyStop(), StudyStop()
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):  # SIGTERM is turned into SIGINT, as Ctrl-C stops Tune
+    with pytest.raises(Interrupted) as err:
         with sigterm_as_sigint(stop_a):
-            os.kill(os.getpid(), signal.SIGTERM)
+            _sigterm_and_wait()
+    assert err.value.signal_name == "SIGTERM"
+    assert stop_a.terminated and not stop_b.terminated and not StudyStop().terminated
+    assert signal.getsignal(signal.SIGTERM) is before and signal.getsignal(signal.SIGINT) == sigint
+
+
+def test_sigterm_is_handed_to_tunes_sigint_handler_which_is_not_left_behind(sigint_handler):
+    """While Tune runs, SIGTERM goes to its SIGINT handler (which saves the experiment and returns); Tune leaves
+    that handler installed, and the study puts back the one it found."""
+    sigint_handler(signal.SIG_IGN)
+    seen, stop = [], StudyStop()
+    with sigterm_as_sigint(stop):
+        signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))  # as tune.run does
+        _sigterm_and_wait()
+    assert seen == [signal.SIGINT] and stop.terminated
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_ctrl_c_is_not_taken_for_sigterm(sigint_handler):
+    sigint_handler(signal.default_int_handler)
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_sigint(StudyStop()):
+            os.kill(os.getpid(), signal.SIGINT)
             for _ in range(200):
                 time.sleep(0.01)
-    assert stop_a.terminated and not stop_b.terminated and not StudyStop().terminated
-    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_pickled_stop_comes_back_empty():
