@@ -111,6 +111,8 @@ def expect(plan, stage: str, limit_s: float = 0.0) -> tuple[float | None, float]
         return (limit_s or None, 0.0)
     p = plan.time_plan
     final = p["final_s"] if plan.final_chars > 0 else 0.0
-    return {"search": (p["search_s"], p["repeats_s"] + final + p["report_s"]),
-            "repeat": (p["repeats_s"], final + p["report_s"]),
+    local = (p.get("local_s") or 0.0) if int(plan.spec.local["seeds"]) else 0.0
+    return {"search": (p["search_s"], p["repeats_s"] + local + final + p["report_s"]),
+            "repeat": (p["repeats_s"], local + final + p["report_s"]),
+            "local": (local, final + p["report_s"]),
             "final": (limit_s or final, p["report_s"])}[stage]

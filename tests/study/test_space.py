@@ -133,3 +133,20 @@ def test_startup_trials_never_wait():
     study = optuna.create_study()
     study.ask()  # trial 0 running
     assert LaggedProposer(spec, 0, lag=0).params_for(study) is not None
+
+
+def test_a_diverged_trial_is_learned_from_as_the_worst_and_a_crash_is_not():
+    from study.space import as_observed
+
+    dist = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+
+    def trial(lr, value=None, status=None):
+        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
+        return optuna.trial.create_trial(params={"lr": lr}, distributions=dist, value=value, state=state,
+                                         user_attrs={} if status is None else {"status": status})
+
+    history = [trial(1e-3, 2.5), trial(3e-3, 2.1), trial(9e-2, status="diverged"), trial(5e-2, status="failed")]
+    seen = as_observed(history)
+    assert [t.state.name for t in seen] == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"]
+    assert seen[2].value == 2.5 and seen[2].params == {"lr": 9e-2}  # the worst value any trial reached
+    assert as_observed(history[2:]) == history[2:]  # nothing to compare with: left as it was
