@@ -1,4 +1,4 @@
-"""Do the report's 95% intervals hold the truth? `python -m reports.calibrate [--shapes ...] [--reps N]`.
+"""Do the report's 95% intervals hold the truth? `python -m benchmarks.calibrate [--shapes ...] [--reps N]`.
 
 Known-answer studies of the shapes real studies have: few-valued ints (num_layers 1-3), log floats (lr),
 categoricals, an interaction (optimizer x lr_scale), trials stopped early by ASHA and trials that diverged
@@ -472,7 +472,7 @@ def verdicts(table: pd.DataFrame, target: float = 0.9) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: print the coverage table, a verdict per shape and seed (and the
     per-hyperparameter detail with -v)."""
-    parser = argparse.ArgumentParser(prog="python -m reports.calibrate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--reps", type=int, default=20, help="synthetic studies per shape (default 20)")
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="harness seeds, run one after another")

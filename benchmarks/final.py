@@ -1,8 +1,8 @@
 """The final stage alone: one configuration trained as the study's final model trains it, and scored on the test text.
 
-    python -m study.bench_final --minutes 8.5                                  # seed 0's chosen GRU 2x512, rate capped
-    python -m study.bench_final --minutes 8.5 --set lr_scale=2.82             # at the trial's own rate
-    python -m study.bench_final --set cell=lstm --set hidden_size=256 --minutes 5
+    python -m benchmarks.final --minutes 8.5                                  # seed 0's chosen GRU 2x512, rate capped
+    python -m benchmarks.final --minutes 8.5 --set lr_scale=2.82             # at the trial's own rate
+    python -m benchmarks.final --set cell=lstm --set hidden_size=256 --minutes 5
 
 The settings are the final stage's, from the same function (study.stages.final.final_config, on the sherlock spec):
 the whole training text, the final model's step size, a cosine schedule fitted to the time limit after every
@@ -33,7 +33,7 @@ SEED0 = dict(embedding_dim=16, hidden_size=512, num_layers=2, cell="gru", lr_sca
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m study.bench_final", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.final", description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=8.5)
     p.add_argument("--corpus", default="sherlock")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

@@ -1,7 +1,7 @@
 """How many optimizer steps a trial of a spec's search space takes to leave the unigram plateau.
 
-    python -m study.bench_formation                       # sherlock's space, 16 configurations, up to 400 steps
-    python -m study.bench_formation --spec shakespeare --configs 24 --max-steps 600 --json
+    python -m benchmarks.formation                       # sherlock's space, 16 configurations, up to 400 steps
+    python -m benchmarks.formation --spec shakespeare --configs 24 --max-steps 600 --json
 
 Draws configurations from a Latin hypercube over the spec's whole search space (the startup trials' design: every
 optimizer, learning rate, cell, ...), trains each with the real trainer, scoring the validation text every
@@ -57,7 +57,7 @@ def formation_steps(config: TrainConfig, corpus, val: np.ndarray, unigram: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m study.bench_formation", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.formation", description=__doc__.splitlines()[0])
     p.add_argument("--spec", default="sherlock")
     p.add_argument("--configs", type=int, default=16)
     p.add_argument("--max-steps", type=int, default=400)

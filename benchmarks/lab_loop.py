@@ -1,4 +1,4 @@
-"""The lab handout's training loop, kept as the speed baseline for `charrnn.bench`.
+"""The lab handout's training loop, kept as the speed baseline for `benchmarks.throughput`.
 
 One stream (batch 1) of `seq_len` characters per step, the hidden state carried and detached,
 `loss.item()` every step, Adam, no gradient clipping: the loop exactly as the handout writes it,

@@ -1,9 +1,9 @@
 """What Ray Tune costs per trial, and what a second concurrent one-CPU trial adds.
 
-    python -m study.bench_overhead            # under a minute on a 2-core CPU
-    python -m study.bench_overhead --json     # one JSON object
-    python -m study.bench_overhead --smoke    # tiny models, for a quick check that it runs
-    python -m study.bench_overhead --gpu-share 4 --json   # on a GPU: 1, 2 and 4 trials sharing it
+    python -m benchmarks.overhead            # under a minute on a 2-core CPU
+    python -m benchmarks.overhead --json     # one JSON object
+    python -m benchmarks.overhead --smoke    # tiny models, for a quick check that it runs
+    python -m benchmarks.overhead --gpu-share 4 --json   # on a GPU: 1, 2 and 4 trials sharing it
 
 One local Ray instance (`ray.init(address="local")`, as `study.run` starts it) runs the real
 trainable (`study.trainable.run_trial`) with the corpus in the object store, three times:
@@ -44,7 +44,7 @@ if __name__ == "__main__":  # a local Ray on loopback, as study.run starts it: s
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from charrnn.bench import CpuWaitShare  # noqa: E402
+from benchmarks.throughput import CpuWaitShare  # noqa: E402
 from charrnn.corpus import CorpusError, load_corpus  # noqa: E402
 from study.cluster import start_ray  # noqa: E402
 from study.inputs import UsageError, resolve_corpus  # noqa: E402
@@ -199,7 +199,7 @@ def run_overhead(corpus_path: Path, model: str, chars: int, overhead_trials: int
             raise UsageError(f"Ray sees {cpus:g} CPUs; two concurrent one-CPU trials need 2")
         trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=1, gpus=0),
                                         {"cpu": 1, "gpu": 0})
-        with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as storage:
+        with tempfile.TemporaryDirectory(prefix="charrnn-overhead-") as storage:
             seeds = tune.grid_search(list(range(overhead_trials)))
             seq, t_fit = _fit(trainable, {**TINY, "seed": seeds}, 1, storage, "overhead", reuse_actors)
             first = {tid: seq.first_step(tid) for tid in seq.order}
@@ -256,7 +256,7 @@ def run_gpu_share(corpus_path: Path, model: str, chars: int, share: int) -> dict
         timed = {**MODELS[model], **QUICK_EVAL, "budget_chars": chars, "evals_per_trial": 5}
         counts = sorted({min(2 ** i, share) for i in range(share.bit_length() + 1)})
         phases = []
-        with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as storage:
+        with tempfile.TemporaryDirectory(prefix="charrnn-overhead-") as storage:
             for k in counts:
                 seeds = tune.grid_search(list(range(k)))
                 timeline, _ = _fit(trainable, {**timed, "seed": seeds}, k, storage, f"share{k}")
@@ -314,7 +314,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m study.bench_overhead", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m benchmarks.overhead", description=__doc__.splitlines()[0])
     p.add_argument("--corpus", default="sherlock", help="corpus name or path (default: sherlock)")
     p.add_argument("--model", choices=tuple(MODELS), default="lab",
                    help="model of the one-vs-two trials (default: the lab's 3x512 rnn_relu, batch 64)")

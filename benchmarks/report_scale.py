@@ -1,4 +1,4 @@
-"""How long the report takes as studies grow: `python -m reports.bench_scale --trials 60 200 500 2000`.
+"""How long the report takes as studies grow: `python -m benchmarks.report_scale --trials 60 200 500 2000`.
 
 Writes a known-answer run directory of n trials (the calibration harness's 11-hyperparameter "sherlock-11" shape,
 with ASHA's early stopping, diverged trials, three seed repeats and sample metrics) through the results contract,
@@ -20,8 +20,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from benchmarks.calibrate import SHAPES, synthetic_run
 from reports._load import running_best
-from reports.calibrate import SHAPES, synthetic_run
 from runcontract import CURVES_FILE, SAMPLES_FILE, SCHEMA_VERSION, STUDY_FILE, TRIALS_FILE
 
 
@@ -89,7 +89,7 @@ def bench(n_trials: list[int], *, seed: int = 0, n_bootstrap: int = 100) -> pd.D
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m reports.bench_scale", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report_scale", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[60, 200, 500])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=100)

@@ -1,20 +1,20 @@
 """How fast one CharRNN trains, against what this machine's matrix multiply can do.
 
-    python -m charrnn.bench                      # the lab's model at batch 64 for 10 s
-    python -m charrnn.bench --baseline --json    # and the lab's batch-1 loop, side by side
-    python -m charrnn.bench --device cuda --dtype bf16 --cell lstm --num-layers 2 --batch-size 256
+    python -m benchmarks.throughput                      # the lab's model at batch 64 for 10 s
+    python -m benchmarks.throughput --baseline --json    # and the lab's batch-1 loop, side by side
+    python -m benchmarks.throughput --device cuda --dtype bf16 --cell lstm --num-layers 2 --batch-size 256
 
 Model FLOPs come from the architecture: forward multiply-adds per character x 2
 (`charrnn.model.flops_per_char`), x 3 for forward plus backward. The peak is the best torch.matmul
 rate measured in the same process, thread count and dtype, over the model's own matmul shapes and
 a large square one; it is measured before and after training and the better of the two is kept, so
 load from other processes lowers the peak no more than it lowers the training rate.
-Our figure is the real trainer (`charrnn.train.train`), evaluation time and warm-up excluded.
+Our figure is the real trainer (`charrnn.train.train`, timed by `charrnn.speed.trainer_throughput`, the
+function the study plans with), evaluation time and warm-up excluded. Run from the repository root.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -24,16 +24,16 @@ from dataclasses import dataclass
 
 import torch
 
+from benchmarks.lab_loop import lab_loop_throughput
 from charrnn import corpora
-from charrnn._lab_loop import lab_loop_throughput
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus, CorpusError, load_corpus
 from charrnn.model import CELLS, CharRNN, ModelConfig, flops_per_char
-from charrnn.train import EVAL_STREAMS, EvalRecord, train
+from charrnn.speed import trainer_throughput
+from charrnn.train import EVAL_STREAMS
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SQUARE = {"cpu": 2048, "cuda": 8192}
-WARMUP_STEPS = 3
 MATMUL_SECONDS = 0.25  # per shape and pass
 DEFAULT_CORPUS = "sherlock"
 
@@ -112,41 +112,6 @@ def cpu_pressure_us() -> float:
     except OSError:
         return math.nan
     return float(dict(kv.split("=") for kv in some[1:])["total"])
-
-
-class _TimeUp(Exception):
-    """Raised from the report callback to end a timed run: train() counts its budget in characters."""
-
-
-def trainer_throughput(config: TrainConfig, corpus: Corpus, seconds: float) -> tuple[int, float]:
-    """Train with `charrnn.train.train` for about `seconds` after a warm-up; (chars, seconds) timed.
-
-    A short pilot run sizes the interval between evaluations (the only points where train() calls
-    back); the first interval of the timed run is its warm-up. Evaluation time is excluded, as in
-    `TrainResult.chars_per_s`.
-    """
-    step_chars = config.batch_size * config.seq_len
-    pilot = train(dataclasses.replace(config, budget_chars=WARMUP_STEPS * step_chars, evals_per_trial=1),
-                  corpus.train, corpus.val, corpus.vocab)
-    step_s = max(pilot.wall_s - pilot.eval_s, 1e-6) / WARMUP_STEPS  # high: it includes the first steps
-    steps = max(WARMUP_STEPS, math.ceil(min(1.0, seconds / 10) / step_s))
-    evals = 10**6  # never reached: the callback stops the run
-    timed = dataclasses.replace(config, budget_chars=evals * steps * step_chars, evals_per_trial=evals)
-    marks: list[tuple[int, float]] = []
-
-    def report(record: EvalRecord) -> None:
-        if record.diverged:
-            raise RuntimeError("the model diverged during the benchmark")
-        marks.append((record.chars_seen, record.wall_s - record.eval_s))
-        if marks[-1][1] - marks[0][1] >= seconds:
-            raise _TimeUp
-
-    try:
-        train(timed, corpus.train, corpus.val, corpus.vocab, report=report)
-    except _TimeUp:
-        pass
-    (c0, t0), (c1, t1) = marks[0], marks[-1]
-    return c1 - c0, t1 - t0
 
 
 @dataclass
@@ -324,7 +289,7 @@ def _cpu_count() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m charrnn.bench", description="Training speed of one CharRNN vs the matmul peak.")
+    p = _Parser(prog="python -m benchmarks.throughput", description="Training speed of one CharRNN vs the matmul peak.")
     p.add_argument("--cell", choices=CELLS, default="rnn_relu")
     p.add_argument("--embedding-dim", type=_positive(int), default=100)
     p.add_argument("--hidden-size", type=_positive(int), default=512)

@@ -18,7 +18,7 @@ For "fanova" the GP's kernel hyperparameters (which inputs matter, how smooth, h
 all trials, and held fixed on every resample; only the posterior is recomputed. Refitting them on every resample
 let the marginal likelihood switch an input on in one resample and off in the next. The interval is not the
 spread of the resampled posterior means, which ignores what the surrogate does not know (it held the true share
-in 75-83% of known-answer cases, `python -m reports.calibrate`): each resample contributes one draw of every
+in 75-83% of known-answer cases, `python -m benchmarks.calibrate`): each resample contributes one draw of every
 main-effect curve from its GP posterior (`AdditiveGP.main_effect_draws`), one draw of the variance no
 hyperparameter explains (`noise_draw`) and one of the interactions' (`interaction_draw`), and the interval is the percentiles of those draws' shares (see the
 README's coverage table). For "permutation" the interval is the percentiles of
@@ -60,7 +60,7 @@ def interval_levels(n: int, level: float = LEVEL) -> tuple[float, float]:
     plain percentile interval is too narrow in small samples, as a z interval with the sample's sd would be (it leaves
     out both the n-1 and the t quantile); the expanded one takes the tail 2 Phi(-sqrt(n/(n-1)) t_{n-1}) instead
     of 1 - level: 1.1% a side at 12 trials, 1.5% at 19, 2.1% at 50, 2.5% as n grows.
-    Measured on known answers (`python -m reports.calibrate`, README): on the 12-trial shape's first 12 studies per
+    Measured on known answers (`python -m benchmarks.calibrate`, README): on the 12-trial shape's first 12 studies per
     seed, 89%, 97% and 94% of the intervals held the truth with plain percentiles, 92%, 100% and 94% expanded."""
     if n < 3:
         return (1 - level) / 2, (1 + level) / 2
@@ -328,7 +328,7 @@ def _compute_importance(specs: list[ParamSpec], params: pd.DataFrame, y: np.ndar
 
         # Interval draws: for fanova one posterior draw of the GP per resample (the surrogate's own uncertainty on
         # top of the resampling of trials: the bootstrap of posterior means alone held the true share in 75-83%
-        # of cases on `python -m reports.calibrate`), for permutation the resamples themselves.
+        # of cases on `python -m benchmarks.calibrate`), for permutation the resamples themselves.
         spread = {m: (drawn[m] if m == "fanova" else boot[m]) for m in methods}
         table = pd.DataFrame({"param": names})
         for m in methods:
@@ -451,7 +451,7 @@ def interaction_shares(result: ImportanceResult, *, n_grid: int = 9, n_bootstrap
     (`AdditiveGP.effect_draws`), the unexplained variance (`noise_draw`) and the pair's interaction variance within
     the surrogate's error of the drawn one (`interaction_draw`); the interval is the percentiles of
     those draws' interaction shares. The bootstrap of posterior means alone leaves out what the surrogate does
-    not know, as it did for the main effects. `python -m reports.calibrate` checks it against the true share of
+    not know, as it did for the main effects. `python -m benchmarks.calibrate` checks it against the true share of
     the pair the report names.
 
     Returns columns a, b, share, ci_low, ci_high (intervals NaN except on the first row).

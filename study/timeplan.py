@@ -212,7 +212,7 @@ def measure_speed(spec: StudySpec, corpus: Corpus, seed: int, device: str = "cpu
     about `seconds` each with the real trainer, and returns their time-weighted mean: characters over the total
     seconds, as the search will spend them. The learning rate plays no part in speed and is left at a safe value.
     """
-    from charrnn.bench import trainer_throughput
+    from charrnn.speed import trainer_throughput
     from study.space import LatinHypercubeStartup, make_sampler, optuna_space
 
     space = optuna_space(spec)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import calibrate
-from reports.calibrate import (SHAPES, Shape, _cat, _float, _int, clopper_pearson, coverage_table, synthetic_run,
+from benchmarks import calibrate
+from benchmarks.calibrate import (SHAPES, Shape, _cat, _float, _int, clopper_pearson, coverage_table, synthetic_run,
                                true_pair_shares, true_shares, verdicts)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study.bench_overhead import Timeline, _overlap, main
+from benchmarks.overhead import Timeline, _overlap, main
 
 
 def _timeline(windows):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.report_scale import write_synthetic_run
 from reports import choose_budget, load_run
-from reports.bench_scale import write_synthetic_run
 
 
 def test_synthetic_run_directory_satisfies_the_contract(tmp_path):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from charrnn import bench
-from charrnn._lab_loop import lab_loop_throughput
+from benchmarks import throughput as bench
+from benchmarks.lab_loop import lab_loop_throughput
 from charrnn.corpus import Vocab
 from charrnn.model import CELLS, ModelConfig, flops_per_char
 

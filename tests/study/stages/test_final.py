@@ -1,4 +1,4 @@
-"""The final stage's settings, as the final stage and study.bench_final build them (one function)."""
+"""The final stage's settings, as the final stage and benchmarks.final build them (one function)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
