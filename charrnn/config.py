@@ -62,7 +62,10 @@ class TrainConfig:
     stop_chars: int = 0  # end training here (0 = budget_chars); the lr schedule still spans budget_chars
     patience: int = 0  # early stopping: end after this many evaluations without a new best (0 = never)
     min_delta: float = 0.0  # bits/char an evaluation must gain to count as a new best for `patience`
-    time_limit_s: float = 0.0  # > 0: shrink budget_chars (once, early) to what fits in this many seconds
+    time_limit_s: float = 0.0  # > 0: the budget is decided once, early, to fit in this many seconds (charrnn.pacer)
+    # > 0 with a time limit: budget_chars is a decision already made at this training rate (a replayed plan): it is
+    # trained as given, and cut only if this machine is markedly slower.
+    decided_chars_per_s: float = 0.0
     val_chars: int = 50_000  # validation characters scored at each evaluation (0 = all)
     seed: int = 0
     device: str = "cpu"
@@ -101,7 +104,7 @@ class TrainConfig:
         if any(b <= a for a, b in zip(self.eval_at, self.eval_at[1:])) or any(c < 1 for c in self.eval_at):
             raise ValueError(f"eval_at must be increasing positive character counts, got {self.eval_at}")
         for name in ("train_chars", "val_chars", "grad_clip", "weight_decay", "stop_chars", "patience",
-                     "min_delta", "time_limit_s"):
+                     "min_delta", "time_limit_s", "decided_chars_per_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.prime:

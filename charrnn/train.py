@@ -5,7 +5,8 @@ characters of every stream and carries the hidden state over from the previous c
 the lab's batch-1 loop does for its single stream. The budget is counted in training characters.
 At the configured evaluation points (`TrainConfig.eval_points`) the trainer scores bits/char on the
 validation text, samples some text, writes a checkpoint (when given a directory) and hands an
-`EvalRecord` to `report`.
+`EvalRecord` to `report`. Under a time limit (`TrainConfig.time_limit_s`) a `charrnn.pacer.Pacer` decides the budget
+once, early, and the loop asks it after every step how far it may go.
 """
 from __future__ import annotations
 
@@ -24,17 +25,13 @@ from charrnn.config import TrainConfig
 from charrnn.corpus import Vocab
 from charrnn.metrics import LN2, lr_at
 from charrnn.model import CharRNN, ModelConfig, detach_hidden
+from charrnn.pacer import BudgetDecision, Pacer
 from charrnn.sample import sample_many
 
 EVAL_STREAMS = 64
 EVAL_CHUNK = 256
 # Steps between host syncs to check the loss. Each check costs a device sync, which is free on CPU.
 CHECK_EVERY = {"cpu": 1, "cuda": 25}
-# With a time limit, the budget is fitted once this much training time (at most an eighth of the limit) has
-# given a rate, and fitted again at the first evaluation, when the cost of an evaluation is known.
-RATE_WARMUP_S = 15.0
-# The share of a time-limited run kept back for evaluations until one has been timed.
-EVAL_RESERVE = 0.08
 
 
 @dataclass
@@ -50,7 +47,8 @@ class EvalRecord:
     sample: str
     sample_temperature: float
     is_best: bool
-    budget_chars: int = 0  # the budget the lr schedule spans (shrunk to fit a time limit, if one is set)
+    budget_chars: int = 0  # the budget the lr schedule spans (decided to fit a time limit, if one is set)
+    budget_decision: BudgetDecision | None = None  # what the time limit made of the budget (None without one)
     done: bool = False  # the last record of a trial
     diverged: bool = False
     stopped_early: bool = False  # done because `patience` evaluations brought no new best
@@ -72,8 +70,8 @@ class TrainState:
     best_val_bpc: float = math.inf
     best_chars_seen: int = 0
     evals_since_best: int = 0  # for early stopping
-    budget_fits: int = 0  # times the time limit has been turned into a budget (at warm-up, at the first evaluation)
     last_eval_s: float = 0.0  # the cost of the latest evaluation
+    budget_decision: BudgetDecision | None = None  # the time limit's decision (`Pacer.decision`), once made
 
     def add_evaluation(self, val_bpc: float, min_delta: float) -> bool:
         """Count an evaluation at `chars_seen` toward the best so far and early stopping; returns whether it is
@@ -99,6 +97,7 @@ class TrainResult:
     peak_gpu_mem_bytes: int = 0
     test_bpc: float = math.nan
     budget_chars: int = 0
+    budget_decision: BudgetDecision | None = None
 
     @property
     def chars_per_s(self) -> float:
@@ -135,19 +134,6 @@ def should_stop_early(evals_since_best: int, patience: int, chars_seen: int = 0,
     that has stopped improving there usually improves as it decays (a final model stopped after 5 of its 17 minutes
     at 2.39 bits/char on a plateau of its peak rate)."""
     return patience > 0 and evals_since_best >= patience and 2 * chars_seen >= budget_chars
-
-
-def budget_for_time_limit(budget: int, chars_seen: int, rate: float, elapsed_s: float, limit_s: float,
-                          chars_per_step: int, evals_s: float | None = None) -> int:
-    """The budget that fits in `limit_s` at `rate` training characters per second (never more than `budget`).
-
-    `evals_s` is the time the evaluations still to come will take (once one has been timed); until then a share
-    EVAL_RESERVE of the remaining time is kept for them.
-    """
-    left = max(limit_s - elapsed_s, 0.0)
-    more = rate * (left * (1.0 - EVAL_RESERVE) if evals_s is None else max(left - evals_s, 0.0))
-    fitted = chars_seen + int(more) // chars_per_step * chars_per_step
-    return max(chars_seen + chars_per_step, min(budget, fitted))
 
 
 @torch.inference_mode()
@@ -212,6 +198,8 @@ def load_checkpoint(directory: str | Path, model: CharRNN, optimizer: torch.opti
         optimizer.load_state_dict(saved["optimizer"])
         names = {f.name for f in fields(TrainState)}
         state = TrainState(**{k: v for k, v in saved.items() if k in names})
+        if state.budget_decision is not None:
+            state.budget_decision = BudgetDecision.from_dict(state.budget_decision)
         return state, saved["best_model"]
     except Exception as exc:  # torch raises many types for a damaged file
         raise CheckpointError(f"cannot resume from {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
@@ -226,34 +214,13 @@ def next_eval_after(config: TrainConfig, budget_chars: int, chars: int, last_eva
     """The first evaluation point past `chars` (the end of training, once past the last one).
 
     Evenly spaced points stay at least half their spacing past the previous evaluation, `last_eval`: a budget
-    refitted to a time limit after an evaluation moves the grid, and its next point could otherwise fall a few
-    steps behind it (a final model evaluated 15 times in 6 minutes instead of 10 in 8.5).
+    cut to a time limit after an evaluation (`charrnn.pacer`) moves the grid, and its next point could otherwise
+    fall a few steps behind it (a final model evaluated 15 times in 6 minutes instead of 10 in 8.5).
     """
     points = config.eval_points(budget_chars)
     if not config.eval_at:
         chars = max(chars, last_eval + max(1, budget_chars // config.evals_per_trial) // 2)
     return next((p for p in points if p > chars), points[-1])
-
-
-def fit_time_limit(config: TrainConfig, state: TrainState, elapsed_s: float, rate: float, train_s: float,
-                   train_chars: int, chars_per_step: int, after_eval: bool = False) -> int | None:
-    """The budget fitted to `config.time_limit_s` after a step, or None when it stays.
-
-    Fitted at warm-up (once `train_s` seconds of this process's training have given a rate), then again after
-    every evaluation at the recent pace `rate`, upward as well as downward (never past `config.budget_chars`):
-    a machine that gets quieter gets the time back. Cut to this step once out of time.
-    """
-    if (state.budget_fits == 0 and train_chars // chars_per_step >= 10
-            and train_s >= min(RATE_WARMUP_S, config.time_limit_s / 8)):
-        return budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed_s, config.time_limit_s,
-                                     chars_per_step)
-    if after_eval and state.budget_fits >= 1 and state.last_eval_s > 0:
-        evals_left = sum(p > state.chars_seen for p in config.eval_points(state.budget_chars))
-        return budget_for_time_limit(config.budget_chars, state.chars_seen, rate, elapsed_s, config.time_limit_s,
-                                     chars_per_step, evals_s=(evals_left + 1) * state.last_eval_s)
-    if elapsed_s + state.last_eval_s >= config.time_limit_s:
-        return state.chars_seen  # out of time
-    return None
 
 
 def train_step(model: CharRNN, optimizer: torch.optim.Optimizer, chunk: torch.Tensor, hidden, config: TrainConfig,
@@ -393,17 +360,11 @@ class _Loop:
     # and one that learned and then blew up (SGD at 5-8x its usual rate scored 7.5 to 17 bits/char) is not a result
     # to compare with others.
     useless_bpc: float
+    pacer: Pacer | None = None  # under a time limit: how far training may go
     hidden: object = None
     pending: int = 0  # steps since the last check
     loss_sum: float = 0.0  # over the steps since the last evaluation
     loss_steps: int = 0
-    # The time limit is fitted to the rate of this process's training steps, measured from its first step; after
-    # the first fit, to the pace since the previous evaluation (`mark`: training seconds and chars_seen then).
-    t_loop: float = 0.0
-    chars_at_start: int = 0
-    eval_s_at_start: float = 0.0
-    mark: tuple[float, int] = (0.0, 0)
-    after_eval: bool = False
 
 
 def _start(config: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray, vocab: Vocab,
@@ -437,6 +398,7 @@ def _start(config: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray, voca
     elif init_weights is not None:
         best_model = incumbent(model.config, init_weights, val, config, state, device)
     check_every = CHECK_EVERY.get(device.type, 25)
+    pacer = _pacer(config, state)
     loop = _Loop(model=model, optimizer=optimizer, streams=streams, val=val, state=state, best_model=best_model,
                  gen=gen, device=device, t_zero=t_start - state.wall_s,
                  chars_per_step=config.batch_size * config.seq_len, check_every=check_every,
@@ -445,15 +407,27 @@ def _start(config: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray, voca
                  last_eval=state.chars_seen,
                  next_eval=next_eval_after(config, state.budget_chars, state.chars_seen, state.chars_seen),
                  explode_nats=3.0 * math.log(max(len(vocab), 2)), useless_bpc=math.log2(max(len(vocab), 2)) + 0.5,
-                 t_loop=time.perf_counter(), chars_at_start=state.chars_seen, eval_s_at_start=state.eval_s,
-                 mark=(0.0, state.chars_seen))
+                 pacer=pacer)
     model.train()
     return loop
 
 
+def _pacer(config: TrainConfig, state: TrainState) -> Pacer | None:
+    """The pacer of a run with a time limit (None without one), with the decision an earlier attempt made or, for
+    a replayed plan (`decided_chars_per_s`), the one given: `budget_chars` as decided at that rate."""
+    if not config.time_limit_s:
+        return None
+    given = (BudgetDecision(budget_chars=config.budget_chars, chars_per_s=config.decided_chars_per_s, given=True)
+             if config.decided_chars_per_s > 0 else None)
+    pacer = Pacer(config.time_limit_s, state.budget_chars, config.batch_size * config.seq_len,
+                  decision=state.budget_decision or given, eval_s=state.last_eval_s)
+    state.budget_decision = pacer.decision
+    return pacer
+
+
 def _step(loop: _Loop, config: TrainConfig) -> None:
-    """One optimizer step on the next `seq_len` characters of every stream; then, under a time limit, refit the
-    budget to the time left."""
+    """One optimizer step on the next `seq_len` characters of every stream; then, under a time limit, ask the pacer
+    how far training may go."""
     state = loop.state
     if state.pos + config.seq_len + 1 > loop.streams.shape[1]:
         # A new pass over the text: start at a random offset, as the lab does, with a fresh state.
@@ -465,24 +439,17 @@ def _step(loop: _Loop, config: TrainConfig) -> None:
     state.pos += config.seq_len
     state.chars_seen += loop.chars_per_step
     loop.pending += 1
-    if config.time_limit_s:
-        _fit_budget(loop, config)
+    if loop.pacer is not None:
+        _pace(loop, config)
 
 
-def _fit_budget(loop: _Loop, config: TrainConfig) -> None:
-    """Fit the budget to the time limit at the measured pace (`fit_time_limit`); the evenly spaced evaluation
-    points move with it."""
+def _pace(loop: _Loop, config: TrainConfig) -> None:
+    """The budget the pacer allows after this step; the evenly spaced evaluation points move with it."""
     state = loop.state
-    train_s = time.perf_counter() - loop.t_loop - (state.eval_s - loop.eval_s_at_start)
-    overall = (state.chars_seen - loop.chars_at_start) / max(train_s, 1e-9)
-    recent = (state.chars_seen - loop.mark[1]) / max(train_s - loop.mark[0], 1e-9)
-    budget = fit_time_limit(config, state, time.perf_counter() - loop.t_zero, recent if loop.after_eval else overall,
-                            train_s, state.chars_seen - loop.chars_at_start, loop.chars_per_step,
-                            after_eval=loop.after_eval)
-    if loop.after_eval:
-        loop.mark, loop.after_eval = (train_s, state.chars_seen), False
-    if budget is not None:
-        state.budget_chars, state.budget_fits = budget, state.budget_fits + 1
+    budget = loop.pacer.budget(state.chars_seen, time.perf_counter() - loop.t_zero, state.eval_s)
+    state.budget_decision = loop.pacer.decision
+    if budget != state.budget_chars:
+        state.budget_chars = budget
         loop.next_eval = next_eval_after(config, state.budget_chars, state.chars_seen - 1, loop.last_eval)
 
 
@@ -504,7 +471,7 @@ def _divergence(loop: _Loop, config: TrainConfig) -> EvalRecord:
                       wall_s=time.perf_counter() - loop.t_zero, train_bpc=math.nan, val_bpc=math.nan,
                       best_val_bpc=state.best_val_bpc, lr=loop.lr, sample="",
                       sample_temperature=config.sample_temperature, is_best=False, budget_chars=state.budget_chars,
-                      done=True, diverged=True, eval_s=state.eval_s)
+                      budget_decision=state.budget_decision, done=True, diverged=True, eval_s=state.eval_s)
 
 
 def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
@@ -527,12 +494,16 @@ def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
         finals, test_bpc = final_evaluation(loop.best_model, loop.model.config, vocab, config, test_ids, loop.device)
     state.last_eval_s = time.perf_counter() - t_eval
     state.eval_s += state.last_eval_s
-    loop.loss_sum, loop.loss_steps, loop.after_eval = 0.0, 0, True
+    if loop.pacer is not None:  # the evaluations still to come, and the last one's extra work (samples, test text)
+        loop.pacer.evaluated(state.last_eval_s,
+                             sum(p > state.chars_seen for p in config.eval_points(state.budget_chars)) + 1)
+    loop.loss_sum, loop.loss_steps = 0.0, 0
     return EvalRecord(chars_seen=state.chars_seen, steps=state.chars_seen // loop.chars_per_step,
                       wall_s=time.perf_counter() - loop.t_zero, train_bpc=train_bpc,
                       val_bpc=math.nan if useless else val_bpc, best_val_bpc=state.best_val_bpc, lr=loop.lr,
                       sample=text, sample_temperature=config.sample_temperature, is_best=is_best,
-                      budget_chars=state.budget_chars, done=at_end or stopped_early or useless, diverged=useless,
+                      budget_chars=state.budget_chars, budget_decision=state.budget_decision,
+                      done=at_end or stopped_early or useless, diverged=useless,
                       stopped_early=stopped_early, final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
 
 
@@ -544,7 +515,7 @@ def _result(loop: _Loop, records: list[EvalRecord]) -> TrainResult:
         wall_s=time.perf_counter() - loop.t_zero, eval_s=state.eval_s, num_params=loop.model.num_params(),
         device=str(loop.device), records=records,
         peak_gpu_mem_bytes=torch.cuda.max_memory_allocated(loop.device) if loop.device.type == "cuda" else 0,
-        test_bpc=records[-1].test_bpc, budget_chars=state.budget_chars)
+        test_bpc=records[-1].test_bpc, budget_chars=state.budget_chars, budget_decision=state.budget_decision)
 
 
 def incumbent(model_config: ModelConfig, weights: dict, val: torch.Tensor, config: TrainConfig, state: TrainState,

@@ -148,6 +148,9 @@ def _trained_on(run: RunData, fm: FinalModel) -> list[Block]:
                         + (f", with search trial {start}'s weights as the model to beat (scored first, kept "
                            "unless beaten)" if start else "")
                         + (f": {final['why']}" if isinstance(final.get("why"), str) else "") + "."))
+    budget = _budget_words(final)
+    if budget:
+        out.append(Para(budget))
     trials = run.trials.set_index("trial_id")
     if fm.source_trial in trials.index:
         trial_val = _float(trials.loc[fm.source_trial, "best_val_bpc"])
@@ -157,6 +160,27 @@ def _trained_on(run: RunData, fm: FinalModel) -> list[Block]:
                             "shorter validation text): it did not improve on the weights it started from, or it "
                             "could not start from them."))
     return out
+
+
+def _budget_words(final: dict) -> str:
+    """How the final model's budget was decided under a time limit (study.json `final`, written by the final stage):
+    once at its start, or replayed from another study's plan; whether a markedly slower machine cut it, or the time
+    ran out before it. '' for a budget given in characters, or a run that predates the record."""
+    chars, source, rate = final.get("budget_chars"), final.get("budget_from"), final.get("decided_chars_per_s")
+    if not isinstance(chars, int) or source not in ("fitted", "replayed"):
+        return ""
+    if source == "replayed":
+        words = [f"Its budget, {chars:,} characters, is the one decided by the study whose plan this one replays."]
+    else:
+        words = [f"Its budget, {chars:,} characters, was decided once, at its start, to fit the time the study had "
+                 "left" + (f" at {rate:,.0f} chars/s (its measured speed rounded down to a power of sqrt 2)"
+                           if isinstance(rate, (int, float)) else "") + "."]
+    refit = final.get("refit")
+    if isinstance(refit, dict) and isinstance(refit.get("why"), str):
+        words.append(f"It then trained markedly slower than that, so its budget was cut once: {refit['why']}.")
+    if isinstance(final.get("stopped_at"), int):
+        words.append(f"The time ran out at {final['stopped_at']:,} characters, before the end of its budget.")
+    return " ".join(words)
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:

@@ -179,18 +179,26 @@ def prepare(args: argparse.Namespace) -> Plan:
 
 
 def _replayed_plan(run_dir: str) -> dict:
-    """The time plan recorded in another study's study.json (--plan-from); raises UsageError."""
+    """The time plan recorded in another study's study.json (--plan-from), marked `replayed`, with the budget its
+    final model decided (study.json `final`) as `final_budget_chars` and `final_chars_per_s` where it recorded one,
+    so that the final model is replayed too; raises UsageError."""
     path = Path(run_dir)
     if not is_run_dir(path):
         raise UsageError(f"--plan-from {path} is not a run directory (no study.json of a study)")
-    time_plan = RunDir(path).read_study().get("plan")
+    saved = RunDir(path).read_study()
+    time_plan = saved.get("plan")
     if not time_plan:
         raise UsageError(f"--plan-from {path}: that study ran without a time plan (--minutes 0)")
     try:
         TimePlan.from_dict(time_plan)
     except (TypeError, KeyError) as exc:
         raise UsageError(f"--plan-from {path}: its plan cannot be read ({exc})") from None
-    return time_plan
+    final = saved.get("final") or {}
+    decided = {}
+    if final.get("budget_chars") and final.get("decided_chars_per_s"):
+        decided = {"final_budget_chars": int(final["budget_chars"]),
+                   "final_chars_per_s": float(final["decided_chars_per_s"])}
+    return {**time_plan, "replayed": True, **decided}
 
 
 def _study_storage(storage: str | None, run_dir: Path, name: str) -> str:
@@ -250,7 +258,8 @@ def study_metadata(plan: Plan) -> dict:
         "repeats": plan.repeats,
         **({"adjusted": plan.adjusted} if plan.adjusted else {}),
         **({"plan": plan.time_plan} if plan.time_plan else {}),
-        **({"plan_source": "replayed" if plan.time_plan else "measured"} if plan.minutes > 0 else {}),
+        **({"plan_source": "replayed" if (plan.time_plan or {}).get("replayed") else "measured"}
+           if plan.minutes > 0 else {}),
         "versions": versions,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "invocation": {
@@ -284,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     if plan.adjusted and not plan.resume:
         print(adjusted_note(plan), file=sys.stderr)
     if plan.time_plan is not None and not plan.resume:
-        print(TimePlan.from_dict(plan.time_plan).describe() + f" (replayed from {args.plan_from})", flush=True)
+        final = plan.time_plan.get("final_budget_chars")
+        print(TimePlan.from_dict(plan.time_plan).describe() + f" (replayed from {args.plan_from}"
+              + (f", its final model's budget of {final:,} characters too" if final else "") + ")", flush=True)
         if plan.max_concurrent is None:
             plan.max_concurrent = int(plan.time_plan["parallel"])
     elif plan.minutes > 0 and not plan.resume and not plan.address:

@@ -94,6 +94,8 @@ def tune_metrics(record: EvalRecord, labels: dict) -> dict:
         "sample_temperature": record.sample_temperature,
         "final_samples_json": json.dumps({str(t): s for t, s in record.final_samples.items()}),
         "budget_chars": record.budget_chars,
+        # What a time limit made of the budget (charrnn.pacer): decided once, cut at most once; "" without one.
+        "budget_decision_json": json.dumps(record.budget_decision.to_dict()) if record.budget_decision else "",
         "stopped_early": record.stopped_early,
         "test_bpc": record.test_bpc,
         "finished": record.done and not record.diverged,

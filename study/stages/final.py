@@ -1,8 +1,12 @@
 """The final stage: the chosen configuration trained to convergence on the whole training text, with its search
-trial's weights as the model to beat, for the time the study has left, and scored once on the test text."""
+trial's weights as the model to beat, for the time the study has left, and scored once on the test text.
+
+Its budget is decided once, at its start, to fit that time (charrnn.pacer), and recorded in study.json `final`; a
+study that replays this one's plan (--plan-from) trains that budget as given."""
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -75,19 +79,46 @@ def step_size(plan, params: dict) -> int:
     return config.batch_size * config.seq_len
 
 
-def final_config(spec, params: dict, chars: int, limit_s: float, seed: int) -> dict:
+def final_config(spec, params: dict, chars: int, limit_s: float, seed: int, decided_chars_per_s: float = 0.0) -> dict:
     """The final model's flat config (what `TrainConfig.from_flat` takes): the spec's fixed and run settings, a
     configuration's hyperparameters `params`, and the final stage's own terms from `spec.final`: the whole training
     text, `step_chars` characters a step when set, `evals` evenly spaced evaluations, early stopping after `patience`
     evaluations without a gain of `min_delta`, up to `chars` characters or `limit_s` seconds (0: no limit).
+    `decided_chars_per_s` > 0 says `chars` is a budget already decided at that rate (a replayed plan's).
 
-    The final stage and study.bench_final train with it; a rate cap (`final_rate`) is the caller's, in `params`.
+    The final stage and benchmarks.final train with it; a rate cap (`final_rate`) is the caller's, in `params`.
     """
     final = spec.final
     return {**spec.fixed, **spec.run_settings(), **params, **_step(spec),
             "train_chars": 0, "budget_chars": chars, "eval_at": [],
             "evals_per_trial": final["evals"], "val_chars": 0, "patience": final["patience"],
-            "min_delta": final["min_delta"], "time_limit_s": limit_s, "seed": seed}
+            "min_delta": final["min_delta"], "time_limit_s": limit_s, "decided_chars_per_s": decided_chars_per_s,
+            "seed": seed}
+
+
+def replayed_budget(plan) -> tuple[int, float] | None:
+    """The final budget a replayed plan carries (characters, and the rate it was decided at), or None: the study it
+    replays recorded one (study.run's --plan-from), and this study trains a final model (at most --final-chars)."""
+    time_plan = plan.time_plan or {}
+    chars, rate = time_plan.get("final_budget_chars"), time_plan.get("final_chars_per_s")
+    if not (time_plan.get("replayed") and chars and rate and plan.final_chars > 0):
+        return None
+    return min(int(chars), plan.final_chars), float(rate)
+
+
+def budget_record(metrics: dict, chars: int) -> dict:
+    """What study.json `final` records of the final model's budget, from its last result: the characters decided at
+    its start, the rate they were decided at, where they came from ("fitted" to the time left, "replayed" from
+    another study's plan, or "fixed" in characters with no time limit), the one cut (None, or its numbers and
+    `why`) and where the time ran out before the budget (None: it did not)."""
+    raw = metrics.get("budget_decision_json")
+    decision = json.loads(raw) if raw else None
+    if decision is None:
+        return {"budget_chars": chars, "decided_chars_per_s": None, "budget_from": "fixed", "refit": None,
+                "stopped_at": None}
+    return {"budget_chars": decision["budget_chars"], "decided_chars_per_s": decision["chars_per_s"] or None,
+            "budget_from": "replayed" if decision["given"] else "fitted", "refit": decision["refit"],
+            "stopped_at": decision["stopped_at"] or None}
 
 
 def _step(spec) -> dict:
@@ -123,13 +154,16 @@ def run(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     params = trial_params(plan, chosen)
     rate = final_rate(plan, params)
     step = _step(plan.spec)
-    param_space = final_config(plan.spec, {**params, **rate}, plan.final_chars, limit_s, plan.seed)
+    replayed = replayed_budget(plan)
+    chars, decided = replayed or (plan.final_chars, 0.0)
+    param_space = final_config(plan.spec, {**params, **rate}, chars, limit_s, plan.seed, decided_chars_per_s=decided)
     tuner = restored(plan, EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
+        budget = (f"for {chars:,} characters, the budget of the plan it replays" if replayed else
+                  f"up to {chars:,} characters" + (f" or {limit_s / 60:.1f} minutes" if limit_s else ""))
         writer.echo(f"final model: trial {chosen['trial_id']}'s configuration"
                     + (", with its weights as the model to beat" if weights is not None else "")
-                    + f", on the whole training text ({len(corpus.train):,} characters), up to "
-                    f"{plan.final_chars:,} characters" + (f" or {limit_s / 60:.1f} minutes" if limit_s else "")
+                    + f", on the whole training text ({len(corpus.train):,} characters), {budget}"
                     + f", on {cpus:g} CPUs" + (" and a GPU" if gpus else "") + "; scored once on the test text")
         tuner = tune.Tuner(
             trainable,
@@ -151,6 +185,8 @@ def run(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                   "thousands of them" if step else "")}})
     results = fit(tuner, 1, writer.stop)
     result = results[0]
+    if result.metrics and "chars_seen" in result.metrics:  # the budget as decided, for the report and --plan-from
+        RunDir(plan.run_dir).update_study({"final": budget_record(result.metrics, chars)})
     # A resume of a study that had ended finds the checkpoint deleted (retention) and the model installed.
     if result.checkpoint is not None and not result.error and checkpoint_exists(result.checkpoint):
         with result.checkpoint.as_directory() as directory:

@@ -118,8 +118,6 @@ def test_too_little_training_text_is_an_error(tiny_text):
 
 
 def test_config_from_flat_rejects_unknown_keys_and_normalises_types():
-    import numpy as np
-
     cfg = TrainConfig.from_flat({"hidden_size": np.int64(64), "lr": np.float32(0.01), "cell": np.str_("lstm")})
     assert type(cfg.hidden_size) is int and type(cfg.lr) is float and cfg.cell == "lstm"
     with pytest.raises(ValueError, match="unknown"):
@@ -157,19 +155,6 @@ def test_early_stopping_rule():
     assert not should_stop_early(2, 3) and should_stop_early(3, 3)
     assert not should_stop_early(3, 3, chars_seen=400, budget_chars=1000)  # not in the first half of the schedule
     assert should_stop_early(3, 3, chars_seen=500, budget_chars=1000)
-
-
-def test_time_limit_budget_fits_the_measured_rate():
-    from charrnn.train import EVAL_RESERVE, budget_for_time_limit
-
-    # 10k chars/s measured over 10 s, 100 s left of 110: about 1M more characters, less the evaluation reserve.
-    got = budget_for_time_limit(50_000_000, 100_000, 10_000.0, 10.0, 110.0, chars_per_step=1000)
-    assert got == 100_000 + int(1_000_000 * (1 - EVAL_RESERVE)) // 1000 * 1000
-    assert budget_for_time_limit(500_000, 100_000, 10_000.0, 10.0, 110.0, 1000) == 500_000  # never more than asked
-    assert budget_for_time_limit(500_000, 100_000, 10_000.0, 200.0, 110.0, 1000) == 101_000  # out of time: one step
-    # Once an evaluation has been timed, the evaluations still to come are kept back exactly: 100 s left, 40 s
-    # of evaluations, 60 s of training at 10k chars/s.
-    assert budget_for_time_limit(50_000_000, 100_000, 10_000.0, 10.0, 110.0, 1000, evals_s=40.0) == 700_000
 
 
 def test_eval_points_end_at_the_stop_and_listed_points_are_kept():
@@ -215,17 +200,54 @@ def test_patience_stops_a_run_that_no_longer_improves(tiny_text):
     assert records[-1].final_samples  # the final samples come from the best weights as usual
 
 
-def test_time_limit_shrinks_the_budget_and_ends_in_time(tiny_text):
+def test_time_limit_decides_the_budget_once_and_ends_in_time(tiny_text):
+    from charrnn.pacer import on_budget_grid, on_speed_grid
+
     corpus = from_text(tiny_text)
     records = []
     cfg = TrainConfig(budget_chars=50_000_000, time_limit_s=4.0, **TINY)
     result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
     assert result.status == "completed" and result.budget_chars < 50_000_000
     assert result.chars_seen >= result.budget_chars
-    # Fitted at warm-up, then after every evaluation at the recent pace (up or down); the step that reaches the
-    # limit is the last.
-    assert 2 <= len(records) <= 2 * cfg.evals_per_trial + 1  # the points move with each refit
+    # Decided at warm-up (half a second here) on the grids, the same in every record; never moved up since.
+    decision = result.budget_decision
+    steps = decision.budget_chars // (cfg.batch_size * cfg.seq_len)
+    assert on_budget_grid(steps) == steps and on_speed_grid(decision.chars_per_s) == decision.chars_per_s
+    assert decision.chars_per_s <= decision.measured_chars_per_s and not decision.given
+    assert {(r.budget_decision.budget_chars, r.budget_decision.chars_per_s) for r in records} == {
+        (decision.budget_chars, decision.chars_per_s)}
+    budgets = [r.budget_chars for r in records]
+    assert budgets == sorted(budgets, reverse=True) and budgets[0] <= decision.budget_chars
+    assert 2 <= len(records) <= 2 * cfg.evals_per_trial + 1  # the points move with a cut, if a busy machine makes one
     assert result.wall_s < 4.0 + 2.0
+
+
+def test_a_given_budget_decision_trains_as_the_fixed_budget_does(tiny_text):
+    """A replayed plan's decision (`decided_chars_per_s`) under a generous limit: the same model, bit for bit, as
+    the budget given in characters with no time limit."""
+    corpus = from_text(tiny_text)
+    fixed = TrainConfig(budget_chars=20_000, **{**TINY, "lr_schedule": "cosine"})
+    given = TrainConfig(budget_chars=20_000, time_limit_s=600.0, decided_chars_per_s=4096.0,
+                        **{**TINY, "lr_schedule": "cosine"})
+    a = train(fixed, corpus.train, corpus.val, corpus.vocab, test_ids=corpus.test)
+    b = train(given, corpus.train, corpus.val, corpus.vocab, test_ids=corpus.test)
+    assert [(r.chars_seen, r.val_bpc, r.sample) for r in a.records] == [(r.chars_seen, r.val_bpc, r.sample)
+                                                                        for r in b.records]
+    assert a.test_bpc == b.test_bpc and a.budget_decision is None
+    assert (b.budget_decision.budget_chars, b.budget_decision.given, b.budget_decision.refit) == (20_000, True, None)
+
+
+def test_a_resume_under_a_time_limit_keeps_the_decision(tiny_text, tmp_path):
+    corpus = from_text(tiny_text)
+    cfg = TrainConfig(budget_chars=50_000_000, time_limit_s=3.0, **TINY)
+    seen, crash = _crash_after(2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, corpus.train, corpus.val, corpus.vocab, report=crash, checkpoint_dir=tmp_path)
+    decided = seen[-1].budget_decision
+    resumed = train(cfg, corpus.train, corpus.val, corpus.vocab, resume_from=tmp_path)
+    assert (resumed.budget_decision.budget_chars, resumed.budget_decision.chars_per_s) == (decided.budget_chars,
+                                                                                           decided.chars_per_s)
+    assert resumed.chars_seen >= resumed.budget_chars and resumed.budget_chars <= decided.budget_chars
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
@@ -269,106 +291,12 @@ def test_best_so_far_and_early_stopping_count():
     assert (state.best_val_bpc, state.best_chars_seen) == (1.95, 200)
 
 
-def test_time_limit_is_fitted_at_warm_up_then_after_every_evaluation_then_cut():
-    from charrnn.train import EVAL_RESERVE, TrainState, fit_time_limit, next_eval_after
+def test_the_next_evaluation_follows_a_budget_that_moves():
+    from charrnn.train import next_eval_after
 
     cfg = TrainConfig(budget_chars=10_000_000, time_limit_s=100.0, evals_per_trial=10)
-    state = TrainState(budget_chars=cfg.budget_chars, chars_seen=50_000)
-    # Warm-up: 12.5 s (an eighth of the limit) of training at 4k chars/s, 87.5 s left.
-    assert fit_time_limit(cfg, state, 12.0, 4000.0, 10.0, 40_000, 1000) is None
-    assert (fit_time_limit(cfg, state, 12.5, 4000.0, 12.5, 50_000, 1000)
-            == 50_000 + int(4000 * 87.5 * (1 - EVAL_RESERVE)))
-    # Fitted once: refitted after each evaluation, at the recent pace, keeping back every evaluation to come.
-    state.budget_fits, state.budget_chars = 1, 400_000
-    assert fit_time_limit(cfg, state, 20.0, 4000.0, 20.0, 80_000, 1000) is None  # not right after an evaluation
-    state.last_eval_s = 1.0
-    evals_left = sum(p > 50_000 for p in cfg.eval_points(400_000)) + 1
-    assert (fit_time_limit(cfg, state, 20.0, 4000.0, 20.0, 80_000, 1000, after_eval=True)
-            == 50_000 + 4000 * (80 - evals_left))
-    # The pace doubled (the machine got quieter): the budget grows, up to what was asked.
-    state.budget_fits = 2
-    assert (fit_time_limit(cfg, state, 20.0, 8000.0, 20.0, 80_000, 1000, after_eval=True)
-            == 50_000 + 8000 * (80 - evals_left))
-    # Between evaluations: unchanged until the next evaluation would overrun the limit, then this step is the last.
-    assert fit_time_limit(cfg, state, 98.0, 4000.0, 90.0, 360_000, 1000) is None
-    assert fit_time_limit(cfg, state, 99.0, 4000.0, 90.0, 360_000, 1000) == 50_000
     assert next_eval_after(cfg, 400_000, 50_000 - 1) == 80_000 and next_eval_after(cfg, 400_000, 400_000) == 400_000
-    # A refit after the evaluation at 81k moves the grid to 41k steps: its point at 82k would be one step behind the
+    # A cut after the evaluation at 81k moves the grid to 41k steps: its point at 82k would be one step behind the
     # evaluation just made, so the next one is at least half a spacing on.
     assert next_eval_after(cfg, 410_000, 81_000 - 1, last_eval=81_000) == 123_000
     assert next_eval_after(cfg, 410_000, 400_000, last_eval=400_000) == 410_000  # the end is always an evaluation
-
-
-def test_warm_start_is_never_handed_back_worse_than_its_weights(tiny_text, tmp_path):
-    """A final model that starts from a search trial's weights: those weights are scored first and count as the
-    best so far, so even a run that only gets worse (a learning rate that wrecks the model) hands them back."""
-    from charrnn.checkpoint import load_model
-
-    corpus = from_text(tiny_text)
-    first = train(TrainConfig(budget_chars=30_000, **TINY), corpus.train, corpus.val, corpus.vocab,
-                  checkpoint_dir=tmp_path)
-    weights = load_model(tmp_path)[0].state_dict()  # the trial's best weights, as the driver reads its model.pt
-    records = []
-    wreck = TrainConfig(budget_chars=30_000, **{**TINY, "lr": 5.0, "grad_clip": 0.0})
-    result = train(wreck, corpus.train, corpus.val, corpus.vocab, report=records.append, init_weights=weights)
-    assert result.best_val_bpc <= first.best_val_bpc + 1e-6
-    assert all(r.steps == r.chars_seen // (wreck.batch_size * wreck.seq_len) for r in records)
-
-
-def test_step_chars_sets_the_batch_from_the_sequence_length():
-    assert TrainConfig(step_chars=800, seq_len=25).batch_size == 32
-    assert TrainConfig(step_chars=800, seq_len=200).batch_size == 4
-    assert TrainConfig(step_chars=10, seq_len=200).batch_size == 1
-
-
-def test_a_validation_score_worse_than_a_uniform_guess_ends_as_diverged(tiny_text):
-    # A model trained on the text and scored on one character it almost never saw scores far worse than a uniform
-    # guess, though its training loss is fine: that is not a result to compare with others.
-    corpus = from_text(tiny_text)
-    rare = int(np.bincount(corpus.train, minlength=len(corpus.vocab)).argmin())
-    val = np.full(2_000, rare, dtype=corpus.val.dtype)
-    records = []
-    result = train(TrainConfig(budget_chars=30_000, **TINY), corpus.train, val, corpus.vocab, report=records.append)
-    assert result.status == "diverged"
-    assert records[-1].diverged and records[-1].done and math.isnan(records[-1].val_bpc)
-    assert all(not r.diverged for r in records[:-1])
-
-
-def test_a_useless_first_evaluation_is_never_recorded_as_the_best(tiny_text):
-    # Scored on a character it almost never saw, the model's first evaluation is worse than useless: the run
-    # ends as diverged with no best score (inf before any evaluation; the study reports a diverged trial's NaN).
-    corpus = from_text(tiny_text)
-    rare = int(np.bincount(corpus.train, minlength=len(corpus.vocab)).argmin())
-    val = np.full(2_000, rare, dtype=corpus.val.dtype)
-    records = []
-    result = train(TrainConfig(budget_chars=30_000, **TINY), corpus.train, val, corpus.vocab, report=records.append)
-    assert len(records) == 1 and records[0].diverged and not records[0].is_best
-    assert not math.isfinite(records[0].best_val_bpc) and not math.isfinite(result.best_val_bpc)
-    assert result.status == "diverged" and result.best_chars_seen == 0
-
-
-def test_a_useless_evaluation_keeps_the_earlier_best_and_its_weights(tiny_text, tmp_path, monkeypatch):
-    import sys
-
-    from charrnn.checkpoint import MODEL_FILE, load_model
-
-    module = sys.modules["charrnn.train"]
-    real, scores = module.evaluate, iter([None, 99.0])  # the real first score, then a useless one
-
-    def scripted(*args):
-        val_bpc, text = real(*args)
-        score = next(scores)
-        return (val_bpc if score is None else score), text
-
-    monkeypatch.setattr(module, "evaluate", scripted)
-    corpus = from_text(tiny_text)
-    records = []
-    result = train(TrainConfig(budget_chars=30_000, **TINY), corpus.train, corpus.val, corpus.vocab,
-                   report=records.append, checkpoint_dir=tmp_path)
-    first, last = records
-    assert first.is_best and not first.diverged
-    assert last.diverged and last.done and not last.is_best and math.isnan(last.val_bpc) and not last.final_samples
-    assert last.best_val_bpc == result.best_val_bpc == first.val_bpc
-    assert result.best_chars_seen == first.chars_seen and result.status == "diverged"
-    best, _, _ = load_model(tmp_path / MODEL_FILE)  # the best weights are still the first evaluation's
-    assert evaluate_bpc(best, torch.from_numpy(np.array(corpus.val))) == pytest.approx(first.val_bpc, abs=1e-5)

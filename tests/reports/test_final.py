@@ -87,3 +87,17 @@ def test_unstable_configurations_are_found_from_the_repeats(make_run):
     got = unstable_configurations(load_run(run_dir))
     assert len(got) == 1 and got["bad"].iloc[0] == 1 and got["repeats"].iloc[0] == len(rep)
     assert got["trial_id"].iloc[0] == best and not math.isnan(got["repeats"].iloc[0])
+
+
+def test_the_final_budget_s_decision_is_worded_from_study_json():
+    from reports._final import _budget_words
+
+    assert _budget_words({}) == "" and _budget_words({"budget_chars": 60_000, "budget_from": "fixed"}) == ""
+    fitted = {"budget_chars": 1_024_000, "budget_from": "fitted", "decided_chars_per_s": 8192.0, "refit": None,
+              "stopped_at": None}
+    words = _budget_words(fitted)
+    assert words.startswith("Its budget, 1,024,000 characters, was decided once, at its start") and "8,192" in words
+    assert "cut" not in words and "ran out" not in words
+    cut = _budget_words({**fitted, "refit": {"why": "cut from 1,024,000 to 800,000 characters"}, "stopped_at": 790_000})
+    assert "markedly slower" in cut and "cut from 1,024,000 to 800,000 characters." in cut and "790,000" in cut
+    assert "whose plan this one replays" in _budget_words({**fitted, "budget_from": "replayed"})

@@ -93,3 +93,30 @@ def test_help_states_the_bundled_sherlock_specs_defaults():
         assert value == getattr(spec, dest), dest
     repeats = next(a for a in build_parser()._actions if a.dest == "repeats")
     assert not set(re.findall(r"\d+", repeats.help)) - {str(spec.repeats)}  # no other number is given as its default
+
+
+def test_a_replayed_plan_is_marked_and_carries_the_final_budget_its_source_decided(tmp_path):
+    """--plan-from: the plan as recorded, marked `replayed` (study.json's plan_source says so), with the budget the
+    source's final model decided, so that a replayed plan replays the final model too."""
+    from study.timeplan import TimePlan
+
+    recorded = TimePlan(minutes=10.0, chars_per_s=4096.0, parallel=2, min_steps=10, step_chars=800, grace_chars=8_000,
+                        budget_chars=16_000, rungs=[8_000], planned=[4, 2], repeat_chars=8_000, search_s=100.0,
+                        repeats_s=20.0, final_s=200.0, report_s=40.0, margin_s=72.0).to_dict()
+    source = prepare(build_parser().parse_args(["--spec", "smoke", "--out", str(tmp_path / "source")]))
+    source.time_plan, source.minutes = recorded, 10.0
+    RunDir(source.run_dir).create(source.spec.path, study_metadata(source))
+    assert RunDir(source.run_dir).read_study()["plan_source"] == "measured"
+
+    def replay():
+        return prepare(build_parser().parse_args(["--spec", "smoke", "--out", str(tmp_path / "replay"),
+                                                  "--plan-from", str(source.run_dir)]))
+
+    before = replay()  # its final model has not decided yet: the plan alone
+    assert before.time_plan == {**recorded, "replayed": True} and before.minutes == 10.0
+    assert study_metadata(before)["plan_source"] == "replayed"
+    RunDir(source.run_dir).update_study({"final": {"budget_chars": 2_048_000, "decided_chars_per_s": 4096.0}})
+    after = replay()
+    assert after.time_plan == {**recorded, "replayed": True, "final_budget_chars": 2_048_000,
+                               "final_chars_per_s": 4096.0}
+    assert TimePlan.from_dict(after.time_plan) == TimePlan.from_dict(recorded)

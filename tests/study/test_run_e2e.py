@@ -74,6 +74,9 @@ def test_contract_files(smoke_run):
     assert len(search) == 4 and len(trials[trials["role"] == "repeat"]) == 1
     assert meta["eval"]["eval_at_chars"] == [12_000, 16_971, 24_000, 33_941, 48_000]
     assert meta["scheduler"]["rungs"] == [12_000, 24_000] and meta["final"]["chars"] == 60_000
+    # The final model's budget as it was decided: given in characters, with no time limit to fit.
+    assert {k: meta["final"][k] for k in ("budget_chars", "budget_from", "refit")} == {
+        "budget_chars": 60_000, "budget_from": "fixed", "refit": None}
     assert set(trials["status"]) <= {"completed", "stopped", "diverged", "failed"}
     assert "running" not in set(trials["status"])
     for name in meta["search_space"]:

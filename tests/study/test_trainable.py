@@ -1,10 +1,12 @@
 """The trainable's report callback, without a Ray runtime: Tune's `report` is replaced by a list."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
+from charrnn.pacer import BudgetDecision
 from charrnn.train import EvalRecord
 from study import trainable
 from study.trainable import FAIL_ENV, InjectedFailure, TuneReporter, tune_metrics
@@ -22,11 +24,16 @@ def _record(**changes) -> EvalRecord:
 
 def test_metric_keys_and_values():
     metrics = tune_metrics(_record(final_samples={0.5: "x"}), LABELS)
-    assert list(metrics) == ["chars_seen", "steps", "wall_s", "eval_s", "train_bpc", "val_bpc", "best_val_bpc", "lr", "sample",
-                             "sample_temperature", "final_samples_json", "budget_chars", "stopped_early", "test_bpc",
-                             "finished", "diverged", "device", "node_id", "seed", "threads", "precision"]
+    assert list(metrics) == ["chars_seen", "steps", "wall_s", "eval_s", "train_bpc", "val_bpc", "best_val_bpc", "lr",
+                             "sample", "sample_temperature", "final_samples_json", "budget_chars",
+                             "budget_decision_json", "stopped_early", "test_bpc", "finished", "diverged", "device",
+                             "node_id", "seed", "threads", "precision"]
     assert metrics["val_bpc"] == 2.5 and metrics["best_val_bpc"] == 2.4  # ASHA and Optuna rank by the best so far
     assert metrics["final_samples_json"] == '{"0.5": "x"}' and not metrics["finished"]
+    assert metrics["budget_decision_json"] == ""  # no time limit
+    decision = BudgetDecision(budget_chars=4000, chars_per_s=2896.0, measured_chars_per_s=3100.0)
+    paced = json.loads(tune_metrics(_record(budget_decision=decision), LABELS)["budget_decision_json"])
+    assert BudgetDecision.from_dict(paced) == decision and paced["refit"] is None
     diverged = tune_metrics(_record(done=True, diverged=True), LABELS)
     assert math.isnan(diverged["val_bpc"]) and math.isnan(diverged["best_val_bpc"])
     assert not diverged["finished"] and diverged["diverged"]

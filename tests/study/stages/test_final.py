@@ -29,3 +29,39 @@ def test_the_final_model_scores_its_share_of_the_validation_text():
     corpus = SimpleNamespace(train=np.arange(10), val=np.arange(spec.final["val_chars"] + 5), test=np.arange(3))
     texts = final_texts(spec, corpus)
     assert len(texts["val"]) == spec.final["val_chars"] and texts["train"] is corpus.train
+
+
+def test_a_replayed_plan_gives_the_final_model_its_source_s_budget():
+    from study.stages.final import replayed_budget
+
+    plan = SimpleNamespace(time_plan={"replayed": True, "final_budget_chars": 2_048_000, "final_chars_per_s": 8192.0},
+                           final_chars=50_000_000)
+    assert replayed_budget(plan) == (2_048_000, 8192.0)
+    assert replayed_budget(SimpleNamespace(time_plan=plan.time_plan, final_chars=1_000_000)) == (1_000_000, 8192.0)
+    assert replayed_budget(SimpleNamespace(time_plan=plan.time_plan, final_chars=0)) is None  # no final model
+    measured = {k: v for k, v in plan.time_plan.items() if k != "replayed"}  # the study's own plan, resumed
+    assert replayed_budget(SimpleNamespace(time_plan=measured, final_chars=50_000_000)) is None
+    assert replayed_budget(SimpleNamespace(time_plan={"replayed": True}, final_chars=50_000_000)) is None
+    assert replayed_budget(SimpleNamespace(time_plan=None, final_chars=50_000_000)) is None
+    flat = final_config(resolve_spec("sherlock"), {}, 2_048_000, 90.0, 7, decided_chars_per_s=8192.0)
+    assert TrainConfig.from_flat(flat).decided_chars_per_s == 8192.0
+
+
+def test_study_json_records_the_final_budget_as_decided():
+    import json
+
+    from charrnn.pacer import BudgetDecision, Refit
+    from study.stages.final import budget_record
+
+    assert budget_record({"budget_decision_json": ""}, 60_000) == {
+        "budget_chars": 60_000, "decided_chars_per_s": None, "budget_from": "fixed", "refit": None,
+        "stopped_at": None}
+    refit = Refit(at_chars=500_000, from_chars=1_024_000, to_chars=800_000, chars_per_s=5000.0,
+                  decided_chars_per_s=8192.0, projected_s=700.0, limit_s=600.0)
+    decision = BudgetDecision(budget_chars=1_024_000, chars_per_s=8192.0, measured_chars_per_s=9000.0, refit=refit)
+    got = budget_record({"budget_decision_json": json.dumps(decision.to_dict())}, 50_000_000)
+    assert (got["budget_chars"], got["decided_chars_per_s"], got["budget_from"]) == (1_024_000, 8192.0, "fitted")
+    assert got["refit"]["to_chars"] == 800_000 and got["refit"]["why"] == refit.why and got["stopped_at"] is None
+    given = BudgetDecision(budget_chars=1_024_000, chars_per_s=8192.0, given=True, stopped_at=990_000)
+    got = budget_record({"budget_decision_json": json.dumps(given.to_dict())}, 1_024_000)
+    assert got["budget_from"] == "replayed" and got["stopped_at"] == 990_000

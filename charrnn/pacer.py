@@ -1,0 +1,182 @@
+"""How far a run with a time limit may train: the one place that turns seconds into a budget of characters.
+
+The trainer tells a `Pacer` what happened (after each step: characters seen, the run's seconds and the part of them
+spent evaluating; after each evaluation: what it cost) and asks it how far it may go. The rule:
+
+1. **Decided once.** After a warm-up (WARMUP_STEPS steps and RATE_WARMUP_S seconds of this run's own training, at
+   most an eighth of the limit) the budget is what fits in the time left at the measured rate, less EVAL_RESERVE of
+   that time for the evaluations. Both are rounded down: the rate to a power of SPEED_GRID (sqrt 2, as the study's
+   plans read the measured speed) and the budget to a power of BUDGET_GRID (2^(1/4)) in optimizer steps. The rate's
+   grid makes two runs whose speeds are a few percent apart decide the same budget in most cases, and the budget's
+   grid does the same for times left a few percent apart (how long the stages before took). A seed and a plan then
+   fix the model. The cost is the rest of the limit left unused: at most 40% of it (29% from the rate's grid, 16%
+   from the budget's) and about 22% on average.
+2. **Never up.** A machine that gets quieter does not get the time back: the budget, and the learning-rate schedule
+   that spans it, stay as decided.
+3. **Cut once, when markedly slower.** At the first step after an evaluation, the run's end is projected: the rest
+   of the budget at the pace since the previous check, plus the evaluations still to come. When that end lies past
+   1 + REFIT_SLACK times the limit, the budget is cut, once, to what fits at that pace (in whole steps), and the
+   pacer records why (`Refit`). The rounding leaves room, so a slightly slower machine still fits; one that does
+   not, by less than the slack, meets the hard stop near its end, where the schedule has all but decayed.
+4. **A hard stop.** Once the time left is less than the latest evaluation took, the current step is the last: the
+   run ends within its limit whatever the budget (`BudgetDecision.stopped_at`).
+
+Plain Python: no torch, nothing of the study.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+WARMUP_STEPS = 10
+# The warm-up's training seconds (at most an eighth of the limit): long enough that a rate rounded down to a power
+# of sqrt 2 rarely depends on which of a few noisy seconds it saw.
+RATE_WARMUP_S = 15.0
+# The share of the time left kept for evaluations when the budget is decided (none has been timed yet).
+EVAL_RESERVE = 0.08
+# "Markedly slower": the run's projected end lies this share of the limit past it.
+REFIT_SLACK = 0.15
+SPEED_GRID = 2 ** 0.5  # a decided rate is a power of this, rounded down (study.timeplan.on_speed_grid's rule)
+BUDGET_GRID = 2 ** 0.25  # a decided budget is a power of this in optimizer steps, rounded down
+
+
+def on_speed_grid(chars_per_s: float) -> float:
+    """`chars_per_s` rounded down to a power of SPEED_GRID (to the nearest char/s)."""
+    if not chars_per_s > 0:
+        return chars_per_s
+    return float(round(SPEED_GRID ** math.floor(math.log(chars_per_s) / math.log(SPEED_GRID) + 1e-9)))
+
+
+def on_budget_grid(steps: float) -> int:
+    """`steps` rounded down to the grid of whole steps floor(BUDGET_GRID^k), k = 0, 1, ... (0 below one step)."""
+    if steps < 1:
+        return 0
+    k = math.floor(math.log(steps) / math.log(BUDGET_GRID) + 1e-9)
+    while _budget_point(k + 1) <= steps:  # a point is rounded down to whole steps: 304 is the one at 2^8.25
+        k += 1
+    return _budget_point(k)
+
+
+def _budget_point(k: int) -> int:
+    return math.floor(2 ** (k / 4) + 1e-9)  # BUDGET_GRID^k, with the exponent exact
+
+
+@dataclass(frozen=True)
+class Refit:
+    """The one downward cut of a decided budget, and why: the pace since the previous check would not fit."""
+
+    at_chars: int  # characters seen when it was cut
+    from_chars: int
+    to_chars: int
+    chars_per_s: float  # the pace measured since the previous check
+    decided_chars_per_s: float  # the rate the budget was decided at
+    projected_s: float  # when the run would have ended at that pace, its evaluations included
+    limit_s: float
+
+    @property
+    def why(self) -> str:
+        return (f"at {self.at_chars:,} characters, training at {self.chars_per_s:,.0f} chars/s (decided at "
+                f"{self.decided_chars_per_s:,.0f}), the run would have ended at {self.projected_s:.0f} s, past "
+                f"{1 + REFIT_SLACK:.2f} x its {self.limit_s:.0f} s limit: cut from {self.from_chars:,} to "
+                f"{self.to_chars:,} characters")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "why": self.why}
+
+
+@dataclass(frozen=True)
+class BudgetDecision:
+    """What a time limit made of a run's budget: decided once, cut at most once, stopped at the limit at the latest.
+    A checkpoint keeps it (`TrainState`), so a resumed run goes on with the same decision."""
+
+    budget_chars: int  # decided at the run's start
+    chars_per_s: float  # the training rate it was decided at (on SPEED_GRID)
+    measured_chars_per_s: float = 0.0  # the warm-up's rate before rounding (0 where the decision was given)
+    given: bool = False  # made before the run (a replayed plan), not measured by it
+    refit: Refit | None = None
+    stopped_at: int = 0  # characters seen when the time ran out before the budget (0: it did not)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "refit": self.refit.to_dict() if self.refit else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BudgetDecision:
+        refit = d.get("refit")
+        refit = Refit(**{k: v for k, v in refit.items() if k in Refit.__dataclass_fields__}) if refit else None
+        return cls(**{**{k: v for k, v in d.items() if k in cls.__dataclass_fields__}, "refit": refit})
+
+
+class Pacer:
+    """The time limit's rule for one run (see the module doc): asked after every step for the budget.
+
+    Args:
+        limit_s: the run's time limit in seconds, earlier attempts (before a resume) included.
+        budget_chars: the budget so far: the most asked for before a decision, the decided one after.
+        chars_per_step: characters an optimizer step trains (budgets are whole steps).
+        decision: the decision already made (by an earlier attempt, or given by a replayed plan), else None.
+        eval_s: what the latest evaluation cost (an earlier attempt's), 0 when none was timed.
+    """
+
+    def __init__(self, limit_s: float, budget_chars: int, chars_per_step: int,
+                 decision: BudgetDecision | None = None, eval_s: float = 0.0):
+        if limit_s <= 0 or budget_chars < 1 or chars_per_step < 1:
+            raise ValueError(f"a pacer needs a time limit, a budget and a step size, got {limit_s}, "
+                             f"{budget_chars}, {chars_per_step}")
+        self.limit_s, self.budget_chars, self.chars_per_step = limit_s, budget_chars, chars_per_step
+        self.decision, self.eval_s = decision, eval_s
+        self.evals_left = 0  # evaluations still to come, the last included, as of the latest one
+        self._start: tuple[int, float] | None = None  # (chars, training seconds) at this process's first step
+        self._mark: tuple[int, float] | None = None  # the same at the previous check of the pace
+        self._check_due = False
+
+    def evaluated(self, seconds: float, evals_left: int) -> None:
+        """An evaluation took `seconds` and `evals_left` more are to come: the next step checks the pace."""
+        self.eval_s, self.evals_left, self._check_due = seconds, evals_left, True
+
+    def budget(self, chars_seen: int, elapsed_s: float, eval_s: float) -> int:
+        """How far the run may train, in characters, after the step that brought it to `chars_seen`.
+
+        `elapsed_s` is the run's wall time and `eval_s` the part of it spent evaluating (both counting earlier
+        attempts); their difference is training time.
+        """
+        train_s = elapsed_s - eval_s
+        if self._start is None:  # this process's first step: its rate is measured from here
+            self._start = self._mark = (chars_seen, train_s)
+        if self.decision is None:
+            self._decide(chars_seen, elapsed_s, train_s)
+        elif self._check_due and self.decision.refit is None:
+            self._check(chars_seen, elapsed_s, train_s)
+        if chars_seen < self.budget_chars and elapsed_s + self.eval_s >= self.limit_s:  # out of time
+            self.decision = replace(self.decision or BudgetDecision(self.budget_chars, 0.0), stopped_at=chars_seen)
+            self.budget_chars = chars_seen
+        return self.budget_chars
+
+    def _decide(self, chars_seen: int, elapsed_s: float, train_s: float) -> None:
+        chars, seconds = chars_seen - self._start[0], train_s - self._start[1]
+        if chars < WARMUP_STEPS * self.chars_per_step or seconds < min(RATE_WARMUP_S, self.limit_s / 8):
+            return
+        measured = chars / seconds
+        rate = on_speed_grid(measured)
+        more = rate * max(self.limit_s - elapsed_s, 0.0) * (1.0 - EVAL_RESERVE)
+        steps = on_budget_grid((chars_seen + more) / self.chars_per_step)
+        self.budget_chars = max(chars_seen + self.chars_per_step, min(self.budget_chars, steps * self.chars_per_step))
+        self.decision = BudgetDecision(budget_chars=self.budget_chars, chars_per_s=rate,
+                                       measured_chars_per_s=measured)
+        self._mark = (chars_seen, train_s)
+
+    def _check(self, chars_seen: int, elapsed_s: float, train_s: float) -> None:
+        chars, seconds = chars_seen - self._mark[0], train_s - self._mark[1]
+        if chars < WARMUP_STEPS * self.chars_per_step or not seconds > 0:
+            return  # too few steps since the previous check to tell a pace: check again after the next step
+        self._mark, self._check_due = (chars_seen, train_s), False
+        pace = chars / seconds
+        evals = self.evals_left * self.eval_s
+        projected = elapsed_s + max(self.budget_chars - chars_seen, 0) / pace + evals
+        if projected <= (1.0 + REFIT_SLACK) * self.limit_s:
+            return
+        left = max(self.limit_s - elapsed_s - evals, 0.0)
+        fits = chars_seen + int(pace * left) // self.chars_per_step * self.chars_per_step
+        cut = max(chars_seen + self.chars_per_step, min(self.budget_chars, fits))
+        refit = Refit(at_chars=chars_seen, from_chars=self.budget_chars, to_chars=cut, chars_per_s=pace,
+                      decided_chars_per_s=self.decision.chars_per_s, projected_s=projected, limit_s=self.limit_s)
+        self.budget_chars, self.decision = cut, replace(self.decision, refit=refit)
