@@ -155,10 +155,10 @@ def _trained_on(run: RunData, fm: FinalModel) -> list[Block]:
     if fm.source_trial in trials.index:
         trial_val = _float(trials.loc[fm.source_trial, "best_val_bpc"])
         if math.isfinite(trial_val) and math.isfinite(fm.best_val_bpc) and fm.best_val_bpc > trial_val:
-            out.append(Para(f"On validation the final model ({fm.best_val_bpc:.3f}, on its own validation characters) is "
-                            f"not better than search trial {fm.source_trial} ({trial_val:.3f}, on the search's "
-                            "shorter validation text): it did not improve on the weights it started from, or it "
-                            "could not start from them."))
+            out.append(Para(f"On validation the final model ({fm.best_val_bpc:.3f}, on its own validation "
+                            f"characters) is not better than trial {fm.source_trial} ({trial_val:.3f}, on the "
+                            "search's shorter validation text): it did not improve on the weights it started "
+                            "from, or it could not start from them."))
     return out
 
 

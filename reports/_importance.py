@@ -20,8 +20,9 @@ let the marginal likelihood switch an input on in one resample and off in the ne
 spread of the resampled posterior means, which ignores what the surrogate does not know (it held the true share
 in 75-83% of known-answer cases, `python -m benchmarks.calibrate`): each resample contributes one draw of every
 main-effect curve from its GP posterior (`AdditiveGP.main_effect_draws`), one draw of the variance no
-hyperparameter explains (`noise_draw`) and one of the interactions' (`interaction_draw`), and the interval is the percentiles of those draws' shares (see the
-README's coverage table). For "permutation" the interval is the percentiles of
+hyperparameter explains (`noise_draw`) and one of the interactions'
+(`interaction_draw`), and the interval is the percentiles of those draws' shares (see the coverage table in
+docs/report.md). For "permutation" the interval is the percentiles of
 the resamples. What the intervals leave out is the choice between hyperparameters the search never varied
 independently; the permutation method, refitted from scratch, is the check on that.
 

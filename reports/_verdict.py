@@ -112,6 +112,13 @@ class FailedMoves:
 
 
 @dataclass(frozen=True)
+class Diverges:
+    """Moves that diverged or failed in every seed: training breaks there, so they are not ranked
+    ((param, label, seeds), in the study's order)."""
+    moves: tuple[tuple[str, str, int], ...]
+
+
+@dataclass(frozen=True)
 class CenterFailed:
     n_failed: int
     n_seeds: int
@@ -141,7 +148,7 @@ class SingleTest:
 
 
 Caveat = (FormedShare | FormedAt | MethodsDisagree | GlobalDiffers | Interaction | LaterBudgets | NoiseFloor
-          | RankTestSees | FailedMoves | CenterFailed | PoolFallback | Unmoved | SingleTest)
+          | RankTestSees | FailedMoves | Diverges | CenterFailed | PoolFallback | Unmoved | SingleTest)
 
 
 @dataclass(frozen=True)
@@ -337,7 +344,10 @@ def _local_caveats(e: LocalEffects, moved: pd.DataFrame) -> tuple[Caveat, ...]:
     if e.center_failed:
         out.append(CenterFailed(e.center_failed, e.center_n))
     m = e.moves
-    bad = m[m["n_failed"] > 0]
+    broken = m["diverges"].astype(bool) if "diverges" in m else pd.Series(False, index=m.index)
+    if broken.any():
+        out.append(Diverges(tuple((str(r.param), str(r.label), int(r.n_failed)) for r in m[broken].itertuples())))
+    bad = m[(m["n_failed"] > 0) & ~broken]
     if len(bad):
         out.append(FailedMoves(tuple((str(r.param), str(r.label), int(r.n_failed), int(r.n_seeds))
                                      for r in bad.itertuples()), e.uniform))

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from reports._budget import TRIALS_PER_PARAM, Budget, rank_need
 from reports._effects import SAME_SHAPE, SHAPE
 from reports._steps import FORMED_BITS
-from reports._verdict import (CenterFailed, Effect, FailedMoves, FormedAt, FormedShare, GlobalAnswer, GlobalDiffers,
-                              Interaction, LaterBudgets, MethodsDisagree, NoiseFloor, PoolFallback, RankTestSees,
-                              SingleTest, Unmoved, Verdict)
+from reports._verdict import (CenterFailed, Diverges, Effect, FailedMoves, FormedAt, FormedShare, GlobalAnswer,
+                              GlobalDiffers, Interaction, LaterBudgets, MethodsDisagree, NoiseFloor, PoolFallback,
+                              RankTestSees, SingleTest, Unmoved, Verdict)
 
 HEADLINE_WORDS = 40
 CELLS = {"gru": "GRU", "lstm": "LSTM", "rnn_tanh": "tanh RNN", "rnn_relu": "ReLU RNN", "rnn": "RNN"}
@@ -170,9 +170,26 @@ def _fit(*candidates: str) -> str:
     return " ".join(candidates[-1].split()[:HEADLINE_WORDS - 1]) + " …"
 
 
+def diverged_words(c: Diverges) -> str:
+    """'num_layers 2 and 3 and cell rnn_tanh': the moves of a Diverges, grouped by hyperparameter."""
+    by: dict[str, list[str]] = {}
+    for p, label, _ in c.moves:
+        by.setdefault(p, []).append(move_label(label))
+    return join([f"{p} {join(labels)}" for p, labels in by.items()])
+
+
 # ---- the verdict ------------------------------------------------------------------------------------------------
 def headline(v: Verdict) -> str:
-    """The answer in at most HEADLINE_WORDS words: the verdict, its budget and the configuration it holds at."""
+    """The answer in at most HEADLINE_WORDS words: the verdict, its budget and the configuration it holds at; where
+    training broke at some moves, they are named after it when the words allow (else in a bullet)."""
+    text = _headline(v)
+    broken = next((c for c in v.caveats if isinstance(c, Diverges)), None)
+    if broken is None or v.kind in ("global_only", "too_few_trials", "not_formed") or text.endswith("…"):
+        return text
+    return _fit(f"{text[:-1]}; training broke at {diverged_words(broken)}.", text)
+
+
+def _headline(v: Verdict) -> str:
     if v.kind == "global_only":
         return global_headline(v.global_answer)
     at, around = local_budget(v), config_words(v.center)
@@ -295,6 +312,9 @@ def _caveat(c, *, local: bool) -> str:
     if isinstance(c, RankTestSees):
         return (f"The search trials' rank test ({c.test}) finds {c.param} (p = {p_text(c.p)}) across the whole "
                 f"space; around the center its effect is within noise, so it is not called noise here.")
+    if isinstance(c, Diverges):
+        return (f"Training broke (diverged or failed in every seed) at {diverged_words(c)}: not ranked, since "
+                f"a broken run scores as a uniform guess whatever broke it.")
     if isinstance(c, FailedMoves):
         listed = join([f"{p} {move_label(label)} ({n} of {s} seeds)" for p, label, n, s in c.moves])
         return f"Diverged or failed, and counted as the uniform guess ({c.uniform:.2f} bits/char): {listed}."

@@ -51,13 +51,13 @@ def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFram
     if row["status"] != "completed" or not np.isfinite(row.get("test_bpc", np.nan)):
         return [f"final model {row['trial_id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else "")]
     refs = _baseline_refs(run_dir)
+    started_from = (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
     lines = [f"final model: test {row['test_bpc']:.3f} bits/char" + (f" ({refs})" if refs else "")
-             + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in {row['wall_s'] / 60:.1f} min",
-             "  " + ", ".join(f"{n}={'all' if n == 'train_chars' and not row[f'param.{n}'] else _fmt(row[f'param.{n}'])}"
-                              for n in plan.spec.search)
+             + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in "
+             f"{row['wall_s'] / 60:.1f} min",
+             "  " + ", ".join(f"{n}={_param_text(n, row[f'param.{n}'])}" for n in plan.spec.search)
              + f" (search trial {row['repeat_of']}'s configuration, on the whole training text"
-             + (", its weights the model to beat)" if (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
-                else ")")]
+             + (", its weights the model to beat)" if started_from else ")")]
     mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
     for _, s in mine.sort_values("temperature").iterrows():
         lines.append(f"  sample at temperature {s['temperature']:g}:")
@@ -79,3 +79,8 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
+
+
+def _param_text(name: str, value) -> str:
+    """A hyperparameter's value in the closing lines ("all" for a train_chars of 0, the whole training text)."""
+    return "all" if name == "train_chars" and not value else _fmt(value)

@@ -32,7 +32,8 @@ REFRESH_S = 1.0      # the live line's elapsed time is redrawn at most this ofte
 @dataclass(frozen=True)
 class Tally:
     """Where a stage of the study stands. `done` counts every finished trial, `failed` (diverged or
-    crashed) included; `best` is the best val_bpc of the search so far (inf when none)."""
+    crashed) included; `best` is the best val_bpc so far (inf when none): of the search's trials in the search
+    and the repeats, of the stage's own in the local design and the final model (study.rundir.TrialTable.tally)."""
 
     stage: str
     total: int

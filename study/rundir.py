@@ -28,6 +28,7 @@ from charrnn.metrics import copied_frac, known_word_frac
 from runcontract import (BASELINE_COLUMNS, BASELINES_FILE, CURVE_COLUMNS, CURVES_FILE, FINISHED, LABELS, OPTUNA_FILE,
                          PARAM_PREFIX, SAMPLE_COLUMNS, SAMPLES_FILE, SCHEMA_VERSION, SPEC_FILE, STUDY_FILE,
                          TRIAL_FLOAT_COLUMNS, TRIAL_INT_COLUMNS, TRIAL_STRING_COLUMNS, TRIALS_FILE)
+from runcontract import FINAL, LOCAL, SEARCH
 from study.outcomes import ended
 from study.progress import Tally
 
@@ -361,17 +362,20 @@ class TrialTable:
             self.trials[tid] = row
         return self.trials[tid]
 
-    def best_val_bpc(self) -> float:
-        """The best evaluation of any search trial so far (inf before the first)."""
+    def best_val_bpc(self, role: str = SEARCH) -> float:
+        """The best evaluation of any trial of `role` so far (inf before the first)."""
         vals = [r["best_val_bpc"] for r in self.trials.values()
-                if r.get("role") == "search" and _finite(r.get("best_val_bpc"))]
+                if r.get("role") == role and _finite(r.get("best_val_bpc"))]
         return min(vals) if vals else math.inf
 
     def tally(self) -> Tally:
         rows = [r for r in self.trials.values() if r.get("role") == self.role]
         done = sum(r["status"] != "running" for r in rows)
         failed = sum(r["status"] in ("failed", "diverged") for r in rows)
-        return Tally(self.role, self.total or len(rows), done, len(rows) - done, failed, self.best_val_bpc())
+        # The repeats train at the search's budget and are shown against its best; the local design and the final
+        # model train longer, and show their own.
+        best = self.best_val_bpc(self.role if self.role in (LOCAL, FINAL) else SEARCH)
+        return Tally(self.role, self.total or len(rows), done, len(rows) - done, failed, best)
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         return self.trials_frame(), _frame(self.curves, CURVE_COLUMNS), _frame(self.samples, SAMPLE_COLUMNS)

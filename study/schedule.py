@@ -11,8 +11,8 @@ floor(arrived / rf) trials, itself counted among the arrivals. So a rung never p
 trials that reached it, as synchronous halving would, while no trial ever waits for a rung to fill: each is
 decided the moment it arrives. The first rf - 1 arrivals stop there; their values still count for the trials
 after them. Once a rung has received all the trials synchronous halving would send it (`planned`), it may promote
-as many as halving would send to the next (at rf 3, a rung that 4 trials reach promotes 1, as floor(4 / 3) does, and one that 2 of an expected 2 reach
-also promotes 1, where floor(2 / 3) would promote none).
+as many as halving would send to the next (at rf 3, a rung that 4 trials reach promotes 1, as floor(4 / 3)
+does, and one that 2 of an expected 2 reach also promotes 1, where floor(2 / 3) would promote none).
 """
 from __future__ import annotations
 

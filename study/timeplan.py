@@ -89,7 +89,8 @@ class TimePlan:
         rungs = f"rungs at {_chars(self.rungs)}, " if self.rungs else "no rungs: every trial trains "
         return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial, {self.parallel} "
                 f"at once: search {self.search_s / 60:.1f} min ({rungs}full budget {_chars([self.budget_chars])} "
-                f"characters; every trial at least {steps} optimizer steps before it can be stopped), repeats {self.repeats_s / 60:.1f} min, final model {self.final_s / 60:.1f} min, "
+                f"characters; every trial at least {steps} optimizer steps before it can be stopped), repeats "
+                f"{self.repeats_s / 60:.1f} min, final model {self.final_s / 60:.1f} min, "
                 f"report {self.report_s / 60:.1f} min")
 
 
@@ -100,7 +101,8 @@ class TimePlan:
     def _describe_local(self) -> str:
         s, l_steps = self.budget_chars // self.step_chars, self.local_chars // self.step_chars
         return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial (the measured speed "
-                f"rounded down to a power of sqrt 2), {self.parallel} at once: search {self.search_s / 60:.1f} min ({self.planned[0]} trials x {s} optimizer steps), repeats "
+                f"rounded down to a power of sqrt 2), {self.parallel} at once: search {self.search_s / 60:.1f} min "
+                f"({self.planned[0]} trials x {s} optimizer steps), repeats "
                 f"{self.repeats_s / 60:.1f} min, local design {self.local_s / 60:.1f} min ({self.local_points} trials "
                 f"x {l_steps} steps; expected noise of an effect there: sd {self.noise_sd:.2f} bits/char a seed pair, "
                 f"so with {self.local_seeds} seeds effects under about {self.resolvable():.2f} bits/char cannot be "
@@ -145,12 +147,14 @@ def plan_budgets(*, minutes: float, trials: int, reduction_factor: int, chars_pe
     # ~90: BENCHMARKS.md); failing that, the most whose first gives min_steps; failing that, the study cannot fit.
     fits = [k for need in (COMFORT * floor, floor) for k in range(MAX_RUNGS, -1, -1) if first_rung(k) >= need]
     if not fits:
-        need = (floor * (trials + (repeats and math.ceil(repeats / parallel) * parallel)) / rate + final + report
-                + margin) / 60.0
+        rep_trials = math.ceil(repeats / parallel) * parallel if repeats else 0
+        # The final model's share and the margin grow with the minutes: solve for the minutes, rounded up.
+        need = math.ceil(((floor * (trials + rep_trials) / rate) / (1 - FINAL_SHARE) + report) / (1 - MARGIN) / 60.0)
+        fit = int((left - final) * rate // floor) - rep_trials
+        fewer = f"or at most {fit} --trials in these" if fit >= 2 else "or a smaller model space"
         raise PlanError(f"{minutes:g} minutes cannot hold {trials} trials of at least {min_steps} optimizer steps "
                         f"({floor:,} characters) each at the measured {chars_per_s:,.0f} chars/s per trial "
-                        f"({parallel} at once): that needs about {need:.0f} minutes; give more --minutes or fewer "
-                        f"--trials")
+                        f"({parallel} at once): that needs about {need} minutes; give more --minutes, {fewer}")
     k = fits[0]
     grace = first_rung(k)
     rungs = [grace * rf ** j for j in range(k)]

@@ -321,12 +321,13 @@ LOCAL_CENTER = {"lr": 0.01, "hidden_size": 256, "dropout": 0.2, "seq_len": 128, 
 
 def local_rundata(effects: dict[str, float] | None = None, *, seeds: tuple[int, ...] = LOCAL_SEEDS,
                   seed_sd: float = SEED_SD, center_bpc: float = 1.6, unigram: float = UNIGRAM, n_search: int = 30,
-                  search_lr_slope: float = 0.0, diverge: tuple[str, object] | None = None, seed: int = 0):
+                  search_lr_slope: float = 0.0, diverge: tuple[str, object] | None = None, seed: int = 0,
+                  diverge_seeds: int = 1):
     """A run with a local design, in memory (`RunData`, no files): around LOCAL_CENTER, every move of `local_moves`
     has the true effect `effects[param]` (0 for a hyperparameter not named), with `seeds` and the noise of
     `add_local_design` (a seed's shared part of sd `seed_sd`, a configuration's own part smaller). `n_search`
     search trials spread over the space score 1.6 + search_lr_slope * (log10 lr + 2.5) + noise, for the rank
-    tests. `diverge` = (param, value): that move diverges in its first seed."""
+    tests. `diverge` = (param, value): that move diverges in its first `diverge_seeds` seeds."""
     from reports._load import ParamSpec, RunData
 
     rng = np.random.default_rng(seed)
@@ -339,7 +340,7 @@ def local_rundata(effects: dict[str, float] | None = None, *, seeds: tuple[int, 
                                                   for m in moves]:
             y = center_bpc + effects.get(moved, 0.0) + shared[j] + rng.normal(0, seed_sd / (2 if moved in SHAPE
                                                                                            else 5))
-            failed = diverge is not None and j == 0 and moved == diverge[0] and cfg[moved] == diverge[1]
+            failed = diverge is not None and j < diverge_seeds and moved == diverge[0] and cfg[moved] == diverge[1]
             rows.append({"status": "diverged" if failed else "completed", "role": "local", "moved": moved,
                          "seed": s, "best_val_bpc": math.nan if failed else y, **_param_cells(cfg)})
     for _ in range(n_search):

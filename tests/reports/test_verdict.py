@@ -98,3 +98,21 @@ def test_a_lone_interval_without_a_joint_signal_is_said(seed):
     lone = [c for c in v.caveats if isinstance(c, SingleTest)]
     single = [x for x in v.ranking if x.ci_low > 0 or x.ci_high < 0]
     assert v.kind != "no_signal" or len(lone) == min(len(single), 1)
+
+
+def test_a_move_that_breaks_training_in_every_seed_is_named_not_ranked():
+    """In the default study's seed 0, 2 layers and the rnn_tanh cell diverged in both seeds around a high-rate SGD
+    center; counted as uniform guesses they tied at +3.72 bits/char and "led". They are a finding of their own."""
+    from reports._verdict import Diverges
+    from reports._wording import bullets, headline
+
+    v = verdict({"cell": 0.3}, diverge=("lr", 0.05623), diverge_seeds=2)
+    broken = [c for c in v.caveats if isinstance(c, Diverges)]
+    assert broken and broken[0].moves == (("lr", "x5.6", 2),)
+    assert not any(isinstance(c, FailedMoves) for c in v.caveats)
+    assert v.kind == "ranked" and v.leader.param == "cell"
+    lr = next(x for x in v.ranking if x.param == "lr")
+    assert lr.label != "x5.6" and lr.importance < 0.3  # ranked by its other move, which trained
+    text = headline(v)
+    assert "cell matters most" in text and "training broke at lr ×5.6" in text and len(text.split()) <= 40
+    assert any("Training broke" in b for b in bullets(v))

@@ -212,7 +212,8 @@ from study.rundir import RunDir, RunDirWriteError, TrialTable
 run = RunDir(sys.argv[1])
 table = TrialTable(["lr"], None, run.read_tables())
 table.result("t", {"lr": 0.1}, {"chars_seen": 200, "wall_s": 1.0, "train_bpc": 3.0, "val_bpc": 2.9,
-             "best_val_bpc": 2.9, "lr": 0.1, "sample": __import__("secrets").token_hex(150_000), "sample_temperature": 0.8})
+             "best_val_bpc": 2.9, "lr": 0.1, "sample": __import__("secrets").token_hex(150_000),
+             "sample_temperature": 0.8})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
 try:
@@ -246,3 +247,16 @@ def test_trial_index_is_the_order_of_creation_whichever_trial_started_first():
         t.order(["a", "b", "c"][: ["a", "b", "c"].index(tid) + 1] if tid != "c" else ["a", "b", "c"])
     t.order(["a", "b", "c"])
     assert {tid: r["trial_index"] for tid, r in t.trials.items()} == {"s0": 0, "a": 1, "b": 2, "c": 3}
+
+
+def test_the_final_model_and_the_local_design_show_their_own_best():
+    """The progress line during the final model's minutes shows the final model's best, not the search's."""
+    t = _table()
+    t.stage("search", 1)
+    t.result("s", CONFIG, _result(100, 3.0, 3.0))
+    t.complete("s", CONFIG, _result(100, 3.0, 3.0))
+    for role, tid, score in (("local", "l", 2.7), ("final", "f", 1.9)):
+        t.stage(role, 1)
+        assert math.isinf(t.tally().best)
+        t.result(tid, CONFIG, _result(200, score, score))
+        assert t.tally().best == score and t.best_val_bpc() == 3.0

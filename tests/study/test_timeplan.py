@@ -41,6 +41,23 @@ def test_too_few_minutes_is_one_clear_error():
         plan_budgets(chars_per_s=1_000, **{**ARGS, "minutes": 5})
 
 
+@pytest.mark.parametrize("speed, minutes", [(1_000, 5), (2_600, 12), (9_000, 3)])
+def test_a_refusal_names_minutes_that_suffice_and_trials_that_fit(speed, minutes):
+    """The minutes a refusal names are rounded up (a novel's "needs about 12 minutes" at --minutes 12 was a
+    refusal that named its own minutes), and the trials it names fit in the minutes given."""
+    import re
+
+    args = {**ARGS, "minutes": minutes}
+    with pytest.raises(PlanError) as err:
+        plan_budgets(chars_per_s=speed, **args)
+    need = int(re.search(r"needs about (\d+) minutes", str(err.value)).group(1))
+    assert need > minutes
+    plan_budgets(chars_per_s=speed, **{**args, "minutes": need})
+    fit = re.search(r"at most (\d+) --trials", str(err.value))
+    if fit:
+        plan_budgets(chars_per_s=speed, **{**args, "trials": int(fit.group(1))})
+
+
 def test_final_minutes_cap_and_round_trip():
     p = plan_budgets(chars_per_s=30_000, final_minutes_cap=2, **ARGS)
     assert p.final_s == 120
