@@ -327,6 +327,7 @@ def local_effects(run: RunData, *, random_state: int = 0, level: float = LEVEL,
     # distance from the center to a uniform guess, the same for every such move, whatever the hyperparameter.
     m["diverges"] = (m["n_failed"] > 0) & (m["n_failed"] == present[1:].sum(axis=1))
     params = importance(m[~m["diverges"]], names, level=level, random_state=random_state, n_draws=n_draws)
+    params["moved"] = params["param"].isin(set(m["param"]))  # moved, even where every move broke training
     tests = rank_tests(run)
     params = params.merge(tests[["param", "search_test", "search_p"]], on="param", how="left")
     c, c_ok = y[0], ok[0]

@@ -217,13 +217,19 @@ def _headline(v: Verdict) -> str:
         return _fit(f"At {at} around {around}, {lead.param} matters most: {move_words(lead)} {effect_words(lead)}.",
                     f"At {at} around the center, {lead.param} matters most: {move_words(lead)} "
                     f"{effect_words(lead)}.", f"At {at}, {lead.param} matters most.")
-    named = [lead, *v.contenders[:2]]
-    more = len(v.contenders) - 2
-    names = join([x.param for x in named] + ([f"{more} more"] if more > 0 else []))
-    shifts = [] if more > 0 else [
-        (f"At {at} around {around}, {names} matter most, in an order these seeds cannot settle: their largest moves "
-         f"shift val_bpc by {join([signed(x.effect) for x in named])} bits/char.")]
-    return _fit(*shifts, f"At {at} around {around}, {names} matter most, in an order these seeds cannot settle.",
+    if len(v.contenders) > 2:
+        # Many intervals reach the leader's: a list of names would say nothing; the one clear effect does.
+        n = len(v.contenders)
+        return _fit(f"At {at} around {around}, {lead.param} has the largest clear effect: {move_words(lead)} "
+                    f"{effect_words(lead)}; {n} others' intervals reach it, so their order is open.",
+                    f"At {at}, {lead.param} has the largest clear effect: {move_words(lead)} {effect_words(lead)}; "
+                    f"{n} others' intervals reach it.",
+                    f"At {at}, {lead.param} has the largest clear effect; {n} others' intervals reach it.")
+    named = [lead, *v.contenders]
+    names = join([x.param for x in named])
+    return _fit(f"At {at} around {around}, {names} matter most, in an order these seeds cannot settle: their largest "
+                f"moves shift val_bpc by {join([signed(x.effect) for x in named])} bits/char.",
+                f"At {at} around {around}, {names} matter most, in an order these seeds cannot settle.",
                 f"At {at}, {names} matter most, in an order these seeds cannot settle.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pytest
 
 from reports import load_run
@@ -116,3 +117,13 @@ def test_a_move_that_breaks_training_in_every_seed_is_named_not_ranked():
     text = headline(v)
     assert "cell matters most" in text and "training broke at lr ×5.6" in text and len(text.split()) <= 40
     assert any("Training broke" in b for b in bullets(v))
+
+
+def test_a_hyperparameter_whose_every_move_broke_training_was_still_moved():
+    from reports._verdict import Diverges
+
+    run = local_rundata({"cell": 0.3}, diverge=("lr", 0.05623), diverge_seeds=2)
+    run.trials.loc[(run.trials["moved"] == "lr"), ["status", "best_val_bpc"]] = ["diverged", math.nan]
+    v = decide(local_effects(run), _global())
+    assert [len(c.moves) for c in v.caveats if isinstance(c, Diverges)] == [2]
+    assert not any(isinstance(c, Unmoved) for c in v.caveats) and "lr" not in {x.param for x in v.ranking}
