@@ -41,8 +41,8 @@ def test_a_ranked_headline_reads_as_the_answer():
 def test_contenders_name_each_other_and_the_rest_is_bulleted():
     v = verdict(CASES["contenders"]["effects"])
     h = headline(v)
-    assert re.search(r"(lr|cell|hidden_size|dropout) has the largest clear effect: .* costs \+0\.\d\d bits/char \(95% CI .*\); 3 others' "
-                     r"intervals reach it", h), h
+    assert re.search(r"(lr|cell|hidden_size|dropout) has the largest clear effect: .* costs \+0\.\d\d bits/char "
+                     r"\(95% CI .*\); 3 others' intervals reach it", h), h
     assert sum(b.split(":")[0] in ("lr", "cell", "hidden_size", "dropout") for b in bullets(v)) == 4
 
 
