@@ -243,12 +243,17 @@ def bullets(v: Verdict) -> list[str]:
     k = len(e.moves)
     named = {x.param for x in (v.leader, *v.contenders) if x is not None}
     if v.kind in ("ranked", "contenders") and v.leader is not None:
-        for x in (v.leader, *v.contenders):
+        many = len(v.contenders) > 2  # then the headline names the leader alone: one line for the rest
+        for x in (v.leader,) if many else (v.leader, *v.contenders):
             first = (f"; it is the largest in {pct(x.p_first)} of draws of the effects from their sampling "
                      f"distributions" if math.isfinite(x.p_first) else "")
             out.append(f"{x.param}: {move_words(x)} {effect_words(x)}; its importance (largest |effect|) is "
                        f"{bits(x.importance)} bits/char, 95% CI {ci(x.low, x.high, bits)} jointly over all {k} "
                        f"moves{first}.")
+        if many:
+            out.append(f"{len(v.contenders)} others' joint intervals reach {v.leader.param}'s, so any of them may "
+                       f"matter as much (importance, joint 95% CI): " + join([f"{x.param} {move_label(x.label)} {bits(x.importance)} "
+                                       f"({ci(x.low, x.high, bits)})" for x in v.contenders]) + " bits/char.")
     nxt = [x for x in v.ranking if x.param not in named and x.param not in v.noise][:3]
     if nxt and v.kind in ("ranked", "contenders"):
         out.append("Next: " + join([f"{x.param} {bits(x.importance)} ({ci(x.low, x.high, bits)})" for x in nxt])
