@@ -251,9 +251,10 @@ def bullets(v: Verdict) -> list[str]:
                        f"{bits(x.importance)} bits/char, 95% CI {ci(x.low, x.high, bits)} jointly over all {k} "
                        f"moves{first}.")
         if many:
+            rest = join([f"{x.param} {move_label(x.label)} {bits(x.importance)} ({ci(x.low, x.high, bits)})"
+                         for x in v.contenders])
             out.append(f"{len(v.contenders)} others' joint intervals reach {v.leader.param}'s, so any of them may "
-                       f"matter as much (importance, joint 95% CI): " + join([f"{x.param} {move_label(x.label)} {bits(x.importance)} "
-                                       f"({ci(x.low, x.high, bits)})" for x in v.contenders]) + " bits/char.")
+                       f"matter as much (importance, joint 95% CI): {rest} bits/char.")
     nxt = [x for x in v.ranking if x.param not in named and x.param not in v.noise][:3]
     if nxt and v.kind in ("ranked", "contenders"):
         out.append("Next: " + join([f"{x.param} {bits(x.importance)} ({ci(x.low, x.high, bits)})" for x in nxt])
