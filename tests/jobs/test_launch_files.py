@@ -254,7 +254,7 @@ def test_study_commands_helper():
                                     STUDY + ["--resume", "r", "--address", "h:1"], STUDY]
 
 
-def test_readme_by_hand_head_uses_token_auth():
-    readme = (REPO / "README.md").read_text()
+def test_the_cluster_docs_by_hand_head_uses_token_auth():
+    readme = (REPO / "docs" / "cluster.md").read_text()
     starts = [l for l in readme.splitlines() if "ray start --head" in l and "`" not in l]  # commands, not prose
     assert starts and all("RAY_AUTH_MODE=token ray start --head" in l for l in starts), starts
