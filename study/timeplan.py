@@ -73,6 +73,7 @@ class TimePlan:
     local_s: float = 0.0
     noise_sd: float = 0.0  # the expected sd of a move's paired difference at the local design's steps (NOISE_SD)
     local_seeds: int = 0
+    measured_chars_per_s: float = 0.0  # what the speed measurement gave, before the rounding (0: not recorded)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,7 +101,9 @@ class TimePlan:
 
     def _describe_local(self) -> str:
         s, l_steps = self.budget_chars // self.step_chars, self.local_chars // self.step_chars
-        return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial (the measured speed "
+        measured = (f"the measured {self.measured_chars_per_s:,.0f}" if self.measured_chars_per_s else
+                    "the measured speed")
+        return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial ({measured} "
                 f"rounded down to a power of sqrt 2), {self.parallel} at once: search {self.search_s / 60:.1f} min "
                 f"({self.planned[0]} trials x {s} optimizer steps), repeats "
                 f"{self.repeats_s / 60:.1f} min, local design {self.local_s / 60:.1f} min ({self.local_points} trials "
@@ -248,6 +251,7 @@ def make_plan(spec: StudySpec, corpus: Corpus, *, trials: int, seed: int, repeat
                           local_points=points, local_share=float(spec.local["share"]), val_chars=spec.val_chars,
                           local_seeds=int(spec.local["seeds"]),
                           final_minutes_cap=final_minutes_cap)
+        plan = replace(plan, measured_chars_per_s=round(rate, 1))
         return apply_plan(spec, plan), plan
     plan = plan_budgets(minutes=minutes, trials=trials, reduction_factor=spec.scheduler["reduction_factor"],
                         chars_per_s=rate, parallel=parallel, step_chars=spec.step_chars_range()[1],
