@@ -478,7 +478,8 @@ def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
               test_ids: np.ndarray | None) -> EvalRecord:
     """Score, sample and (at the end, or when early stopping ends the run) hand the best weights' final samples
     and test score over; keeps the best weights so far. A useless score (`_Loop.useless_bpc`) ends the run as
-    diverged before it counts: it is never the best, and the best weights so far stay."""
+    diverged before it counts: it is never the best, and the best weights so far stay. A run that ends with its best
+    score no better than a uniform guess learned nothing, and ends as diverged too (its scores stay on record)."""
     state = loop.state
     train_bpc = loop.loss_sum / loop.loss_steps / LN2 if loop.loss_steps else math.nan
     t_eval = time.perf_counter()
@@ -489,8 +490,10 @@ def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
         loop.best_model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
     stopped_early = not useless and not at_end and should_stop_early(state.evals_since_best, config.patience,
                                                                      state.chars_seen, state.budget_chars)
+    learned_nothing = ((at_end or stopped_early) and not useless
+                       and not state.best_val_bpc < math.log2(max(len(vocab), 2)))
     finals, test_bpc = {}, math.nan
-    if (at_end or stopped_early) and not useless and loop.best_model is not None:
+    if (at_end or stopped_early) and not useless and not learned_nothing and loop.best_model is not None:
         finals, test_bpc = final_evaluation(loop.best_model, loop.model.config, vocab, config, test_ids, loop.device)
     state.last_eval_s = time.perf_counter() - t_eval
     state.eval_s += state.last_eval_s
@@ -503,7 +506,7 @@ def _evaluate(loop: _Loop, config: TrainConfig, vocab: Vocab, at_end: bool,
                       val_bpc=math.nan if useless else val_bpc, best_val_bpc=state.best_val_bpc, lr=loop.lr,
                       sample=text, sample_temperature=config.sample_temperature, is_best=is_best,
                       budget_chars=state.budget_chars, budget_decision=state.budget_decision,
-                      done=at_end or stopped_early or useless, diverged=useless,
+                      done=at_end or stopped_early or useless, diverged=useless or learned_nothing,
                       stopped_early=stopped_early, final_samples=finals, test_bpc=test_bpc, eval_s=state.eval_s)
 
 

@@ -31,6 +31,10 @@ def ended(last_result: dict | None, error: bool = False, metric: str | None = No
     if not last_result or "chars_seen" not in last_result:  # Tune's own fields only: the trainer never reported
         return "failed", "trial ended without reporting a result"
     if last_result.get("diverged"):
+        val = last_result.get("val_bpc")
+        if val is not None and math.isfinite(float(val)):  # a finite last score: it ended, having learned nothing
+            return "diverged", (f"never scored better than a uniform guess (best val_bpc "
+                                f"{float(last_result.get('best_val_bpc', val)):.2f})")
         return "diverged", f"loss diverged (NaN/inf or exploding) at {int(last_result['chars_seen']):,} chars"
     if metric is not None:
         value = last_result.get(metric)

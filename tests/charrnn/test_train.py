@@ -300,3 +300,27 @@ def test_the_next_evaluation_follows_a_budget_that_moves():
     # evaluation just made, so the next one is at least half a spacing on.
     assert next_eval_after(cfg, 410_000, 81_000 - 1, last_eval=81_000) == 123_000
     assert next_eval_after(cfg, 410_000, 400_000, last_eval=400_000) == 410_000  # the end is always an evaluation
+
+
+def test_a_run_whose_best_is_no_better_than_a_uniform_guess_ends_as_diverged(tiny_text, monkeypatch):
+    """The default study once kept a "valid" trial at 7.02 bits/char, above a uniform guess (6.63 there): a run
+    that ends without ever scoring below log2(vocabulary) learned nothing."""
+    import sys
+
+    module = sys.modules["charrnn.train"]
+    corpus = from_text(tiny_text)
+    uniform = math.log2(len(corpus.vocab))
+    real, scores = module.evaluate, iter([uniform + 0.2, uniform + 0.1, uniform + 0.3])
+
+    def scripted(*args):
+        _, text = real(*args)
+        return next(scores), text
+
+    monkeypatch.setattr(module, "evaluate", scripted)
+    records = []
+    result = train(TrainConfig(budget_chars=30_000, evals_per_trial=3, **{k: v for k, v in TINY.items()
+                                                                           if k != "evals_per_trial"}),
+                   corpus.train, corpus.val, corpus.vocab, report=records.append)
+    assert [r.diverged for r in records] == [False] * (len(records) - 1) + [True]
+    assert result.status == "diverged" and math.isfinite(records[-1].val_bpc) and not records[-1].final_samples
+    assert result.best_val_bpc == pytest.approx(uniform + 0.1)

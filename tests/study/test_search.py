@@ -123,3 +123,12 @@ def test_a_new_searcher_on_an_interrupted_study_uses_its_asked_trials_first(tmp_
     assert again.suggest("y") == asked
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert len(trials) == 1 and trials[0].user_attrs["tune_trial_id"] == "y"
+
+
+def test_a_run_that_learned_nothing_says_so_not_that_its_loss_exploded():
+    from study.outcomes import ended
+
+    last = {"chars_seen": 40_000, "diverged": True, "val_bpc": 6.9, "best_val_bpc": 6.8}
+    assert ended(last) == ("diverged", "never scored better than a uniform guess (best val_bpc 6.80)")
+    status, why = ended({**last, "val_bpc": float("nan")})
+    assert status == "diverged" and why.startswith("loss diverged")
