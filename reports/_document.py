@@ -16,7 +16,7 @@ from reports._render import Block, Code, Details, Figure, Heading, Para, Table
 from reports._steps import FORMED_BITS
 from reports._verdict import FIRST_SURE, PREDICTS
 from reports._wording import (bits, chars, ci, compared_words, config_words, corr, global_bullets, global_headline,
-                              local_budget, move_label, p_text, pct, signed, steps_text, value_text)
+                              local_budget, move_label, p_text, pct, plan_words, signed, steps_text, value_text)
 
 SAMPLE_DISPLAY_CHARS = 1500
 
@@ -355,6 +355,7 @@ def document(a: Analysis) -> list[Block]:
              f"{(st.get('scheduler') or {}).get('name', '?')}, full budget "
              f"{st.get('budget_chars', '?')} characters. " + _lr_note(st) + "Versions: "
              + ", ".join(f"{k} {v}" for k, v in (st.get("versions") or {}).items()) + "."),
+        *[Para(t) for t in (plan_words(st),) if t],
         *[Para(n) for n in a.notes],
     ]
     unformed = ("" if a.budget.formed else

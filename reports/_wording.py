@@ -511,3 +511,27 @@ def _later(c: LaterBudgets) -> str:
         how += " at " + ", ".join(f"{chars(b.chars)} ({b.n_trials} trials)" for b in vague)
     return (f"This holds at {chars(c.chars)} characters, and at the later budgets {how}"
             + (f"; rank correlation of trial quality between successive budgets {rhos}" if rhos else "") + ".")
+
+
+def plan_words(study: dict) -> str:
+    """The time plan a study ran on, and where it came from (study.json `plan`, `plan_source`); "" without one."""
+    p = study.get("plan")
+    if not isinstance(p, dict) or not p.get("minutes"):
+        return ""
+    step = p.get("step_chars") or 0
+
+    def steps(n: float) -> str:
+        return f"{int(n) // step:,} optimizer steps" if step else f"{int(n):,} characters"
+
+    measured = p.get("measured_chars_per_s")
+    # The plan's own mark, not study.json's plan_source, which said "replayed" for every plan before 2026-12-03.
+    source = ("replayed from another study's plan (--plan-from), not measured here" if p.get("replayed") else
+              f"measured on this machine ({measured:,.0f} chars/s, rounded down to a power of sqrt 2)" if measured
+              else "measured on this machine, rounded down to a power of sqrt 2")
+    parts = [f"{p.get('planned', ['?'])[0]} search trials of {steps(p.get('budget_chars', 0))}"]
+    if p.get("local_points"):
+        parts.append(f"a local design of {p['local_points']} trials of {steps(p.get('local_chars', 0))}")
+    parts.append(f"{p.get('final_s', 0) / 60:.1f} minutes for the final model")
+    return (f"The plan: {p['minutes']:g} minutes at {p.get('chars_per_s', 0):,.0f} chars/s per trial, "
+            f"{p.get('parallel', 1)} at once, {source}: {join(parts)}.")
+

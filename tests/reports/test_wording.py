@@ -111,3 +111,16 @@ def test_every_global_headline_is_within_the_word_limit(case):
     assert all(b.endswith(".") and not re.search(r"\w: [A-Z]", b) for b in bullets(v)), bullets(v)
     if case not in ("too_few", "not_formed"):
         assert "1.23M training characters" in h or "1.23M training characters" in " ".join(bullets(v)), h
+
+
+def test_the_plan_is_said_with_where_it_came_from():
+    from reports._wording import plan_words
+
+    plan = {"minutes": 30, "chars_per_s": 4096.0, "measured_chars_per_s": 5012.4, "parallel": 2, "step_chars": 800,
+            "budget_chars": 40_000, "planned": [50], "local_points": 46, "local_chars": 80_000, "final_s": 470.0}
+    said = plan_words({"plan": plan, "plan_source": "replayed"})
+    assert said == ("The plan: 30 minutes at 4,096 chars/s per trial, 2 at once, measured on this machine (5,012 "
+                    "chars/s, rounded down to a power of sqrt 2): 50 search trials of 50 optimizer steps, a local "
+                    "design of 46 trials of 100 optimizer steps and 7.8 minutes for the final model.")
+    assert "replayed from another study's plan" in plan_words({"plan": {**plan, "replayed": True}})
+    assert plan_words({}) == ""
