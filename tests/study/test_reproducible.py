@@ -1,5 +1,6 @@
-"""A seed fixes the study: two smoke studies with a local design, 2 trials at once, one after the other, give the same
-trials, selection, local design and first sentence (real Ray Tune + Optuna, real Parquet)."""
+"""A seed fixes the study: the same smoke study with a local design, run on this machine with 2 trials at once and
+again on a real two-node Ray cluster (one CPU a node), gives the same trials, selection, local design, final model
+and first sentence (real Ray Tune + Optuna, real Parquet)."""
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ import pytest
 
 from study.inputs import SPECS_DIR
 from tests.conftest import REPO
+from tests.study.test_cluster import Cluster, cluster  # noqa: F401 - the two-node cluster fixture
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 # The smoke spec with every trial to its budget (no promotion races) and a local design over two hyperparameters.
 LOCAL_SPEC = """
@@ -31,11 +33,12 @@ def _spec(tmp_path):
     return path
 
 
-def _study(spec, out):
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+def _study(spec, out, on: Cluster | None = None):
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"} if on is None else dict(on.driver_env)
     env.pop("RAY_ADDRESS", None)
+    where = ["--address", on.address, "--storage", str(out.parent / "storage")] if on else []
     proc = subprocess.run([sys.executable, "-m", "study.run", "--spec", str(spec), "--trials", "8", "--seed", "3",
-                           "--max-concurrent", "2", "--out", str(out)],
+                           "--max-concurrent", "2", "--out", str(out), *where],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -53,11 +56,12 @@ def _headline(out) -> str:
     return re.sub(r"\b[0-9a-f]{8}(_\d{5})?\b", "<id>", paragraphs[0])
 
 
-def test_the_same_seed_gives_the_same_study(tmp_path):
+def test_the_same_seed_gives_the_same_study_here_and_on_two_nodes(tmp_path, cluster):  # noqa: F811
     spec = _spec(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
     _study(spec, a)
-    _study(spec, b)
+    _study(spec, b, cluster)
+    assert set(pd.read_parquet(b / "trials.parquet")["node_id"]) == set(cluster.node_ids.values())  # both nodes
     ta, tb = _trials(a), _trials(b)
     assert len(ta[ta["role"] == "local"]) == 2 * (1 + 2 + 1)  # the center, lr up and down, the other depth
     pd.testing.assert_frame_equal(ta, tb)
