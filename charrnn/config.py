@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from charrnn.model import CELLS, ModelConfig
+from runcontract import batch_size_for
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
@@ -98,7 +99,7 @@ class TrainConfig:
         if self.step_chars < 0:
             raise ValueError(f"step_chars must be >= 0, got {self.step_chars}")
         if self.step_chars > 0:
-            object.__setattr__(self, "batch_size", max(1, round(self.step_chars / self.seq_len)))
+            object.__setattr__(self, "batch_size", batch_size_for(self.step_chars, self.seq_len))
         if self.lr_scale > 0:  # the rate the study searched is relative to the optimizer's usual one
             object.__setattr__(self, "lr", self.lr_scale * BASE_LR[self.optimizer])
         if any(b <= a for a, b in zip(self.eval_at, self.eval_at[1:])) or any(c < 1 for c in self.eval_at):

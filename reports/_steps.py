@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from reports._load import RunData
+from runcontract import batch_size_for
 
 DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN = 64, 50  # the trainer's defaults (charrnn.config.TrainConfig)
 DEFAULT_MIN_STEPS = 100
@@ -72,7 +73,8 @@ def step_chars(run: RunData) -> pd.Series:
     seq = (seq if seq is not None else pd.Series(float(DEFAULT_SEQ_LEN), index=t.index)).fillna(DEFAULT_SEQ_LEN)
     per_step = _setting(t, run.study, "step_chars")
     if per_step is not None:
-        batch = np.maximum(1.0, np.round(per_step / seq))
+        batch = pd.Series([batch_size_for(c, s) if math.isfinite(c) and math.isfinite(s) else math.nan
+                           for c, s in zip(per_step.astype(float), seq.astype(float))], index=t.index, dtype=float)
     else:
         batch = _setting(t, run.study, "batch_size")
         batch = batch if batch is not None else pd.Series(float(DEFAULT_BATCH_SIZE), index=t.index)

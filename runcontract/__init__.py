@@ -67,3 +67,10 @@ def sample_command(run_dir) -> str:
     """The command that samples more text from a run directory's final model (final_model.pt, read by
     `charrnn.sample --run`): what the study's closing summary and the report both print."""
     return f"python -m charrnn.sample --run {run_dir} --temperature 0.8 --length 1000"
+
+
+def batch_size_for(step_chars: float, seq_len: float) -> int:
+    """The batch size a study's `step_chars` (characters per optimizer step) sets: step_chars / seq_len, rounded
+    (half to even, as Python rounds), at least 1. One rule for the trainer (charrnn.config), the spec's checks
+    (study.spec) and the report (reports._steps)."""
+    return max(1, round(step_chars / seq_len))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from charrnn.config import HYPERPARAMETERS, TrainConfig
+from runcontract import batch_size_for
 
 
 class SpecError(ValueError):
@@ -119,7 +120,7 @@ class StudySpec:
         """The most training text any trial of this spec can need for one batch (batch_size x (seq_len+1))."""
         values = self._int_values
         if "step_chars" in self.search or "step_chars" in self.fixed:
-            return max(max(1, round(c / s)) * (s + 1) for c in values("step_chars") for s in values("seq_len"))
+            return max(batch_size_for(c, s) * (s + 1) for c in values("step_chars") for s in values("seq_len"))
         return max(values("batch_size")) * (max(values("seq_len")) + 1)
 
     def _int_values(self, name: str) -> list[int]:
@@ -133,7 +134,7 @@ class StudySpec:
         """The fewest and the most characters an optimizer step of this spec's trials takes."""
         values = self._int_values
         if "step_chars" in self.search or "step_chars" in self.fixed:
-            sizes = [max(1, round(c / s)) * s for c in values("step_chars") for s in values("seq_len")]
+            sizes = [batch_size_for(c, s) * s for c in values("step_chars") for s in values("seq_len")]
         else:
             sizes = [b * s for b in values("batch_size") for s in values("seq_len")]
         return min(sizes), max(sizes)

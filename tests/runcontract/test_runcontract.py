@@ -99,3 +99,15 @@ def test_the_sample_command_is_one_charrnn_sample_takes(tmp_path, capsys):
     assert argv[:3] == ["python", "-m", "charrnn.sample"]
     assert main(argv[3:]) == 2
     assert "has no final model" in capsys.readouterr().err
+
+
+def test_one_step_to_batch_rule_for_the_trainer_and_the_report():
+    """batch_size = step_chars / seq_len, rounded half to even, at least 1: the trainer takes it from runcontract."""
+    from charrnn.config import TrainConfig
+    from runcontract import batch_size_for
+
+    assert [batch_size_for(c, s) for c, s in ((800, 200), (800, 300), (100, 200), (10, 400), (250, 100))] == \
+        [4, 3, 1, 1, 2]
+    for c in (100, 800, 1600):
+        for s in (25, 50, 75, 200, 300):
+            assert TrainConfig(step_chars=c, seq_len=s).batch_size == batch_size_for(c, s)
