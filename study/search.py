@@ -75,11 +75,15 @@ class StudySearch(Searcher):
                     from study._compat import optuna_trial
 
                     trial = optuna_trial(self.study, self._storage, self._unclaimed[0])
+                    _complete(trial, self.space)
                 elif self.proposer is not None:
-                    params = self.proposer.params_for(self.study)
-                    if params is None:
-                        return None  # a trial this one must see still runs: Tune asks again
-                    self.study.enqueue_trial(params)
+                    # A driver killed between enqueue and ask left its proposal WAITING: ask takes it (it is the
+                    # proposal for this very place), and nothing is enqueued twice.
+                    if not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                        params = self.proposer.params_for(self.study)
+                        if params is None:
+                            return None  # a trial this one must see still runs: Tune asks again
+                        self.study.enqueue_trial(params)
                     trial = self.study.ask(fixed_distributions=self.space)
                 else:
                     trial = self.study.ask(fixed_distributions=self.space)
@@ -178,3 +182,22 @@ def outcome(result: dict | None, error: bool, metric: str) -> tuple[TrialState, 
     state = told(status)
     return state, (float(result[metric]) if state == TrialState.COMPLETE else None), (
         None if status == "completed" else status)
+
+
+def _complete(trial: optuna.Trial, space: dict) -> None:
+    """Suggest every parameter of `space` that `trial` lacks: a driver killed inside `ask` leaves a RUNNING trial
+    with only the parameters written before the kill. An enqueued trial's missing ones come back as enqueued (Optuna
+    takes them from the queue's fixed parameters), so the trial that takes its place trains the configuration the
+    uninterrupted study would have (tests/study/test_soak.py)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    for name, dist in space.items():
+        if name in trial.params:
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, FloatDistribution):
+            trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+

@@ -132,3 +132,43 @@ def test_a_run_that_learned_nothing_says_so_not_that_its_loss_exploded():
     assert ended(last) == ("diverged", "never scored better than a uniform guess (best val_bpc 6.80)")
     status, why = ended({**last, "val_bpc": float("nan")})
     assert status == "diverged" and why.startswith("loss diverged")
+
+
+def test_a_trial_left_half_asked_gets_the_rest_of_its_enqueued_parameters():
+    """A driver killed inside `ask` leaves a RUNNING Optuna trial with some parameters written: the trial that takes
+    its place gets the others, as they were enqueued (the killed-and-resumed soak study once ran a trial with the
+    trainer's defaults for half its hyperparameters)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from study.search import _complete
+
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "layers": IntDistribution(1, 3),
+             "cell": CategoricalDistribution(["gru", "lstm"])}
+    study = optuna.create_study()
+    study.enqueue_trial({"lr": 0.01, "layers": 2, "cell": "lstm"})
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)  # the one written before the kill
+    _complete(trial, space)
+    assert trial.params == {"lr": 0.01, "layers": 2, "cell": "lstm"}
+
+
+def test_a_proposal_left_waiting_by_a_killed_driver_is_taken_not_enqueued_again(tmp_path):
+    """Killed between enqueue and ask, a driver leaves its proposal WAITING; the resumed searcher's next trial takes
+    it, and no Optuna trial is left without a Tune trial (the soak test found one WAITING at the end)."""
+    from study.spec import parse_spec
+    from study.space import LaggedProposer
+
+    spec = parse_spec({"name": "s", "sampler": {"name": "tpe", "n_startup_trials": 4},
+                       "search": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+                                  "cell": {"type": "categorical", "choices": ["gru", "lstm"]}}})
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
+    proposer = LaggedProposer(spec, seed=0, lag=2)
+    first = StudySearch(SPACE, metric="best_val_bpc", mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
+                        study_name="s", storage=storage, proposer=proposer)
+    first.study.enqueue_trial(proposer.params_for(first.study))  # then the kill, before ask
+    again = StudySearch(SPACE, metric="best_val_bpc", mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
+                        study_name="s", storage=storage, proposer=proposer)
+    assert again.suggest("t0") == proposer.design[0]
+    assert again.suggest("t1") == proposer.design[1]
+    states = [t.state for t in again.study.get_trials(deepcopy=False)]
+    assert states == [TrialState.RUNNING, TrialState.RUNNING]

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO
-from tests.study.test_reliability import _env
+from tests.study.test_reliability import _env, _fifo_smoke
 
 pytestmark = pytest.mark.slow
 
@@ -177,11 +177,21 @@ def _check_snapshot(point: str, trials: pd.DataFrame, kept: dict[str, tuple]) ->
     return problems
 
 
+def _outcome(trials: pd.DataFrame) -> pd.DataFrame:
+    """What a study decided, in order of creation, without its ids and times: parameters, statuses, characters and
+    scores (to the printed precision) of every trial but the final model."""
+    t = trials[trials["role"] != "final"].sort_values(["role", "trial_index"], kind="stable")
+    cols = ["role", "status", "seed", "chars_seen"] + [c for c in t if c.startswith("param.")]
+    return t[cols].assign(best=t["best_val_bpc"].round(4), test=t["test_bpc"].round(4)).reset_index(drop=True)
+
+
 def test_study_killed_at_five_moments_resumes_with_every_invariant(tmp_path):
     out, hold, logs = tmp_path / "run", tmp_path / "hold", tmp_path / "logs"
     hold.mkdir()
     logs.mkdir()
-    first = [sys.executable, "-m", "study.run", "--spec", "smoke", "--out", str(out), "--no-report",
+    # The smoke spec with the default study's scheduler (fifo): a seed then fixes the study, so the chain must end as
+    # the uninterrupted study does.
+    first = [sys.executable, "-m", "study.run", "--spec", str(_fifo_smoke(tmp_path)), "--out", str(out), "--no-report",
              "--trials", str(TRIALS), "--repeats", "1", "--final-chars", "24000", "--max-concurrent", "1"]
     resume = [sys.executable, "-m", "study.run", "--resume", str(out), "--no-report"]
     known: set[str] = set()  # trial ids in the tables before the current link (for "a NEW row")
@@ -260,6 +270,21 @@ def test_study_killed_at_five_moments_resumes_with_every_invariant(tmp_path):
                             f"(params.json {config})")
     tune_dirs = sorted(p.name for p in (out / "tune").glob("trial_*")) if (out / "tune").exists() else []
     report.append(f"Tune's search trial directories: {tune_dirs}")
+
+    # ---- and it ends as the uninterrupted study does (issue 26): the same search and repeats, bit for bit ----
+    # (The final model is left out: killed during its stage and resumed, it trained 24,064 characters where the
+    # uninterrupted one stopped early at 12,032. Not yet understood; the closing note of 2026-12-03 says so.)
+    whole = tmp_path / "whole"
+    proc = subprocess.run([*first[:first.index("--out") + 1], str(whole), *first[first.index("--out") + 2:]],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=LINK_TIMEOUT_S)
+    if proc.returncode != 0:
+        problems.append(f"uninterrupted: ended ({proc.returncode}): {proc.stderr[-1500:]}")
+    else:
+        killed, straight = _outcome(trials), _outcome(_trials(whole))
+        if not killed.equals(straight):
+            problems.append("end: the resumed study differs from the uninterrupted one:\n"
+                            + killed.compare(straight).to_string() if killed.shape == straight.shape else
+                            f"end: {len(killed)} rows resumed, {len(straight)} uninterrupted")
     report.append(f"whole chain: {time.monotonic() - t0:.0f}s")
     print("\n".join(["", "resume soak, kill points:", *report, "invariants broken:" if problems else
                      "every invariant holds", *problems]))
