@@ -37,6 +37,7 @@ pytestmark = [
 
 START_TIMEOUT_S = 90
 STUDY_TIMEOUT_S = 240
+SEARCH_TRIALS = 8
 STOP_GRACE_S = 5
 ROLES = ("head", "worker")
 
@@ -178,20 +179,11 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def cluster_run(cluster: Cluster):
-    out, storage = cluster.tmp / "run", cluster.tmp / "storage"
-    cmd = [sys.executable, "-m", "study.run", "--spec", "smoke", "--trials", "4",
-           "--address", cluster.address, "--out", str(out), "--storage", str(storage), "--no-report"]
-    log = cluster.tmp / "study.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=cluster.driver_env, stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    cluster.groups.append(proc.pid)  # stopped with the nodes, whatever happens here
-    try:
-        rc = proc.wait(timeout=STUDY_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the study did not finish within {STUDY_TIMEOUT_S} s:\n{_tail(log)}")
-    assert rc == 0, f"`{' '.join(cmd)}` failed with status {rc}:\n{_tail(log)}"
-    return out, storage
+    """The smoke study with a local design on the two nodes (fifo, seed 3, 2 trials at once): the study the tests
+    below read, and the one the reproducibility test compares with the same study run on this machine."""
+    out = cluster.tmp / "run"
+    _study(_spec(cluster.tmp), out, cluster)
+    return out, out.parent / "storage"
 
 
 def test_trials_run_on_both_nodes(cluster: Cluster, cluster_run):
@@ -199,7 +191,7 @@ def test_trials_run_on_both_nodes(cluster: Cluster, cluster_run):
     for name in ("study.json", "trials.parquet", "curves.parquet", "samples.parquet"):
         assert (out / name).is_file(), f"{name} missing from {out}"
     trials = pd.read_parquet(out / "trials.parquet")
-    assert len(trials[trials["role"] == "search"]) == 4
+    assert len(trials[trials["role"] == "search"]) == SEARCH_TRIALS
     used = set(trials["node_id"])
     by_id = {v: k for k, v in cluster.node_ids.items()}
     assert used <= set(by_id), f"trials report node ids {used - set(by_id)} that are not in the cluster"
@@ -219,7 +211,7 @@ def test_checkpoints_go_to_storage_in_a_directory_of_the_study_s_own(cluster_run
     assert own.name.startswith("smoke-"), own
     assert json.loads((out / "study.json").read_text())["invocation"]["storage"] == str(own.resolve())
     assert (own / "tune").is_dir() and not (out / "tune").exists(), "Tune's files must follow --storage"
-    assert len(list((own / "tune").glob("trial_*/result.json"))) == 4
+    assert len(list((own / "tune").glob("trial_*/result.json"))) == SEARCH_TRIALS
     assert not list(own.glob("tune*/trial_*/checkpoint_*"))
     trials = pd.read_parquet(out / "trials.parquet")
     assert trials["checkpoint"].isna().all(), trials["checkpoint"].tolist()
@@ -248,7 +240,8 @@ def _study(spec, out, on: Cluster | None = None):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"} if on is None else dict(on.driver_env)
     env.pop("RAY_ADDRESS", None)
     where = ["--address", on.address, "--storage", str(out.parent / "storage")] if on else []
-    proc = subprocess.run([sys.executable, "-m", "study.run", "--spec", str(spec), "--trials", "8", "--seed", "3",
+    proc = subprocess.run([sys.executable, "-m", "study.run", "--spec", str(spec), "--trials", str(SEARCH_TRIALS),
+                           "--seed", "3",
                            "--max-concurrent", "2", "--out", str(out), *where],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -267,11 +260,9 @@ def _headline(out) -> str:
     return re.sub(r"\b[0-9a-f]{8}(_\d{5})?\b", "<id>", paragraphs[0])
 
 
-def test_the_same_seed_gives_the_same_study_here_and_on_two_nodes(tmp_path, cluster: Cluster):
-    spec = _spec(tmp_path)
-    a, b = tmp_path / "a", tmp_path / "b"
-    _study(spec, a)
-    _study(spec, b, cluster)
+def test_the_same_seed_gives_the_same_study_here_and_on_two_nodes(tmp_path, cluster: Cluster, cluster_run):
+    a, (b, _) = tmp_path / "a", cluster_run
+    _study(_spec(tmp_path), a)
     assert set(pd.read_parquet(b / "trials.parquet")["node_id"]) == set(cluster.node_ids.values())  # both nodes
     ta, tb = _trials(a), _trials(b)
     assert len(ta[ta["role"] == "local"]) == 2 * (1 + 2 + 1)  # the center, lr up and down, the other depth

@@ -82,11 +82,11 @@ def test_crashing_trial_is_retried_from_its_checkpoint(tmp_path):
 def test_trial_that_keeps_crashing_ends_failed_without_stopping_the_study(tmp_path):
     out = tmp_path / "run"
     # fifo: every trial trains to its budget (5 evaluations), so each attempt reaches its injected failure
-    proc = subprocess.run(_cmd(out, "--trials", "3", "--max-failures", "1", "--spec", str(_fifo_smoke(tmp_path))),
+    proc = subprocess.run(_cmd(out, "--trials", "2", "--max-failures", "1", "--spec", str(_fifo_smoke(tmp_path))),
                           cwd=REPO, env=_env(CHARRNN_TEST_FAIL="always:2"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_parquet(out / "trials.parquet")
-    assert len(trials) == 3
+    assert len(trials) == 2
     failed = trials[trials["status"] == "failed"]
     assert len(failed) >= 1
     assert failed["error"].str.contains("InjectedFailure: injected failure").all()
