@@ -376,13 +376,15 @@ def document(a: Analysis) -> list[Block]:
     top = [Heading(1, f"Which hyperparameter matters most? Study {st.get('name', '?')}"), Para(a.summary, lead=True),
            *[Para(f"• {b}") for b in a.bullets]]
     final = final_blocks(a.run, final_model(a.run))
+    # The lab's order under the answer: the text and its training curve, then how quality depends on each
+    # hyperparameter and which matters most.
     if a.effects is None:
-        return [*top, importance, *final,
+        return [*top, *final, importance,
                 Heading(2, "Importance" if a.budget.formed else "Importance (NOT FORMED: trials had not all left the "
                                                                 "unigram plateau at this budget)"),
                 *fanova, Details("How this was computed", tuple(_demote(how)))]
     g = a.verdict.global_answer
-    return [*top, *_local_blocks(a), *final,
+    return [*top, *final, *_local_blocks(a),
             Heading(2, "The whole search space: fANOVA on the search trials" + ("" if a.budget.formed else
                                                                                 " (NOT FORMED)")),
             Para("The second view: how much of the variance of the search trials' scores, spread over the whole "
