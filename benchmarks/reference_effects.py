@@ -433,7 +433,9 @@ def _main(a: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"reference for {study.run_dir}: center and {len(points) // len(seeds) - 1} moves, seeds {seeds}, "
           f"{budget:,} characters a trial (the study: {study.budget_chars:,}, seeds {list(study.seeds)}); "
           f"{os.cpu_count()} CPUs, load {load_start[0]:.2f}", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # killed: the trials done so far still compare
+    # Stopped by either signal (a background job starts with SIGINT ignored): the trials done so far still compare.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     interrupted = False
     try:
         records = run_points(points, study.corpus, study.spec.val_chars, results, a.jobs)
