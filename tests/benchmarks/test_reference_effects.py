@@ -158,7 +158,7 @@ def test_a_killed_run_resumes_where_it_stopped(monkeypatch, tmp_path):
 LOCAL_SPEC = """
 [local]
 seeds = 2
-params = ["lr", "num_layers"]
+params = ["lr"]
 """
 
 
@@ -170,8 +170,8 @@ def test_a_real_study_replays_exactly_and_its_reference_compares(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "study.run", "--spec", str(spec), "--trials", "6", "--seed", "3",
-                           "--max-concurrent", "2", "--final-chars", "0", "--no-report", "--out", str(run)],
+    proc = subprocess.run([sys.executable, "-m", "study.run", "--spec", str(spec), "--trials", "4", "--seed", "3",
+                           "--max-concurrent", "2", "--repeats", "0", "--final-chars", "0", "--no-report", "--out", str(run)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
