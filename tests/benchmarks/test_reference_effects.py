@@ -171,7 +171,8 @@ def test_a_real_study_replays_exactly_and_its_reference_compares(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "study.run", "--spec", str(spec), "--trials", "4", "--seed", "3",
-                           "--max-concurrent", "2", "--repeats", "0", "--final-chars", "0", "--no-report", "--out", str(run)],
+                           "--max-concurrent", "2", "--repeats", "0", "--final-chars", "0", "--no-report",
+                           "--out", str(run)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
