@@ -171,10 +171,11 @@ class ResultsWriter(Callback):
         self.write()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.table.finished:
-            return
+        rerun = trial.trial_id in self.table.finished  # by a resume, from its last checkpoint: only that moves
         self.table.complete(trial.trial_id, trial.config, trial.last_result, _checkpoint_path(trial))
         self.write()
+        if rerun:
+            return
         row = self.table.trials[trial.trial_id]
         score = f", best val_bpc {row['best_val_bpc']:.4f}" if _finite(row.get("best_val_bpc")) else ""
         self.progress.log(f"trial {trial.trial_id} {row['status']}{score}", self.table.tally())

@@ -278,6 +278,11 @@ class TrialTable:
 
     def complete(self, tid: str, config: dict, last_result: dict | None, checkpoint: str | None = None) -> None:
         if tid in self.finished:
+            # A resume can run a trial that had ended again from its last checkpoint (Tune saved its state before
+            # the end): the row keeps its scores, and names the checkpoint that now holds the same weights (Tune
+            # keeps one per trial, so the one named before is gone).
+            if checkpoint:
+                self.trials[tid]["checkpoint"] = checkpoint
             return
         row = self.row(tid, config)
         status, error = classify(last_result)

@@ -113,6 +113,9 @@ def test_rows_read_back_from_disk_round_trip_and_finished_ones_never_change(tmp_
     again.complete("done", CONFIG, _result(100, 2.0, 2.0))
     again.fail("done", CONFIG, "late")
     assert again.trials["done"] == t.trials["done"]
+    # ... but the checkpoint it now keeps (Tune keeps one, so the one named before is gone) is the one named.
+    again.complete("done", CONFIG, _result(100, 2.0, 2.0), checkpoint="/ckpt/rerun")
+    assert again.trials["done"] == {**t.trials["done"], "checkpoint": "/ckpt/rerun"}
     assert again.frames()[1]["val_bpc"].tolist() == [3.0, 3.3]
     # The running one goes on.
     again.result("live", CONFIG, _result(200, 3.1, 3.1))
