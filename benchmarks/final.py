@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", default="sherlock")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a hyperparameter of the configuration (JSON value), e.g. lr_scale=2.82")
+    p.add_argument("--step-chars", type=int, default=0,
+                   help="characters a step (default: the spec's final.step_chars)")
     args = p.parse_args(argv)
     config = dict(SEED0)
     for item in args.set:
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = load_corpus(corpora.find(args.corpus))
     spec = resolve_spec("sherlock")
     final = final_config(spec, config, spec.final["chars"], 60 * args.minutes, spec.seed)
+    final.update({"step_chars": args.step_chars} if args.step_chars else {})
     # This bench's own: every CPU here (the final stage gets a whole node's), and one short sample at the end.
     cfg = TrainConfig.from_flat({**final, "threads": os.cpu_count() or 1, "sample_chars": 1,
                                  "final_temperatures": (0.8,), "final_sample_chars": 300})

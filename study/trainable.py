@@ -65,15 +65,16 @@ def _trial_device(gpus: float) -> str:
     return "cpu"
 
 
-# Below this many hidden units x streams a step's matmuls are too small to share between threads: a second
-# thread then waits at every op (measured on the smoke models: 2 threads ran 20x slower than 1 on a busy CPU).
-MIN_WORK_PER_EXTRA_THREAD = 128 * 32
+# Below this many multiply-adds in a step's recurrent matmul per time step (streams x hidden units squared), a
+# second thread waits at every op more than it helps: a GRU 1x128 on 16 streams ran 20% slower on 2 threads than on
+# 1, a GRU 1x256 on 8 streams 15% faster (BENCHMARKS.md, "Threads for the final model").
+MIN_WORK_PER_EXTRA_THREAD = 8 * 256 * 256
 
 
 def useful_threads(cpus: float, config: TrainConfig) -> int:
     """Torch threads for a trial given `cpus`: all of them, unless the model is too small to use them."""
     threads = max(1, int(math.floor(cpus)))
-    work = config.hidden_size * config.batch_size
+    work = config.batch_size * config.hidden_size ** 2
     return threads if work >= MIN_WORK_PER_EXTRA_THREAD else 1
 
 

@@ -50,3 +50,16 @@ def test_reporter_hands_tune_the_checkpoint_directory_and_fails_on_request(tmp_p
     report(_record(chars_seen=4000, done=True))  # the last report never fails: the trial has finished
     assert [m["chars_seen"] for m, _ in reported] == [1000, 2000, 4000]
     assert all(c.path == str(tmp_path) for _, c in reported)
+
+
+@pytest.mark.parametrize("hidden, batch, cpus, threads", [
+    (256, 8, 2, 2),     # the default study's usual final model: 15% faster on the second thread
+    (128, 16, 2, 1),    # 20% slower on two
+    (16, 16, 2, 1),     # the smoke models
+    (512, 8, 1.5, 1),   # never more threads than whole CPUs
+    (512, 8, 4, 4),
+])
+def test_threads_follow_the_recurrent_matmul_size(hidden, batch, cpus, threads):
+    from charrnn.config import TrainConfig
+    config = TrainConfig.from_flat({"hidden_size": hidden, "batch_size": batch})
+    assert trainable.useful_threads(cpus, config) == threads
