@@ -13,7 +13,8 @@ import pandas as pd
 
 from reports._load import RunData
 from reports._render import Block, Code, Figure, Heading, Para, Table
-from reports._selection import UNSTABLE_STATUSES, repeats_of, selection
+from reports._selection import repeats_of, selection
+from runcontract import UNSTABLE as UNSTABLE_STATUSES
 from runcontract import LOCAL, SEARCH, sample_command
 
 BASELINE_NAMES = {"unigram": "unigram (character frequencies)", "xz": "xz -9e", "ppmd": "PPMd order 8"}

@@ -32,8 +32,8 @@ STATUSES = ("completed", "stopped", "diverged", "failed", "running")
 FINISHED = ("completed", "stopped", "diverged", "failed")
 TRAINED = ("completed", "stopped")  # trained normally: a candidate for the best trial
 UNSTABLE = ("diverged", "failed")  # a configuration with a seed repeat of these is not handed over
-# The selection's documented rule (study.json `selection`; study.selection applies it, reports._selection reads it
-# back for runs that did not record it): at most this many of the best configurations are checked with repeats.
+# The selection rule (runcontract.selection; its decision in study.json `selection`): at most this many of the best
+# configurations are checked with repeats.
 MAX_CANDIDATES = 3
 SEARCH, REPEAT, FINAL = "search", "repeat", "final"  # a trial's `role`
 LOCAL = "local"  # a trial of the local design: the center or one hyperparameter moved from it (`moved`)

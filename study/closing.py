@@ -9,8 +9,8 @@ import pandas as pd
 
 from charrnn.sample import printable
 from runcontract import BASELINES_FILE, sample_command
+from runcontract.selection import points_reached, ranked, unstable_repeats
 from study.rundir import RunDir
-from study.selection import best_search_trial, unstable_repeats
 
 
 def summary(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> str:
@@ -21,7 +21,8 @@ def summary(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) ->
     counts = search["status"].value_counts().to_dict()
     lines.append(f"study {plan.spec.name}: {len(search)} search trials "
                  + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    best = best_search_trial(trials, plan.spec.eval_at())
+    candidates = ranked(trials, points_reached(trials, plan.spec.eval_at()))
+    best = None if candidates.empty else candidates.iloc[0]
     if best is None:
         lines.append("no trial reached an evaluation.")
     else:

@@ -1,5 +1,5 @@
 """The repeats stage: retrain the best configuration with other seeds (the report's noise floor, and a check that it
-trains reliably), and hand the first configuration that does to the final model (study.selection decides)."""
+trains reliably), and hand the first configuration that does to the final model (runcontract.selection decides)."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,8 @@ import time
 import pandas as pd
 from ray import tune
 
-from study import selection
+from runcontract import selection
+
 from study.results import ResultsWriter
 from study.rundir import RunDir
 from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname, trial_params
@@ -19,10 +20,11 @@ EXPERIMENT = "tune-repeats"
 def choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
     """Retrain the best configuration with `repeats` other seeds (the noise floor for the report, and a check
     that it trains reliably); a configuration that diverges in any seed is not handed over as the final model,
-    and the next best is checked instead (study.selection decides). Returns the search trial whose configuration
+    and the next best is checked instead (runcontract.selection decides). Returns the search trial whose configuration
     the final model trains, and records the choice in study.json (`selection`)."""
-    ranked = selection.ranked_search_trials(writer.table.trials_frame(), plan.spec.eval_at())
-    candidates: list[dict] = []
+    trials = writer.table.trials_frame()
+    ranked = selection.ranked(trials, selection.points_reached(trials, plan.spec.eval_at()))
+    candidates: list[tuple[str, str | None]] = []
 
     def decided(chosen: pd.Series | None) -> pd.Series | None:
         RunDir(plan.run_dir).update_study({"selection": selection.record(
@@ -33,15 +35,15 @@ def choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
         writer.echo("no trial finished; skipping the seed repeats and the final model")
         return decided(None)
     if plan.repeats == 0:
-        candidates.append({"trial_id": str(ranked.iloc[0]["trial_id"]), "skipped": None})
+        candidates.append((str(ranked.iloc[0]["trial_id"]), None))
         return decided(ranked.iloc[0])
     for k, (_, candidate) in enumerate(ranked.head(selection.MAX_CANDIDATES).iterrows()):
         repeat(plan, trainable, writer, candidate, EXPERIMENT if k == 0 else f"{EXPERIMENT}-{k + 1}")
-        why = selection.verdict(writer.table.trials_frame(), str(candidate["trial_id"]))
-        candidates.append({"trial_id": str(candidate["trial_id"]), "skipped": why})
+        why = selection.skipped(writer.table.trials_frame(), str(candidate["trial_id"]))
+        candidates.append((str(candidate["trial_id"]), why))
         if why is None:
             return decided(candidate)
-        writer.echo(f"trial {candidate['trial_id']}'s configuration is unstable: it {why}; it is not handed over "
+        writer.echo(f"trial {candidate['trial_id']}'s configuration is {why}; it is not handed over "
                     "as the final model")
     writer.echo(f"none of the {selection.MAX_CANDIDATES} best configurations trained reliably in every seed; "
                 "no final model")

@@ -65,3 +65,17 @@ def test_study_json_records_the_final_budget_as_decided():
     given = BudgetDecision(budget_chars=1_024_000, chars_per_s=8192.0, given=True, stopped_at=990_000)
     got = budget_record({"budget_decision_json": json.dumps(given.to_dict())}, 1_024_000)
     assert got["budget_from"] == "replayed" and got["stopped_at"] == 990_000
+
+
+def test_the_final_model_caps_the_learning_rate_at_the_optimizers_usual_rate():
+    """A rate that wins a few hundred steps is not the rate for a run many times longer (issue 18)."""
+    from types import SimpleNamespace
+
+    from study.stages.final import final_rate as _final_rate
+    from study.inputs import resolve_spec
+
+    plan = SimpleNamespace(spec=resolve_spec("sherlock"))
+    assert _final_rate(plan, {"optimizer": "adam", "lr_scale": 2.82, "seq_len": 25}) == {"lr_scale": 1.0}
+    assert _final_rate(plan, {"optimizer": "sgd", "lr_scale": 0.5, "seq_len": 25}) == {}
+    smoke = SimpleNamespace(spec=resolve_spec("smoke"))
+    assert _final_rate(smoke, {"optimizer": "adam", "lr": 0.0249, "seq_len": 16, "batch_size": 16}) == {"lr": 2e-3}

@@ -1,11 +1,11 @@
-"""The selection policy on plain tables (no Ray)."""
+"""The selection rule on plain tables (no Ray)."""
 from __future__ import annotations
 
 import math
 
 import pandas as pd
 
-from study import selection
+from runcontract import selection
 
 EVAL_AT = [100, 300, 900]
 
@@ -23,8 +23,7 @@ def test_trials_that_got_further_rank_first_then_by_score():
         {"trial_id": "d", "best_val_bpc": 1.0, "chars_seen": 900, "status": "running"},  # not finished
         {"trial_id": "e", "best_val_bpc": math.nan, "chars_seen": 900, "status": "diverged"},
     ])
-    assert selection.ranked_search_trials(t, EVAL_AT)["trial_id"].tolist() == ["c", "b", "a"]
-    assert selection.best_search_trial(t, EVAL_AT)["trial_id"] == "c"
+    assert selection.ranked(t, selection.points_reached(t, EVAL_AT))["trial_id"].tolist() == ["c", "b", "a"]
 
 
 def test_first_candidate_unstable_take_the_next():
@@ -40,24 +39,16 @@ def test_first_candidate_unstable_take_the_next():
         {"trial_id": "r4", "role": "repeat", "repeat_of": "b", "status": "completed", "best_val_bpc": 2.1,
          "chars_seen": 300},
     ])
-    ranked = selection.ranked_search_trials(t, EVAL_AT)["trial_id"].tolist()
-    verdicts = {tid: selection.verdict(t, tid) for tid in ranked}
-    assert verdicts == {"a": "diverged or failed in 1 of 2 seed repeats", "b": None}
-    chosen = next(tid for tid in ranked if verdicts[tid] is None)
-    assert chosen == "b"
-    rec = selection.record([{"trial_id": "a", "skipped": verdicts["a"]}, {"trial_id": "b", "skipped": None}], "b")
-    assert rec["chosen"] == "b" and rec["candidates"][0]["skipped"].startswith("diverged")
+    chosen, checked = selection.choose(t, selection.points_reached(t, EVAL_AT))
+    assert chosen == "b" and checked == [("a", "unstable: diverged or failed in 1 of 2 seed repeats"), ("b", None)]
+    rec = selection.record(checked, chosen)
+    assert rec["chosen"] == "b" and rec["candidates"][0] == {"trial_id": "a", "skipped": checked[0][1]}
 
 
-def test_the_final_model_caps_the_learning_rate_at_the_optimizers_usual_rate():
-    """A rate that wins a few hundred steps is not the rate for a run many times longer (issue 18)."""
-    from types import SimpleNamespace
-
-    from study.stages.final import final_rate as _final_rate
-    from study.inputs import resolve_spec
-
-    plan = SimpleNamespace(spec=resolve_spec("sherlock"))
-    assert _final_rate(plan, {"optimizer": "adam", "lr_scale": 2.82, "seq_len": 25}) == {"lr_scale": 1.0}
-    assert _final_rate(plan, {"optimizer": "sgd", "lr_scale": 0.5, "seq_len": 25}) == {}
-    smoke = SimpleNamespace(spec=resolve_spec("smoke"))
-    assert _final_rate(smoke, {"optimizer": "adam", "lr": 0.0249, "seq_len": 16, "batch_size": 16}) == {"lr": 2e-3}
+def test_no_candidate_when_each_of_the_best_is_unstable():
+    rows = [{"trial_id": str(k), "best_val_bpc": 2.0 + k / 10, "chars_seen": 900} for k in range(4)]
+    rows += [{"trial_id": f"r{k}", "role": "repeat", "repeat_of": str(k), "status": "failed",
+              "best_val_bpc": math.nan, "chars_seen": 10} for k in range(4)]
+    t = _trials(rows)
+    chosen, checked = selection.choose(t, selection.points_reached(t, EVAL_AT))
+    assert chosen is None and [tid for tid, _ in checked] == ["0", "1", "2"]  # MAX_CANDIDATES of them
