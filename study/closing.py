@@ -10,10 +10,11 @@ import pandas as pd
 from charrnn.sample import printable
 from runcontract import BASELINES_FILE, sample_command
 from runcontract.selection import points_reached, ranked, unstable_repeats
+from study.plan import Plan
 from study.rundir import RunDir
 
 
-def summary(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> str:
+def summary(plan: Plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> str:
     """The closing summary: the final model first (its test score beside the baselines, its text, how to sample
     more), then the search."""
     lines = _final_lines(plan, run_dir, trials, samples)
@@ -42,7 +43,7 @@ def summary(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) ->
     return "\n".join(lines)
 
 
-def _final_lines(plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> list[str]:
+def _final_lines(plan: Plan, run_dir: Path, trials: pd.DataFrame, samples: pd.DataFrame) -> list[str]:
     final = trials[trials["role"] == "final"]
     if final.empty:
         why = ("--final-chars 0" if plan.final_chars == 0 else "no configuration trained reliably"

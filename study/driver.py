@@ -20,6 +20,7 @@ from charrnn.metrics import corpus_words, ngram_hashes
 from study.closing import summary
 from study.cluster import check_storage_reachable, concurrent_trials, gpus_per_trial, start_ray
 from study.inputs import UsageError
+from study.plan import Plan
 from study.results import ResultsWriter, delete_trial_checkpoints
 from study.rundir import RunDir, RunDirWriteError, TextIndex
 from study.stages import final, local, repeats, search
@@ -34,7 +35,7 @@ def make_text_index(corpus) -> TextIndex:
     return TextIndex(corpus_words(text), ngram_hashes(corpus.train), corpus.vocab.encode)
 
 
-def run_study(plan) -> str:
+def run_study(plan: Plan) -> str:
     """Run (or resume) the search, the seed repeats and the final model; returns the closing summary text."""
     # This study's: the signal handler, the writer and the searcher note why it must stop; after a refused write it
     # ends the process if Ray's teardown does not return (study.stopping.STOP_GRACE_S).
@@ -45,7 +46,7 @@ def run_study(plan) -> str:
         stop.disarm()
 
 
-def _run(plan, stop: StudyStop) -> str:
+def _run(plan: Plan, stop: StudyStop) -> str:
     spec, run_dir = plan.spec, plan.run_dir.resolve()
     baselines = _start_baselines(plan)
     start_ray(plan.address, plan.verbose)
@@ -86,14 +87,14 @@ def _run(plan, stop: StudyStop) -> str:
 
 
 @contextlib.contextmanager
-def _timed(plan, stage: str):
+def _timed(plan: Plan, stage: str):
     """Record a stage's wall seconds in study.json (`stage_s`), for the idle-core figure (BENCHMARKS.md)."""
     start = time.monotonic()
     yield
     RunDir(plan.run_dir).update_study({"stage_s": {stage: round(time.monotonic() - start, 2)}})
 
 
-def _local_design(plan, trainable, writer: ResultsWriter, center: pd.Series) -> pd.Series:
+def _local_design(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series) -> pd.Series:
     """Run the local design around `center` and return the trial whose configuration the final model trains: the
     local design's choice (study.local.choose), or `center` itself where the local design confirmed nothing."""
     choice = local.run(plan, trainable, writer, center, math.log2(max(len(plan.corpus.vocab.chars), 2)))
@@ -103,7 +104,7 @@ def _local_design(plan, trainable, writer: ResultsWriter, center: pd.Series) -> 
     return trials[trials["trial_id"] == choice.trial_id].iloc[0]
 
 
-def _retire_checkpoints(plan, writer: ResultsWriter) -> None:
+def _retire_checkpoints(plan: Plan, writer: ResultsWriter) -> None:
     """Retention: the study is over, so no resume can use a trial checkpoint; delete them all (study.results)."""
     delete_trial_checkpoints(storage(plan), set(writer.table.trials))
     writer.table.forget_checkpoints()
@@ -116,7 +117,7 @@ def _last_write(writer: ResultsWriter) -> None:
     writer.stop.raise_write_failure()
 
 
-def _start_baselines(plan) -> threading.Thread:
+def _start_baselines(plan: Plan) -> threading.Thread:
     """Score the compressor baselines on the validation and test text, beside the study (lzma and PPMd
     release the GIL); written once to baselines.parquet, kept when resuming."""
     run_dir = RunDir(plan.run_dir)
@@ -137,13 +138,13 @@ def _start_baselines(plan) -> threading.Thread:
     return thread
 
 
-def _parallel(plan, cpus: float, gpus: float) -> int:
+def _parallel(plan: Plan, cpus: float, gpus: float) -> int:
     """How many trials run at once on this cluster."""
     res = ray.cluster_resources()
     return concurrent_trials(res.get("CPU", 1), res.get("GPU", 0), cpus, gpus, plan.max_concurrent, plan.trials)
 
 
-def _plan_time(plan, cpus: float, gpus: float) -> None:
+def _plan_time(plan: Plan, cpus: float, gpus: float) -> None:
     """On a cluster (--address), with `--minutes`: measure and plan here, once Ray says how many trials run at once
     (a local study is planned before Ray starts, by study.run); recorded in study.json."""
     if plan.minutes <= 0 or plan.time_plan is not None:

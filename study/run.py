@@ -14,21 +14,19 @@ import platform
 import secrets
 import signal
 import sys
-import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 from charrnn.config import BASE_LR
-from charrnn.corpus import Corpus
 from runcontract import SCHEMA_VERSION, SPEC_FILE
 from study.cluster import TRIALS_PER_GPU, concurrent_trials, local_only
 from study.guard import check_trusted, lock
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec, study_name)
+from study.plan import Plan
 from study.rundir import RunDir, RunDirWriteError
-from study.spec import SpecError, StudySpec, fit_to_corpus, load_spec
+from study.spec import SpecError, fit_to_corpus, load_spec
 from study.timeplan import PlanError, TimePlan, apply_plan, make_plan
 
 
@@ -73,39 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show Ray's and Optuna's start-up messages and the trials' own output")
     return p
-
-
-@dataclass
-class Plan:
-    """A fully checked study, ready to run."""
-
-    spec: StudySpec
-    corpus: Corpus
-    run_dir: Path
-    trials: int
-    seed: int
-    repeats: int
-    final_chars: int
-    final_minutes: float
-    cpus_per_trial: float
-    gpus_per_trial: float | None
-    max_concurrent: int | None
-    max_failures: int
-    address: str | None
-    storage: str
-    encoding: str
-    resume: bool
-    report: bool
-    study_name: str = ""  # names the Optuna study and the default run directory; the spec's name if empty
-    adjusted: dict = field(default_factory=dict)  # what fit_to_corpus changed in the spec, for study.json
-    verbose: bool = False
-    minutes: float = 0.0  # > 0: the study ends within this many minutes (study.timeplan)
-    time_plan: dict | None = None  # the plan made when the study started (study.json `plan`); None until then
-    final_minutes_asked: bool = False  # --final-minutes was given: it caps the final model under a time plan too
-    started: float = field(default_factory=time.monotonic)  # when this process started the study
-
-    def __post_init__(self) -> None:
-        self.study_name = self.study_name or self.spec.name
 
 
 def prepare(args: argparse.Namespace) -> Plan:

@@ -13,6 +13,7 @@ from ray import tune
 
 from runcontract import PARAM_PREFIX
 from study._compat import restored_searcher, set_restored_callbacks
+from study.plan import Plan
 from study.results import ResultsWriter
 from study.search import StudySearch
 from study.stopping import Interrupted, StudyStop, sigterm_as_sigint
@@ -32,16 +33,16 @@ def fit(tuner, expected_trials: int, stop: StudyStop):
     return results
 
 
-def storage(plan) -> str:
+def storage(plan: Plan) -> str:
     """Where Tune keeps this study's experiments: a pyarrow URI as given, or an absolute path."""
     return plan.storage if "://" in plan.storage else str(Path(plan.storage).resolve())
 
 
-def experiment_path(plan, name: str) -> str:
+def experiment_path(plan: Plan, name: str) -> str:
     return f"{storage(plan).rstrip('/')}/{name}"
 
 
-def run_config(plan, name: str, writer: ResultsWriter) -> tune.RunConfig:
+def run_config(plan: Plan, name: str, writer: ResultsWriter) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=storage(plan),
@@ -54,7 +55,7 @@ def run_config(plan, name: str, writer: ResultsWriter) -> tune.RunConfig:
     )
 
 
-def restored(plan, name: str, trainable, writer: ResultsWriter, param_space: dict) -> tune.Tuner | None:
+def restored(plan: Plan, name: str, trainable, writer: ResultsWriter, param_space: dict) -> tune.Tuner | None:
     """The Tuner of an interrupted experiment, when resuming one that Tune saved; None otherwise.
 
     A driver killed after Tune wrote its tuner file but before the first snapshot of the experiment's state leaves
@@ -86,7 +87,7 @@ def has_experiment_state(path: str) -> bool:
     return any(e.base_name.startswith("experiment_state") and e.base_name.endswith(".json") for e in entries)
 
 
-def reuse_actors(plan) -> bool:
+def reuse_actors(plan: Plan) -> bool:
     """Reuse trial processes on one machine, where starting one (and importing torch) is ~2 s per trial.
 
     On a cluster a reused process keeps its trials on the node it started on, so nodes that join later
@@ -99,13 +100,13 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def trial_params(plan, trial: pd.Series) -> dict:
+def trial_params(plan: Plan, trial: pd.Series) -> dict:
     """A trial's searched hyperparameters, as plain Python values (its row of trials.parquet)."""
     params = {name: trial[PARAM_PREFIX + name] for name in plan.spec.search}
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
 
 
-def expect(plan, stage: str, limit_s: float = 0.0) -> tuple[float | None, float]:
+def expect(plan: Plan, stage: str, limit_s: float = 0.0) -> tuple[float | None, float]:
     """(seconds planned for `stage`, seconds planned for the stages after it), for the progress line."""
     if plan.time_plan is None:
         return (limit_s or None, 0.0)

@@ -18,6 +18,7 @@ from ray import tune
 from charrnn.checkpoint import MODEL_FILE
 from charrnn.config import BASE_LR, TrainConfig
 from study.cluster import final_resources
+from study.plan import Plan
 from study.results import ResultsWriter, checkpoint_exists
 from study.rundir import RunDir
 from study.stages.experiment import expect, fit, restored, run_config, trial_dirname, trial_params
@@ -28,7 +29,7 @@ from study.trainable import run_trial
 EXPERIMENT = "tune-final"
 
 
-def trial_weights(plan, chosen: pd.Series) -> dict | None:
+def trial_weights(plan: Plan, chosen: pd.Series) -> dict | None:
     """The best weights a search trial saved (its last checkpoint's model.pt), or None where they cannot be read."""
     where = chosen.get("checkpoint")
     if not isinstance(where, str) or not where:
@@ -48,7 +49,7 @@ def trial_weights(plan, chosen: pd.Series) -> dict | None:
         return None
 
 
-def time_limit_s(plan) -> float:
+def time_limit_s(plan: Plan) -> float:
     """Seconds the final model may train: under a time plan, what is left of the study's minutes (at most
     --final-minutes when given); else --final-minutes (0 = no limit)."""
     if plan.time_plan is None:
@@ -57,7 +58,7 @@ def time_limit_s(plan) -> float:
     return min(left, 60.0 * plan.final_minutes) if plan.final_minutes_asked and plan.final_minutes else left
 
 
-def final_rate(plan, params: dict) -> dict:
+def final_rate(plan: Plan, params: dict) -> dict:
     """The final model's learning rate: the chosen trial's, at most the optimizer's usual rate (BASE_LR).
 
     A short search favours rates that make fast early progress: the default study chose Adam at 2.8x its usual rate
@@ -72,7 +73,7 @@ def final_rate(plan, params: dict) -> dict:
     return {"lr_scale": 1.0} if config.lr_scale > 0 else {"lr": usual}
 
 
-def step_size(plan, params: dict) -> int:
+def step_size(plan: Plan, params: dict) -> int:
     """Characters per optimizer step of a configuration (batch_size x seq_len, as the trainer sets them)."""
     config = TrainConfig.from_flat({k: v for k, v in {**plan.spec.fixed, **params}.items()
                                     if k in TrainConfig.__dataclass_fields__})
@@ -96,7 +97,7 @@ def final_config(spec, params: dict, chars: int, limit_s: float, seed: int, deci
             "seed": seed}
 
 
-def replayed_budget(plan) -> tuple[int, float] | None:
+def replayed_budget(plan: Plan) -> tuple[int, float] | None:
     """The final budget a replayed plan carries (characters, and the rate it was decided at), or None: the study it
     replays recorded one (study.run's --plan-from), and this study trains a final model (at most --final-chars)."""
     time_plan = plan.time_plan or {}
@@ -133,7 +134,7 @@ def final_texts(spec, corpus) -> dict:
             "test": corpus.test}
 
 
-def run(plan, chosen: pd.Series, writer: ResultsWriter) -> None:
+def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     """Train the chosen configuration to convergence on the whole training text, with its search trial's weights as
     the model to beat, and score the better of the two once on the test text.
 

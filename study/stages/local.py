@@ -10,6 +10,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from study import local
+from study.plan import Plan
 from study.results import ResultsWriter
 from study.rundir import RunDir
 from study.spec import MIN_EVALS
@@ -48,7 +49,7 @@ class PointsSearch(Searcher):
         self.next, self._given = int(state["next"]), dict(state["given"])
 
 
-def run(plan, trainable, writer: ResultsWriter, center: pd.Series, uniform_bpc: float) -> local.Choice | None:
+def run(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series, uniform_bpc: float) -> local.Choice | None:
     """Train the local design around `center` (a search trial) and choose the final model's configuration; both
     are recorded in study.json (`local`). Returns the choice, or None when neither the center nor a better move
     trained normally in every seed."""
@@ -87,7 +88,7 @@ def run(plan, trainable, writer: ResultsWriter, center: pd.Series, uniform_bpc: 
     return choice
 
 
-def _budget(plan, center: pd.Series) -> tuple[int, str | None]:
+def _budget(plan: Plan, center: pd.Series) -> tuple[int, str | None]:
     """The local budget: the plan's, unless the center trains markedly slower than the plan measured (then cut to
     fit, and why)."""
     budget = plan.spec.local_budget_chars
@@ -101,14 +102,14 @@ def _budget(plan, center: pd.Series) -> tuple[int, str | None]:
                  f"plan measured: {budget:,} characters a trial would not fit, so {cut:,}")
 
 
-def _step_chars(plan, params: dict) -> int:
+def _step_chars(plan: Plan, params: dict) -> int:
     from study.stages.final import step_size
 
     return max(1, step_size(plan, {**params, **({"step_chars": plan.spec.fixed["step_chars"]}
                                                if "step_chars" in plan.spec.fixed else {})}))
 
 
-def _expect(plan, n: int, budget: int, center: pd.Series) -> tuple[float | None, float]:
+def _expect(plan: Plan, n: int, budget: int, center: pd.Series) -> tuple[float | None, float]:
     """The progress line's estimate: the local design at the center's own speed, `parallel` trials at once."""
     stage, after = expect(plan, "local")
     speed = float(center.get("chars_per_s") or 0.0)

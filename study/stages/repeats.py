@@ -8,7 +8,7 @@ import pandas as pd
 from ray import tune
 
 from runcontract import selection
-
+from study.plan import Plan
 from study.results import ResultsWriter
 from study.rundir import RunDir
 from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname, trial_params
@@ -17,7 +17,7 @@ from study.timeplan import TimePlan, final_seconds, repeats_seconds
 EXPERIMENT = "tune-repeats"
 
 
-def choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
+def choose_final(plan: Plan, trainable, writer: ResultsWriter) -> pd.Series | None:
     """Retrain the best configuration with `repeats` other seeds (the noise floor for the report, and a check
     that it trains reliably); a configuration that diverges in any seed is not handed over as the final model,
     and the next best is checked instead (runcontract.selection decides). Returns the search trial whose configuration
@@ -50,7 +50,7 @@ def choose_final(plan, trainable, writer: ResultsWriter) -> pd.Series | None:
     return decided(None)
 
 
-def repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
+def repeat(plan: Plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
     """Retrain one configuration with `repeats` other seeds, on the search's schedule up to `repeat_chars`."""
     seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
     stop = plan.spec.repeat_chars or plan.spec.budget_chars
@@ -73,7 +73,7 @@ def repeat(plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: 
     fit(tuner, len(seeds), writer.stop)
 
 
-def _expect(plan, best: pd.Series, stop: int) -> tuple[float | None, float]:
+def _expect(plan: Plan, best: pd.Series, stop: int) -> tuple[float | None, float]:
     """The progress line's estimate for the repeats, at the configuration's own speed, and for what follows: the
     final model takes what is left of the study's minutes when the repeats end (study.timeplan.final_seconds)."""
     if plan.time_plan is None:

@@ -9,6 +9,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from runcontract import FINISHED
 from study.outcomes import told
+from study.plan import Plan
 from study.results import ResultsWriter
 from study.rundir import RunDir
 from study.schedule import HalvingASHA
@@ -20,7 +21,7 @@ from study.timeplan import planned_counts
 EXPERIMENT = "tune"
 
 
-def run(plan, trainable, writer: ResultsWriter) -> None:
+def run(plan: Plan, trainable, writer: ResultsWriter) -> None:
     """Run (or resume) the search's `plan.trials` trials, then settle what Optuna still holds as running."""
     spec = plan.spec
     writer.stage("search", plan.trials, expect=expect(plan, "search"))
@@ -57,14 +58,14 @@ def run(plan, trainable, writer: ResultsWriter) -> None:
     settle_optuna(plan, writer.table)
 
 
-def lag(plan) -> int:
+def lag(plan: Plan) -> int:
     """How many of the latest trials a new search trial's proposal may not see: twice the trials at once (the plan's,
     so a replayed plan proposes the same trials), or twice --max-concurrent, or 4."""
     parallel = (plan.time_plan or {}).get("parallel") or plan.max_concurrent or 2
     return 2 * int(parallel)
 
 
-def settle_optuna(plan, table) -> None:
+def settle_optuna(plan: Plan, table) -> None:
     """Once the search is over, no Optuna trial may stay RUNNING: tell each what the tables say of its Tune trial.
 
     Two ways one is left: the storage refused the tell (a full disk, then --resume), so the table holds the trial's
@@ -87,7 +88,7 @@ def settle_optuna(plan, table) -> None:
         study.tell(trial.number, value, state=state)
 
 
-def record_rungs(plan, trials: pd.DataFrame) -> None:
+def record_rungs(plan: Plan, trials: pd.DataFrame) -> None:
     """Per rung (and the full budget), the trials synchronous halving would send there and those that got there:
     study.json `scheduler.rung_counts`."""
     spec = plan.spec
