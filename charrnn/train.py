@@ -130,9 +130,8 @@ def is_new_best(value: float, best: float, min_delta: float) -> bool:
 
 def should_stop_early(evals_since_best: int, patience: int, chars_seen: int = 0, budget_chars: int = 0) -> bool:
     """Early stopping: `patience` evaluations in a row without a new best (patience 0 never stops), once half the
-    budget is behind. In the first half of a cosine schedule the learning rate is still near its peak and a model
-    that has stopped improving there usually improves as it decays (a final model stopped after 5 of its 17 minutes
-    at 2.39 bits/char on a plateau of its peak rate)."""
+    budget is behind. In the first half of a cosine schedule the learning rate is still near its peak, and a model
+    that has stopped improving there usually improves as it decays."""
     return patience > 0 and evals_since_best >= patience and 2 * chars_seen >= budget_chars
 
 
@@ -289,9 +288,8 @@ def train(
         init_weights: a state dict of this configuration's model to beat (a search trial's best weights): scored on
             the validation text before the first step, they count as the best so far, so the weights this run
             hands back are never worse on it than those. Training itself starts from a fresh initialization:
-            restarting a trial's weights at the schedule's peak rate undid its progress (a final model warm-started
-            from a GRU 2x512 trial got back to that trial's score only after half its 13 minutes, and scored 2.16
-            on the test text). Ignored on a resume.
+            restarting a trial's weights at the schedule's peak rate undid its progress (BENCHMARKS.md, "The final
+            stage alone"). Ignored on a resume.
 
     A loss that turns NaN/inf or explodes, or a validation score half a bit/char worse than a uniform guess, ends
     training with status "diverged" (reported with `diverged=True` and a NaN val_bpc); it does not raise.

@@ -2,9 +2,9 @@
 
 Plain ASHA (Ray's `ASHAScheduler`) promotes a trial that reaches a rung when it is in the top 1/rf of the values
 recorded there *so far*. While a rung fills up that lets far more than 1/rf through: the first trial to arrive is
-always promoted (there is nothing to compare it with), and measured on the default study 30 of 46 trials reached
-the second rung and 24 the full budget, where synchronous halving at rf 3 sends about 15 and 5. Those full trials
-were most of the search's time.
+always promoted (there is nothing to compare it with), and on the default study about twice as many trials reached
+the second rung, and five times as many the full budget, as synchronous halving would send (BENCHMARKS.md). Those
+full trials were most of the search's time.
 
 Here a trial goes on past a rung only if it is in ASHA's top 1/rf there *and* the rung has promoted fewer than
 floor(arrived / rf) trials, itself counted among the arrivals. So a rung never promotes more than 1/rf of the

@@ -61,9 +61,9 @@ def time_limit_s(plan: Plan) -> float:
 def final_rate(plan: Plan, params: dict) -> dict:
     """The final model's learning rate: the chosen trial's, at most the optimizer's usual rate (BASE_LR).
 
-    A short search favours rates that make fast early progress: the default study chose Adam at 2.8x its usual rate
-    (5.6e-3) for a GRU 2x512, and trained for 13 minutes at that rate its validation score rose from 2.55 to 2.92
-    bits/char over its first 1.5M characters. Returns the keys to override ({} when the trial's rate is no higher).
+    A short search favours rates that make fast early progress, and a final model trained many times longer at
+    such a rate did worse (BENCHMARKS.md, "The final stage alone"). Returns the keys to override ({} when the
+    trial's rate is no higher).
     """
     config = TrainConfig.from_flat({k: v for k, v in {**plan.spec.fixed, **params}.items()
                                     if k in TrainConfig.__dataclass_fields__})
