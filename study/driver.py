@@ -20,13 +20,13 @@ from charrnn.metrics import corpus_words, ngram_hashes
 from study.closing import summary
 from study.cluster import check_storage_reachable, concurrent_trials, gpus_per_trial, start_ray
 from study.inputs import UsageError
-from study.plan import Plan
+from study.plan import Plan, fit_to_minutes
 from study.results import ResultsWriter, delete_trial_checkpoints
 from study.rundir import RunDir, RunDirWriteError, TextIndex
 from study.stages import final, local, repeats, search
 from study.stages.experiment import storage
 from study.stopping import StudyStop
-from study.timeplan import PlanError, make_plan
+from study.timeplan import PlanError
 from study.trainable import run_trial
 
 
@@ -152,13 +152,10 @@ def _plan_time(plan: Plan, cpus: float, gpus: float) -> None:
     print("measuring this machine's training speed ...", flush=True)
     device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
     try:
-        spec, time_plan = make_plan(plan.spec, plan.corpus, trials=plan.trials, seed=plan.seed, repeats=plan.repeats,
-                                    minutes=plan.minutes, parallel=_parallel(plan, cpus, gpus), device=device,
-                                    threads=max(1, int(cpus)),
-                                    final_minutes_cap=plan.final_minutes if plan.final_minutes_asked else 0.0)
+        time_plan = fit_to_minutes(plan, parallel=_parallel(plan, cpus, gpus), device=device)
     except PlanError as exc:
         raise UsageError(str(exc)) from None
-    plan.spec, plan.time_plan = spec, time_plan.to_dict()
+    spec = plan.spec
     RunDir(plan.run_dir).update_study({
         "plan": plan.time_plan, "budget_chars": spec.budget_chars, "repeat_chars": spec.repeat_chars,
         "eval": {"eval_at_chars": spec.eval_at()},

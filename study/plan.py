@@ -1,7 +1,7 @@
 """A study's settings once every input is checked: what `study.run` hands the driver and every stage reads.
 
 `study.run.prepare` builds it from the command line (or, on --resume, from the run directory's study.json); nothing
-else writes it, but `time_plan`, set once the machine has been measured (study.timeplan).
+else writes it, but `fit_to_minutes`, which sets `spec` and `time_plan` once the machine has been measured.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from charrnn.corpus import Corpus
 from study.spec import StudySpec
+from study.timeplan import TimePlan, make_plan
 
 
 @dataclass
@@ -44,3 +45,19 @@ class Plan:
 
     def __post_init__(self) -> None:
         self.study_name = self.study_name or self.spec.name
+
+
+def fit_to_minutes(plan: Plan, *, parallel: int, device: str) -> TimePlan:
+    """Measure this machine and size the study to `plan.minutes` (study.timeplan), with `parallel` trials at once on
+    `device`: sets `plan.spec` and `plan.time_plan`, and returns the plan. A local study does this before Ray starts
+    (study.run), a study on a cluster once Ray says how many trials run at once (study.driver).
+
+    Raises:
+        PlanError: when the minutes cannot hold the trials.
+    """
+    spec, time_plan = make_plan(plan.spec, plan.corpus, trials=plan.trials, seed=plan.seed, repeats=plan.repeats,
+                                minutes=plan.minutes, parallel=parallel, device=device,
+                                threads=max(1, int(plan.cpus_per_trial)),
+                                final_minutes_cap=plan.final_minutes if plan.final_minutes_asked else 0.0)
+    plan.spec, plan.time_plan = spec, time_plan.to_dict()
+    return time_plan

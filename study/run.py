@@ -24,10 +24,10 @@ from study.cluster import TRIALS_PER_GPU, concurrent_trials, local_only
 from study.guard import check_trusted, lock
 from study.inputs import (UsageError, check_args, check_out_dir, default_out, is_run_dir, load_checked_corpus,
                           resolve_spec, study_name)
-from study.plan import Plan
+from study.plan import Plan, fit_to_minutes
 from study.rundir import RunDir, RunDirWriteError
 from study.spec import SpecError, fit_to_corpus, load_spec
-from study.timeplan import PlanError, TimePlan, apply_plan, make_plan
+from study.timeplan import PlanError, TimePlan, apply_plan
 
 
 class _Parser(argparse.ArgumentParser):
@@ -323,11 +323,7 @@ def _plan_locally(plan: Plan) -> None:
     parallel = concurrent_trials(os.cpu_count() or 1, have_gpus, cpus, gpus, plan.max_concurrent, plan.trials)
     print(f"measuring this machine's training speed ({device}, {max(1, int(cpus))} thread(s) per trial, "
           f"{parallel} trials at once) ...", flush=True)
-    plan.spec, time_plan = make_plan(plan.spec, plan.corpus, trials=plan.trials, seed=plan.seed,
-                                     repeats=plan.repeats, minutes=plan.minutes, parallel=parallel, device=device,
-                                     threads=max(1, int(cpus)),
-                                     final_minutes_cap=plan.final_minutes if plan.final_minutes_asked else 0.0)
-    plan.time_plan = time_plan.to_dict()
+    time_plan = fit_to_minutes(plan, parallel=parallel, device=device)
     print(time_plan.describe(), flush=True)
 
 
