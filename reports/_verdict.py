@@ -106,7 +106,8 @@ class RankTestSees:
 
 @dataclass(frozen=True)
 class FailedMoves:
-    """Moves with diverged or failed trials, counted as the uniform guess: (param, label, failed, seeds)."""
+    """Moves that diverged or failed in some of their seeds (counted there as the uniform guess), so not ranked:
+    (param, label, failed, seeds)."""
     moves: tuple[tuple[str, str, int, int], ...]
     uniform: float
 

@@ -329,7 +329,9 @@ def _caveat(c, *, local: bool) -> str:
                 f"a broken run scores as a uniform guess whatever broke it.")
     if isinstance(c, FailedMoves):
         listed = join([f"{p} {move_label(label)} ({n} of {s} seeds)" for p, label, n, s in c.moves])
-        return f"Diverged or failed, and counted as the uniform guess ({c.uniform:.2f} bits/char): {listed}."
+        return (f"Training was unstable (diverged or failed in some seeds, counted there as the uniform guess, "
+                f"{c.uniform:.2f} bits/char) at {listed}: not ranked, since a broken seed's score is a uniform "
+                f"guess whatever broke it.")
     if isinstance(c, CenterFailed):
         return (f"The center itself diverged or failed in {c.n_failed} of its {c.n_seeds} seeds (counted as the "
                 f"uniform guess).")

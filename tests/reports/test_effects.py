@@ -116,6 +116,14 @@ def test_a_diverged_move_is_counted_at_the_uniform_guess_and_named():
     assert e.center_failed == 0 and e.uniform == pytest.approx(math.log2(96))
 
 
+def test_a_move_broken_in_one_seed_is_not_ranked_by_its_uniform_guess():
+    """A seed scored as a uniform guess would make lr the leader by +2.4 bits/char; cell is the real effect."""
+    e = local_effects(local_rundata({"cell": 0.3}, diverge=("lr", 0.05623)))
+    ranked = e.params[np.isfinite(e.params["importance"].astype(float))].set_index("param")
+    assert e.params.iloc[0]["param"] == "cell"
+    assert ranked.loc["lr", "importance"] < 0.2  # lr's other moves only, which trained in every seed
+
+
 def test_a_run_without_a_local_design_has_no_effects(make_run):
     assert local_effects(load_run(make_run(n_trials=12, asha=False))) is None
 
