@@ -15,7 +15,7 @@ from reports._load import RunData
 from reports._render import Block, Code, Figure, Heading, Para, Table
 from reports._selection import repeats_of, selection
 from runcontract import UNSTABLE as UNSTABLE_STATUSES
-from runcontract import LOCAL, SEARCH, sample_command
+from runcontract import BASELINE, CHOSEN, LOCAL, SEARCH, sample_command
 
 BASELINE_NAMES = {"unigram": "unigram (character frequencies)", "xz": "xz -9e", "ppmd": "PPMd order 8"}
 
@@ -36,6 +36,7 @@ class FinalModel:
     samples: pd.DataFrame  # temperature, text, known_word_frac
     command: str
     error: str = ""
+    candidate: str = CHOSEN  # whose configuration: the chosen trial's, or the baseline that beat it in the race
 
 
 def unstable_configurations(run: RunData) -> pd.DataFrame:
@@ -68,6 +69,7 @@ def final_model(run: RunData) -> FinalModel | None:
         samples=s.sort_values("temperature")[cols].reset_index(drop=True),
         command=sample_command(run.run_dir),
         error="" if pd.isna(row.get("error")) else str(row.get("error")),
+        candidate=str(row.get("candidate")) if isinstance(row.get("candidate"), str) else CHOSEN,
     )
 
 
@@ -119,9 +121,13 @@ def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
                        for k, v in fm.params.items())
     blocks += [
         Para(f"The final model scores {fm.test_bpc:.3f} bits/char on the test text, which no part of the search saw "
-             f"and which it was scored on once.{versus} It is search trial {fm.source_trial}'s configuration "
-             f"({params}), trained for {fm.chars_seen:,} characters in {fm.wall_s / 60:.1f} minutes"
+             f"and which it was scored on once.{versus} "
+             + (f"It is search trial {fm.source_trial}'s configuration" if fm.candidate != BASELINE else
+                f"It is the hand-picked baseline's configuration, which beat search trial {fm.source_trial}'s in "
+                "the final race")
+             + f" ({params}), trained for {fm.chars_seen:,} characters in {fm.wall_s / 60:.1f} minutes"
              + (", stopped early when validation stopped improving" if fm.stopped_early else "") + ".", lead=True),
+        *race_blocks(run),
         *_trained_on(run, fm),
         Table(_fmt(baseline_table(run, fm))),
         *[Para(n) for n in notes],
@@ -136,6 +142,33 @@ def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
                Figure("final.png", "The final model's validation and training bits/char; grey: the baselines on "
                                    "the same validation text")]
     return blocks
+
+
+def race_blocks(run: RunData) -> list[Block]:
+    """The final race, where the study ran one (study.json `final.race`): who raced, their validation scores at its
+    end, and who went on; a study whose configuration lost to the hand-picked baseline says so."""
+    race = (run.study.get("final") or {}).get("race") or {}
+    rows = race.get("candidates") or []
+    if len(rows) < 2:
+        return []
+    names = {CHOSEN: "the study's configuration", BASELINE: "the hand-picked baseline (the spec's final.baseline)"}
+    scores = " against ".join(f"{names.get(r['candidate'], r['candidate'])} "
+                              + (f"{r['best_val_bpc']:.3f}" if isinstance(r.get("best_val_bpc"), (int, float))
+                                 else f"({r.get('status')})")
+                              for r in rows)
+    minutes = (f" of a run of {race['limit_s'] / 60:.1f} minutes" if isinstance(race.get("limit_s"), (int, float))
+               and race["limit_s"] > 0 else "")
+    winner = race.get("winner")
+    verdict = {CHOSEN: "The study's configuration won, and went on from where its race ended.",
+               BASELINE: "The hand-picked baseline won: at the final model's horizon this study's configuration "
+                         "lost to it, so the model handed over is the baseline's, going on from where its race "
+                         "ended."}.get(winner, "Neither trained normally.")
+    return [Para(f"Before the final model trained, {len(rows)} configurations raced on its terms (the whole "
+                 f"training text, its step size and schedule), one after the other, each for its first "
+                 f"{race.get('evals')} evaluation{'s' if race.get('evals') != 1 else ''}{minutes}: validation "
+                 f"bits/char {scores}. {verdict} What wins a "
+                 "search trial's few hundred steps need not win a run a hundred times longer; the other "
+                 "configuration's race is what the check cost.")]
 
 
 def _trained_on(run: RunData, fm: FinalModel) -> list[Block]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runcontract import (BASELINES_FILE, BASELINES_REQUIRED, CURVES_FILE, CURVES_REQUIRED, FINAL, PARAM_PREFIX,
+from runcontract import (BASELINES_FILE, BASELINES_REQUIRED, CURVES_FILE, CURVES_REQUIRED, FINAL, PARAM_PREFIX, RACE,
                          ROLES, SAMPLES_FILE, SAMPLES_REQUIRED, SCHEMA_VERSIONS, SEARCH, STUDY_FILE, TRIALS_FILE,
                          TRIALS_REQUIRED)
 
@@ -66,7 +66,8 @@ class RunData:
     `trials` always has a `role` column ("search"/"repeat").
 
     The final model's row (role "final") is kept apart in `final`, so that nothing that fits or compares the
-    search trials can mistake it for one; its curve and samples stay in `curves` and `samples`.
+    search trials can mistake it for one; its curve and samples stay in `curves` and `samples`. So are the final
+    stage's race trials (role "race", `race`: the chosen configuration and the hand-picked baseline).
     `baselines` holds baselines.parquet (method, split, bpc), empty for runs written before it existed.
     """
 
@@ -78,6 +79,7 @@ class RunData:
     samples: pd.DataFrame
     final: pd.DataFrame = field(default_factory=pd.DataFrame)
     baselines: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(BASELINES_REQUIRED)))
+    race: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def metric(self) -> str:
@@ -187,15 +189,16 @@ def load_run(run_dir: str | pathlib.Path) -> RunData:
     curves = curves.replace([np.inf, -np.inf], np.nan)
     trials, curves, samples = _in_creation_order(trials, curves, samples)
     final = trials[trials["role"] == FINAL].reset_index(drop=True)
-    trials = trials[trials["role"] != FINAL]
+    race = trials[trials["role"] == RACE].reset_index(drop=True)
+    trials = trials[~trials["role"].isin([FINAL, RACE])]
     return RunData(run_dir, study, tuple(params), trials.reset_index(drop=True),
-                   curves.reset_index(drop=True), samples.reset_index(drop=True), final, _baselines(run_dir))
+                   curves.reset_index(drop=True), samples.reset_index(drop=True), final, _baselines(run_dir), race)
 
 
 def _in_creation_order(trials: pd.DataFrame, curves: pd.DataFrame,
                        samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The tables in an order that does not depend on Tune's (random) trial ids nor on the order the writer met
-    the trials: trials by role (search, repeat, local, final) then `trial_index` (the order of creation; without
+    the trials: trials by role (search, repeat, local, race, final) then `trial_index` (the order of creation; without
     it, as written); curves and samples by that trial order, then chars_seen (rows of trials not in the table
     last). Resamples, fits and ties in a table then follow the trials, not their ids."""
     role = trials["role"].map({r: k for k, r in enumerate(ROLES)}).fillna(len(ROLES))
@@ -283,4 +286,4 @@ def load_runs(run_dirs: list[str | pathlib.Path]) -> RunData:
     study = {**first.study, "pooled_from": [str(r.run_dir) for r in runs]}
     pooled = {name: pd.concat(dfs, ignore_index=True) for name, dfs in tables.items()}
     return RunData(first.run_dir, study, first.params, pooled["trials"], pooled["curves"], pooled["samples"],
-                   first.final, first.baselines)
+                   first.final, first.baselines, first.race)

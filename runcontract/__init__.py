@@ -4,7 +4,7 @@
     RUN/
       study.json          what was asked and what the study decided; `schema_version` of the tables
       spec.toml           the spec as given, so that --resume needs nothing else
-      trials.parquet      one row per trial (role search, repeat or final)
+      trials.parquet      one row per trial (role search, repeat, local, race or final)
       curves.parquet      one row per evaluation of a trial
       samples.parquet     generated text, at each evaluation and from the best weights at the end
       baselines.parquet   the compressors' bits/char on the same held-out text (optional)
@@ -37,13 +37,18 @@ UNSTABLE = ("diverged", "failed")  # a configuration with a seed repeat of these
 MAX_CANDIDATES = 3
 SEARCH, REPEAT, FINAL = "search", "repeat", "final"  # a trial's `role`
 LOCAL = "local"  # a trial of the local design: the center or one hyperparameter moved from it (`moved`)
-ROLES = (SEARCH, REPEAT, LOCAL, FINAL)
+# A trial of the final stage's race (`candidate`: CHOSEN, the study's configuration, or BASELINE, the spec's
+# hand-picked one), trained on the final model's terms for the first `final.race_evals` evaluations; the winner's
+# continues as the final model.
+RACE = "race"
+CHOSEN, BASELINE = "chosen", "baseline"
+ROLES = (SEARCH, REPEAT, LOCAL, RACE, FINAL)
 # Keys of a trial's Tune config that label it for the tables and do not reach the trainer.
-LABELS = ("moved",)
+LABELS = ("moved", "candidate")
 PARAM_PREFIX = "param."  # + a searched hyperparameter's name: its value in trials.parquet
 
 TRIAL_STRING_COLUMNS = ("trial_id", "status", "role", "node_id", "device", "precision", "error", "retry_error",
-                        "checkpoint", "repeat_of", "moved")
+                        "checkpoint", "repeat_of", "moved", "candidate")
 TRIAL_FLOAT_COLUMNS = ("best_val_bpc", "wall_s", "train_bpc", "eval_s", "chars_per_s", "test_bpc")
 TRIAL_INT_COLUMNS = ("chars_seen", "step_chars", "best_chars_seen", "trial_index", "seed", "retries", "threads",
                      "peak_gpu_mem_bytes", "budget_chars")

@@ -58,7 +58,10 @@ def _final_lines(plan: Plan, run_dir: Path, trials: pd.DataFrame, samples: pd.Da
              + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in "
              f"{row['wall_s'] / 60:.1f} min",
              "  " + ", ".join(f"{n}={_param_text(n, row[f'param.{n}'])}" for n in plan.spec.search)
-             + f" (search trial {row['repeat_of']}'s configuration, on the whole training text"
+             + (f" (search trial {row['repeat_of']}'s configuration" if row.get("candidate") != "baseline" else
+                f" (the hand-picked baseline, which beat search trial {row['repeat_of']}'s configuration in the "
+                "final race")
+             + ", on the whole training text"
              + (", its weights the model to beat)" if started_from else ")")]
     mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples
     for _, s in mine.sort_values("temperature").iterrows():

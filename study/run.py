@@ -159,10 +159,15 @@ def _replayed_plan(run_dir: str) -> dict:
     except (TypeError, KeyError) as exc:
         raise UsageError(f"--plan-from {path}: its plan cannot be read ({exc})") from None
     final = saved.get("final") or {}
-    decided = {}
+    decided: dict = {}
     if final.get("budget_chars") and final.get("decided_chars_per_s"):
         decided = {"final_budget_chars": int(final["budget_chars"]),
                    "final_chars_per_s": float(final["decided_chars_per_s"])}
+    race = {c["candidate"]: [int(c["budget_chars"]), float(c["decided_chars_per_s"])]
+            for c in (final.get("race") or {}).get("candidates", [])
+            if c.get("budget_chars") and c.get("decided_chars_per_s")}
+    if race:
+        decided["final_race"] = race
     return {**time_plan, "replayed": True, **decided}
 
 

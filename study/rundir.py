@@ -362,8 +362,9 @@ class TrialTable:
             row.update(best_val_bpc=math.nan, chars_seen=0, step_chars=_step_chars(config), wall_s=0.0, node_id="",
                        device="", error=None,
                        seed=int(config.get("seed", 0)), retries=0, **self.extra)
-            if LABELS[0] in config:  # a local-design trial: which hyperparameter it moves ("" for the center)
-                row[LABELS[0]] = str(config[LABELS[0]])
+            for label in LABELS:  # a local-design trial's move ("" for the center), a race trial's candidate
+                if label in config:
+                    row[label] = str(config[label])
             self.trials[tid] = row
         return self.trials[tid]
 

@@ -197,9 +197,11 @@ _SCHEDULER_KEYS = set(_SCHEDULER_DEFAULTS)
 # The final model: the best configuration trained for `chars` characters (0 skips the stage), at most
 # `minutes` (the budget shrinks to fit, 0 = no limit), evaluated `evals` times on `val_chars` validation
 # characters (0 = all), stopped early after `patience` evaluations without a gain of `min_delta` bits/char, taking
-# `step_chars` characters a step (0 = the chosen trial's).
+# `step_chars` characters a step (0 = the chosen trial's). With a `baseline` (hyperparameters over the chosen
+# trial's: a hand-picked configuration) and `race_evals` > 0, the chosen configuration and the baseline first race
+# on the final model's terms for their first `race_evals` evaluations, and the better one goes on (study.stages.final).
 _FINAL_DEFAULTS = {"chars": 0, "minutes": 0.0, "evals": 12, "val_chars": 0, "patience": 3, "min_delta": 0.002,
-                   "step_chars": 0}
+                   "step_chars": 0, "race_evals": 0, "baseline": {}}
 _SCHEDULERS = {"asha", "fifo"}
 # The local design (study.local): around the search's best configuration, each of `params` (empty = every searched
 # hyperparameter) moved one at a time, the center and every move trained with the same `seeds` seeds (0 skips the
@@ -208,6 +210,22 @@ _SCHEDULERS = {"asha", "fifo"}
 _LOCAL_DEFAULTS = {"seeds": 0, "budget_chars": 0, "params": [], "share": 0.65}
 MIN_EVALS = 4  # evaluations every trial gets at least
 _SAMPLING_KEYS = {"prime", "temperature", "chars", "final_temperatures", "final_chars"}
+
+
+def _check_baseline(final: dict, searched: set) -> None:
+    """final.baseline: scalar values of searched hyperparameters or trainer settings; final.race_evals below
+    final.evals (the race is the start of the final model's schedule)."""
+    baseline = final["baseline"]
+    if not isinstance(baseline, dict):
+        raise SpecError(f"final.baseline must be a table of hyperparameters, got {baseline!r}")
+    unknown = sorted(set(baseline) - searched - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise SpecError(f"final.baseline: unknown hyperparameter(s) {', '.join(unknown)}")
+    for key, value in baseline.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise SpecError(f"final.baseline.{key} must be a number or a string, got {value!r}")
+    if final["race_evals"] and final["race_evals"] >= final["evals"]:
+        raise SpecError(f"final.race_evals must be below final.evals ({final['evals']}), got {final['race_evals']}")
 
 
 def _check_keys(where: str, got: dict, allowed: set) -> None:
@@ -326,8 +344,9 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         raise SpecError(f"spec: minutes must be a number >= 0, got {minutes!r}")
     final = {**_FINAL_DEFAULTS, **raw.get("final", {})}
     _check_keys("final", final, set(_FINAL_DEFAULTS))
-    for key in ("chars", "evals", "val_chars", "patience", "step_chars"):
+    for key in ("chars", "evals", "val_chars", "patience", "step_chars", "race_evals"):
         _int(f"final.{key}", final[key], 1 if key == "evals" else 0)
+    _check_baseline(final, set(search_raw))
     for key in ("minutes", "min_delta"):
         if isinstance(final[key], bool) or not isinstance(final[key], (int, float)) or not final[key] >= 0:
             raise SpecError(f"final.{key} must be a number >= 0, got {final[key]!r}")

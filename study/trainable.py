@@ -7,6 +7,7 @@ resume state).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import torch
 from ray import tune
 
 from charrnn.config import TrainConfig
-from runcontract import LABELS
+from runcontract import CHOSEN, LABELS
 from charrnn.corpus import Vocab
 from charrnn.train import CheckpointError, EvalRecord, train
 
@@ -128,9 +129,12 @@ class TuneReporter:
 
 
 def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> None:
-    """Train one trial; `data` holds the encoded corpus from Ray's object store (and, for a final model that
-    starts from a search trial's weights, those weights as `init_weights`)."""
+    """Train one trial; `data` holds the encoded corpus from Ray's object store and, for the final stage, the
+    search trial's weights as `init_weights` (the model to beat of the chosen configuration: of a trial whose
+    `candidate` label is CHOSEN or absent) or, for the race's winner going on, its checkpoint's files as
+    `resume_files` (file name -> bytes), which it resumes from as from its own."""
     device = _trial_device(gpus)
+    init_weights = data.get("init_weights") if config.get("candidate", CHOSEN) == CHOSEN else None
     config = {k: v for k, v in config.items() if k not in LABELS}
     trial_config = TrainConfig.from_flat({**config, "device": device})
     threads = useful_threads(cpus, trial_config)
@@ -142,8 +146,11 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
     mode, _, after = os.environ.get(FAIL_ENV, "").partition(":")
     fail_after = int(after) if mode == "always" or (mode == "once" and checkpoint is None) else 0
 
-    with tempfile.TemporaryDirectory(prefix="charrnn-ckpt-") as checkpoint_dir:
+    with contextlib.ExitStack() as stack:
+        checkpoint_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="charrnn-ckpt-"))
         report = TuneReporter(checkpoint_dir, labels, fail_after)
+        if checkpoint is None and data.get("resume_files"):
+            checkpoint = tune.Checkpoint.from_directory(_write_files(stack, data["resume_files"]))
         if checkpoint is not None:
             with checkpoint.as_directory() as resume_dir:
                 try:
@@ -156,4 +163,12 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
                     print(f"trial {tune.get_context().get_trial_id()}: {exc}; training again from the start",
                           file=sys.stderr, flush=True)
         train(trial_config, data["train"], data["val"], vocab, report=report, test_ids=data.get("test"),
-              checkpoint_dir=checkpoint_dir, init_weights=data.get("init_weights"))
+              checkpoint_dir=checkpoint_dir, init_weights=init_weights)
+
+
+def _write_files(stack: contextlib.ExitStack, files: dict[str, bytes]) -> str:
+    """`files` written into a temporary directory that `stack` removes; returns its path."""
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="charrnn-from-")))
+    for name, content in files.items():
+        (directory / Path(name).name).write_bytes(content)
+    return str(directory)

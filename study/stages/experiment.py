@@ -5,11 +5,13 @@ functions are the stages' common part; each stage module holds only what it asks
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs
 from ray import tune
+from ray.tune.search import Searcher
 
 from runcontract import PARAM_PREFIX
 from study._compat import restored_searcher, set_restored_callbacks
@@ -117,3 +119,32 @@ def expect(plan: Plan, stage: str, limit_s: float = 0.0) -> tuple[float | None, 
             "repeat": (p["repeats_s"], local + final + p["report_s"]),
             "local": (local, final + p["report_s"]),
             "final": (limit_s or final, p["report_s"])}[stage]
+
+
+class PointsSearch(Searcher):
+    """Hand Tune a fixed list of configurations, in order (Ray's public Searcher interface; saved as JSON)."""
+
+    def __init__(self, points: list[dict]):
+        super().__init__(metric="best_val_bpc", mode="min")
+        self.points, self.next = [dict(p) for p in points], 0
+        self._given: dict[str, int] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id in self._given:
+            return dict(self.points[self._given[trial_id]])
+        if self.next >= len(self.points):
+            return Searcher.FINISHED
+        self._given[trial_id], self.next = self.next, self.next + 1
+        return dict(self.points[self._given[trial_id]])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w", encoding="utf-8") as f:
+            json.dump({"next": self.next, "given": self._given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, encoding="utf-8") as f:
+            state = json.load(f)
+        self.next, self._given = int(state["next"]), dict(state["given"])

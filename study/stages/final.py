@@ -1,13 +1,20 @@
 """The final stage: the chosen configuration trained to convergence on the whole training text, with its search
 trial's weights as the model to beat, for the time the study has left, and scored once on the test text.
 
+Where the spec names a hand-picked baseline (`final.baseline`) and `final.race_evals`, the chosen configuration and
+the baseline first race: each trains on the final model's terms, its schedule spanning the whole run, for its first
+`race_evals` evaluations, one after the other; the one better on validation there goes on from its checkpoint, and
+the other's race is the cost (`race_limit_s`). What wins a search trial's few hundred steps need not win thousands.
+
 Its budget is decided once, at its start, to fit that time (charrnn.pacer), and recorded in study.json `final`; a
 study that replays this one's plan (--plan-from) trains that budget as given."""
 from __future__ import annotations
 
 import io
 import json
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,18 +22,32 @@ import pyarrow.fs
 import torch
 from ray import tune
 
-from charrnn.checkpoint import MODEL_FILE
+from charrnn.checkpoint import MODEL_FILE, STATE_FILE
 from charrnn.config import BASE_LR, TrainConfig
+from runcontract import BASELINE, CHOSEN, RACE, TRAINED
 from study.cluster import final_resources
 from study.plan import Plan
 from study.results import ResultsWriter, checkpoint_exists
 from study.rundir import RunDir
-from study.stages.experiment import expect, fit, restored, run_config, trial_dirname, trial_params
+from study.stages.experiment import PointsSearch, expect, fit, restored, run_config, trial_dirname, trial_params
 from study.stages.experiment import storage as tune_storage
 from study.timeplan import TimePlan, final_seconds
 from study.trainable import run_trial
 
-EXPERIMENT = "tune-final"
+EXPERIMENT, RACE_EXPERIMENT = "tune-final", "tune-race"
+
+
+def checkpoint_file(plan: Plan, where: str, name: str) -> bytes:
+    """The bytes of file `name` of the trial checkpoint at `where` (a path, or a path under a pyarrow URI storage).
+
+    Raises:
+        OSError: when it cannot be read.
+    """
+    if "://" in tune_storage(plan):
+        fs, _ = pyarrow.fs.FileSystem.from_uri(tune_storage(plan))
+        with fs.open_input_file(f"{where.rstrip('/')}/{name}") as f:
+            return f.read()
+    return (Path(where) / name).read_bytes()
 
 
 def trial_weights(plan: Plan, chosen: pd.Series) -> dict | None:
@@ -34,19 +55,54 @@ def trial_weights(plan: Plan, chosen: pd.Series) -> dict | None:
     where = chosen.get("checkpoint")
     if not isinstance(where, str) or not where:
         return None
-    storage = tune_storage(plan)
     try:
-        if "://" in storage:
-            fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
-            with fs.open_input_file(f"{where.rstrip('/')}/{MODEL_FILE}") as f:
-                data = f.read()
-        else:
-            data = (Path(where) / MODEL_FILE).read_bytes()
+        data = checkpoint_file(plan, where, MODEL_FILE)
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["state_dict"]
     except (OSError, KeyError, RuntimeError, ValueError) as exc:
         print(f"warning: cannot read trial {chosen['trial_id']}'s weights ({exc}); the final model starts afresh",
               flush=True)
         return None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration the final stage may train: CHOSEN (the study's) or BASELINE (the spec's hand-picked)."""
+
+    name: str
+    params: dict
+
+
+def candidates(spec, params: dict) -> list[Candidate]:
+    """What the final stage races: the study's configuration `params`, then, where the spec races
+    (`final.race_evals` > 0) and names a baseline that differs, the baseline's hyperparameters over `params` (a
+    hyperparameter it leaves out keeps the chosen value; an `lr` or `lr_scale` it sets replaces either)."""
+    chosen = [Candidate(CHOSEN, dict(params))]
+    baseline = spec.final.get("baseline") or {}
+    if not int(spec.final.get("race_evals") or 0) or not baseline:
+        return chosen
+    rate_keys = {"lr", "lr_scale"} if {"lr", "lr_scale"} & set(baseline) else set()
+    other = {**{k: v for k, v in params.items() if k not in rate_keys}, **baseline}
+    return chosen if other == params else chosen + [Candidate(BASELINE, other)]
+
+
+def race_share(spec) -> float:
+    """The share of a candidate's run that the race trains: its first `race_evals` of `evals` evaluations."""
+    return int(spec.final["race_evals"]) / int(spec.final["evals"])
+
+
+def race_limit_s(limit_s: float, n: int, share: float) -> float:
+    """Each candidate's time limit when `n` race for `share` of their runs within the final stage's `limit_s`: the
+    winner's whole run and the others' races fit, L + (n - 1) x share x L = limit_s (0: no limit)."""
+    return limit_s / (1.0 + share * (n - 1)) if limit_s > 0 else 0.0
+
+
+def race_winner(rows: pd.DataFrame) -> pd.Series | None:
+    """The race's winner: of the candidates that trained normally (completed or stopped at the race's end), the
+    best on validation; a tie goes to the earlier row (the chosen configuration races first). None when none did."""
+    ok = rows[rows["status"].isin(TRAINED) & rows["best_val_bpc"].map(lambda v: math.isfinite(float(v)))]
+    if ok.empty:
+        return None
+    return ok.loc[ok["best_val_bpc"].astype(float).idxmin()]
 
 
 def time_limit_s(plan: Plan) -> float:
@@ -134,9 +190,16 @@ def final_texts(spec, corpus) -> dict:
             "test": corpus.test}
 
 
+WHY = ("every hyperparameter of the chosen trial but train_chars, which the final model takes as the whole training "
+       "text (it trains many times longer than any trial, where more text can only help), and a learning rate above "
+       "the optimizer's usual one, which it caps there (a rate that wins a few hundred steps made the validation score "
+       "of a 13-minute run worse for its first half)")
+
+
 def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
-    """Train the chosen configuration to convergence on the whole training text, with its search trial's weights as
-    the model to beat, and score the better of the two once on the test text.
+    """Train the chosen configuration (or the baseline that beat it in the race) to convergence on the whole
+    training text, with its search trial's weights as the model to beat, and score the better of the two once on
+    the test text.
 
     Of the chosen trial's hyperparameters, all carry over but `train_chars`: a search trial's training-text size
     trades text for passes at the search's budget, while the final model trains many times longer, where more
@@ -147,23 +210,48 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     cpus, gpus = final_resources()
     corpus = plan.corpus
     weights = trial_weights(plan, chosen)
-    data = {**final_texts(plan.spec, corpus), "vocab": corpus.vocab.chars, "init_weights": weights}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
-                                    {"cpu": cpus, "gpu": gpus})
-    limit_s = time_limit_s(plan)
-    writer.stage("final", 1, expect=expect(plan, "final", limit_s), repeat_of=str(chosen["trial_id"]))
     params = trial_params(plan, chosen)
     rate = final_rate(plan, params)
     step = _step(plan.spec)
-    replayed = replayed_budget(plan)
+    pool = candidates(plan.spec, {**params, **rate})
+    limit_s = time_limit_s(plan)
+    base = {**final_texts(plan.spec, corpus), "vocab": corpus.vocab.chars}
+    record = {"train_chars": len(corpus.train),
+              "started_from": str(chosen["trial_id"]) if weights is not None else None,
+              "planned_minutes": limit_s / 60.0, "learning_rate": rate or None, "step_chars": step.get("step_chars"),
+              "why": WHY + (f"; it takes {step['step_chars']:,} characters a step (final.step_chars) where the search "
+                            f"took {step_size(plan, params):,}: a step's time grows less than its size, and the final "
+                            "model takes thousands of them" if step else "")}
+    resume_files, winner, race_wall_s = None, pool[0], 0.0
+    if len(pool) > 1:
+        race = _race(plan, chosen, pool, writer, {**base, "init_weights": weights}, limit_s, cpus, gpus)
+        RunDir(plan.run_dir).update_study({"final": {"race": race["record"]}})
+        if race["winner"] is not None:
+            winner, resume_files, race_wall_s = race["winner"], race["files"], race["wall_s"]
+        if winner.name != CHOSEN:
+            record["started_from"] = None  # the chosen trial's weights are of another model
+            record["why"] = ("the hand-picked baseline's hyperparameters (the spec's final.baseline), which beat the "
+                             "chosen trial's configuration in the final race" + record["why"][len(WHY):])
+        limit_s = race_limit_s(limit_s, len(pool), race_share(plan.spec)) if plan.time_plan is None else (
+            race_wall_s + time_limit_s(plan) if limit_s else 0.0)
+    data = {**base, "init_weights": weights if winner.name == CHOSEN else None, "resume_files": resume_files}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
+                                    {"cpu": cpus, "gpu": gpus})
+    writer.stage("final", 1, expect=expect(plan, "final", max(limit_s - race_wall_s, 0.0)),
+                 repeat_of=str(chosen["trial_id"]))
+    replayed = _replayed(plan, winner.name, len(pool) > 1)
     chars, decided = replayed or (plan.final_chars, 0.0)
-    param_space = final_config(plan.spec, {**params, **rate}, chars, limit_s, plan.seed, decided_chars_per_s=decided)
+    param_space = {**final_config(plan.spec, winner.params, chars, limit_s, plan.seed, decided_chars_per_s=decided),
+                   **({"candidate": winner.name} if len(pool) > 1 else {})}
     tuner = restored(plan, EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
         budget = (f"for {chars:,} characters, the budget of the plan it replays" if replayed else
                   f"up to {chars:,} characters" + (f" or {limit_s / 60:.1f} minutes" if limit_s else ""))
-        writer.echo(f"final model: trial {chosen['trial_id']}'s configuration"
-                    + (", with its weights as the model to beat" if weights is not None else "")
+        who = (f"trial {chosen['trial_id']}'s configuration" if winner.name == CHOSEN else
+               "the hand-picked baseline (final.baseline)")
+        writer.echo(f"final model: {who}"
+                    + (", going on from its race" if resume_files else "")
+                    + (", with its weights as the model to beat" if data["init_weights"] is not None else "")
                     + f", on the whole training text ({len(corpus.train):,} characters), {budget}"
                     + f", on {cpus:g} CPUs" + (" and a GPU" if gpus else "") + "; scored once on the test text")
         tuner = tune.Tuner(
@@ -173,17 +261,7 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                                         trial_dirname_creator=trial_dirname),
             run_config=run_config(plan, EXPERIMENT, writer),
         )
-    RunDir(plan.run_dir).update_study({"final": {
-        "train_chars": len(corpus.train), "started_from": str(chosen["trial_id"]) if weights is not None else None,
-        "planned_minutes": limit_s / 60.0,
-        "learning_rate": rate or None, "step_chars": step.get("step_chars"),
-        "why": "every hyperparameter of the chosen trial but train_chars, which the final model takes as the whole "
-               "training text (it trains many times longer than any trial, where more text can only help), and a "
-               "learning rate above the optimizer's usual one, which it caps there (a rate that wins a few hundred "
-               "steps made the validation score of a 13-minute run worse for its first half)"
-               + (f"; it takes {step['step_chars']:,} characters a step (final.step_chars) where the search took "
-                  f"{step_size(plan, params):,}: a step's time grows less than its size, and the final model takes "
-                  "thousands of them" if step else "")}})
+    RunDir(plan.run_dir).update_study({"final": {**record, "candidate": winner.name}})
     results = fit(tuner, 1, writer.stop)
     result = results[0]
     if result.metrics and "chars_seen" in result.metrics:  # the budget as decided, for the report and --plan-from
@@ -194,3 +272,84 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
             RunDir(plan.run_dir).install_final_model(Path(directory) / MODEL_FILE)
 
 
+def _replayed(plan: Plan, name: str, raced: bool) -> tuple[int, float] | None:
+    """The budget a replayed plan gives this candidate: its race's, where the study it replays raced (the winner
+    goes on from its race's checkpoint, which holds that decision), else its final model's."""
+    if not raced:
+        return replayed_budget(plan)
+    race = ((plan.time_plan or {}).get("final_race") or {}) if (plan.time_plan or {}).get("replayed") else {}
+    given = race.get(name)
+    return (min(int(given[0]), plan.final_chars), float(given[1])) if given and given[0] and given[1] else None
+
+
+def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsWriter, data: dict, limit_s: float,
+          cpus: float, gpus: float) -> dict:
+    """Train every candidate, one after another on the final model's resources and terms (its schedule spanning
+    `race_limit_s` of the stage's `limit_s`), for its first `final.race_evals` evaluations; returns the winner
+    (`race_winner`, None when none trained normally), its checkpoint's files to go on from (None where they cannot
+    be read: the winner then trains afresh), its wall seconds so far, and what study.json `final.race` records."""
+    spec = plan.spec
+    share, evals = race_share(spec), int(spec.final["race_evals"])
+    each = race_limit_s(limit_s, len(pool), share)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
+                                    {"cpu": cpus, "gpu": gpus})
+    points = []
+    for c in pool:
+        chars, decided = _replayed(plan, c.name, True) or (plan.final_chars, 0.0)
+        points.append({**final_config(spec, c.params, chars, each, plan.seed, decided_chars_per_s=decided),
+                       "candidate": c.name})
+    raced_s = each * share * len(pool)
+    writer.stage(RACE, len(pool), expect=(raced_s or None, max(limit_s - raced_s, 0.0) + expect(plan, "final")[1]),
+                 repeat_of=str(chosen["trial_id"]))
+    tuner = restored(plan, RACE_EXPERIMENT, trainable, writer, {})
+    if tuner is None:
+        writer.echo(f"final race: trial {chosen['trial_id']}'s configuration against the hand-picked baseline "
+                    f"(final.baseline), each on the final model's terms for its first {evals} of "
+                    f"{spec.final['evals']} evaluations" + (f" (a run of {each / 60:.1f} minutes)" if each else "")
+                    + "; the better on validation goes on")
+        config = run_config(plan, RACE_EXPERIMENT, writer)
+        config.stop = {"training_iteration": evals}
+        tuner = tune.Tuner(
+            trainable, param_space={},
+            tune_config=tune.TuneConfig(search_alg=PointsSearch(points), num_samples=len(points),
+                                        metric="best_val_bpc", mode="min", max_concurrent_trials=1,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=config,
+        )
+    decisions = {}  # each candidate's budget as its pacer decided it (for --plan-from)
+    for result in fit(tuner, len(pool), writer.stop):
+        raw = (result.metrics or {}).get("budget_decision_json")
+        if raw and result.config:
+            decisions[result.config.get("candidate")] = json.loads(raw)
+    trials = writer.table.trials_frame()
+    rows = trials[(trials["role"] == RACE)].sort_values("trial_index")
+    best = race_winner(rows)
+    winner = None if best is None else next(c for c in pool if c.name == best["candidate"])
+    files = None
+    if best is not None and isinstance(best.get("checkpoint"), str):
+        try:
+            files = {n: checkpoint_file(plan, best["checkpoint"], n) for n in (MODEL_FILE, STATE_FILE)}
+        except OSError as exc:
+            writer.echo(f"warning: cannot read the race winner's checkpoint ({exc}); it trains afresh")
+    record = {"evals": evals, "share": share, "limit_s": each,
+              "winner": None if winner is None else winner.name,
+              "candidates": [{"candidate": str(r["candidate"]), "trial_id": str(r["trial_id"]),
+                              "status": str(r["status"]), "best_val_bpc": _num(r.get("best_val_bpc")),
+                              "chars_seen": int(r.get("chars_seen") or 0), "wall_s": _num(r.get("wall_s")),
+                              "budget_chars": int(r.get("budget_chars") or 0),
+                              "decided_chars_per_s": (decisions.get(str(r["candidate"])) or {}).get("chars_per_s"),
+                              "params": pool[[c.name for c in pool].index(str(r["candidate"]))].params}
+                             for _, r in rows.iterrows()]}
+    if winner is not None:
+        writer.echo(f"final race: {'the chosen configuration' if winner.name == CHOSEN else 'the baseline'} wins, "
+                    + ", ".join(f"{c['candidate']} {c['best_val_bpc']:.4f}" for c in record["candidates"]))
+    wall = float(best["wall_s"]) if best is not None and files is not None else 0.0
+    return {"winner": winner, "files": files, "wall_s": wall, "record": record}
+
+
+def _num(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -2,12 +2,10 @@
 the same seeds to the local budget, in a fixed order; then the configuration the final model trains is chosen."""
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
 from ray import tune
-from ray.tune.search import Searcher
 
 from study import local
 from study.plan import Plan
@@ -15,38 +13,10 @@ from study.results import ResultsWriter
 from study.rundir import RunDir
 from study.spec import MIN_EVALS
 from study.timeplan import TimePlan, local_refit
-from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname, trial_params
+from study.stages.experiment import (PointsSearch, expect, fit, restored, reuse_actors, run_config, trial_dirname,
+                                     trial_params)
 
 EXPERIMENT = "tune-local"
-
-
-class PointsSearch(Searcher):
-    """Hand Tune a fixed list of configurations, in order (Ray's public Searcher interface; saved as JSON)."""
-
-    def __init__(self, points: list[dict]):
-        super().__init__(metric="best_val_bpc", mode="min")
-        self.points, self.next = [dict(p) for p in points], 0
-        self._given: dict[str, int] = {}
-
-    def suggest(self, trial_id: str) -> dict | None:
-        if trial_id in self._given:
-            return dict(self.points[self._given[trial_id]])
-        if self.next >= len(self.points):
-            return Searcher.FINISHED
-        self._given[trial_id], self.next = self.next, self.next + 1
-        return dict(self.points[self._given[trial_id]])
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        pass
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "w", encoding="utf-8") as f:
-            json.dump({"next": self.next, "given": self._given}, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, encoding="utf-8") as f:
-            state = json.load(f)
-        self.next, self._given = int(state["next"]), dict(state["given"])
 
 
 def run(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series, uniform_bpc: float) -> local.Choice | None:
