@@ -28,7 +28,7 @@ from charrnn.metrics import copied_frac, known_word_frac
 from runcontract import (BASELINE_COLUMNS, BASELINES_FILE, CURVE_COLUMNS, CURVES_FILE, FINISHED, LABELS, OPTUNA_FILE,
                          PARAM_PREFIX, SAMPLE_COLUMNS, SAMPLES_FILE, SCHEMA_VERSION, SPEC_FILE, STUDY_FILE,
                          TRIAL_FLOAT_COLUMNS, TRIAL_INT_COLUMNS, TRIAL_STRING_COLUMNS, TRIALS_FILE)
-from runcontract import FINAL, LOCAL, SEARCH
+from runcontract import FINAL, LOCAL, RACE, SEARCH
 from study.outcomes import ended
 from study.progress import Tally
 
@@ -378,9 +378,9 @@ class TrialTable:
         rows = [r for r in self.trials.values() if r.get("role") == self.role]
         done = sum(r["status"] != "running" for r in rows)
         failed = sum(r["status"] in ("failed", "diverged") for r in rows)
-        # The repeats train at the search's budget and are shown against its best; the local design and the final
-        # model train longer, and show their own.
-        best = self.best_val_bpc(self.role if self.role in (LOCAL, FINAL) else SEARCH)
+        # The repeats train at the search's budget and are shown against its best; the local design, the final race
+        # and the final model train longer, and show their own.
+        best = self.best_val_bpc(self.role if self.role in (LOCAL, RACE, FINAL) else SEARCH)
         return Tally(self.role, self.total or len(rows), done, len(rows) - done, failed, best)
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
+from study.machine import machine_key, settle
 from study.spec import MIN_EVALS, StudySpec
 
 MARGIN = 0.12
@@ -74,6 +75,7 @@ class TimePlan:
     noise_sd: float = 0.0  # the expected sd of a move's paired difference at the local design's steps (NOISE_SD)
     local_seeds: int = 0
     measured_chars_per_s: float = 0.0  # what the speed measurement gave, before the rounding (0: not recorded)
+    speed_file: str = ""  # where an earlier study's reading on this machine was remembered, when the plan used it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,8 +105,11 @@ class TimePlan:
         s, l_steps = self.budget_chars // self.step_chars, self.local_chars // self.step_chars
         measured = (f"the measured {self.measured_chars_per_s:,.0f}" if self.measured_chars_per_s else
                     "the measured speed")
-        return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial ({measured} "
-                f"rounded down to a power of sqrt 2), {self.parallel} at once: search {self.search_s / 60:.1f} min "
+        source = (f"this machine's reading in an earlier study, remembered in {self.speed_file}: {measured} lies "
+                  "within one step of it on the grid of powers of sqrt 2" if self.speed_file else
+                  f"{measured} rounded down to a power of sqrt 2")
+        return (f"plan for {self.minutes:g} minutes at {self.chars_per_s:,.0f} chars/s per trial ({source}), "
+                f"{self.parallel} at once: search {self.search_s / 60:.1f} min "
                 f"({self.planned[0]} trials x {s} optimizer steps), repeats "
                 f"{self.repeats_s / 60:.1f} min, local design {self.local_s / 60:.1f} min ({self.local_points} trials "
                 f"x {l_steps} steps; expected noise of an effect there: sd {self.noise_sd:.2f} bits/char a seed pair, "
@@ -246,12 +251,18 @@ def make_plan(spec: StudySpec, corpus: Corpus, *, trials: int, seed: int, repeat
     rate = measure_speed(spec, corpus, seed, device=device, threads=threads)
     points = local_points(spec)
     if points:
-        plan = plan_local(minutes=minutes, trials=trials, chars_per_s=rate, parallel=parallel,
+        # The plan follows the speed grid; the same machine keeps its earlier study's point while it drifts less
+        # than a step from it (study.machine).
+        key = machine_key(threads=threads, parallel=parallel, device=device, space=repr(sorted(spec.search.items())),
+                          fixed=repr(sorted(spec.fixed.items())), vocab=len(corpus.vocab.chars))
+        reading = settle(rate, key, SPEED_GRID)
+        plan = plan_local(minutes=minutes, trials=trials, chars_per_s=reading.chars_per_s, parallel=parallel,
                           step_chars=spec.step_chars_range()[1], min_steps=spec.min_steps, repeats=repeats,
                           local_points=points, local_share=float(spec.local["share"]), val_chars=spec.val_chars,
                           local_seeds=int(spec.local["seeds"]),
                           final_minutes_cap=final_minutes_cap)
-        plan = replace(plan, measured_chars_per_s=round(rate, 1))
+        plan = replace(plan, measured_chars_per_s=round(rate, 1),
+                       speed_file=str(reading.path) if reading.remembered else "")
         return apply_plan(spec, plan), plan
     plan = plan_budgets(minutes=minutes, trials=trials, reduction_factor=spec.scheduler["reduction_factor"],
                         chars_per_s=rate, parallel=parallel, step_chars=spec.step_chars_range()[1],

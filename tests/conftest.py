@@ -18,6 +18,13 @@ PROSE = (
 )
 
 
+@pytest.fixture(autouse=True)
+def own_speed_cache(tmp_path_factory, monkeypatch):
+    """Every test its own study cache (study.machine): a speed remembered by one test, or by the user's own studies,
+    never plans another's."""
+    monkeypatch.setenv("CHARRNN_STUDY_CACHE", str(tmp_path_factory.mktemp("study-cache")))
+
+
 @pytest.fixture
 def tiny_text() -> str:
     """About 20k characters of repetitive English: learnable in a second by a tiny model."""

@@ -230,6 +230,7 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
             winner, resume_files, race_wall_s = race["winner"], race["files"], race["wall_s"]
         if winner.name != CHOSEN:
             record["started_from"] = None  # the chosen trial's weights are of another model
+            record["learning_rate"] = None  # the cap is the chosen trial's; the baseline trains at its own rate
             record["why"] = ("the hand-picked baseline's hyperparameters (the spec's final.baseline), which beat the "
                              "chosen trial's configuration in the final race" + record["why"][len(WHY):])
         limit_s = race_limit_s(limit_s, len(pool), race_share(plan.spec)) if plan.time_plan is None else (

@@ -101,3 +101,55 @@ def test_the_final_budget_s_decision_is_worded_from_study_json():
     cut = _budget_words({**fitted, "refit": {"why": "cut from 1,024,000 to 800,000 characters"}, "stopped_at": 790_000})
     assert "markedly slower" in cut and "cut from 1,024,000 to 800,000 characters." in cut and "790,000" in cut
     assert "whose plan this one replays" in _budget_words({**fitted, "budget_from": "replayed"})
+
+
+def _add_race(run_dir, winner="baseline"):
+    """The final stage's race beside `_add_final`'s model: two race rows, their curves, study.json `final.race`, and
+    the final row as the winner's."""
+    import json
+
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    final = trials[trials["role"] == "final"].iloc[0]
+    rows = []
+    for k, (name, val) in enumerate((("chosen", 2.09), ("baseline", 2.01))):
+        row = final.copy()
+        row["trial_id"], row["role"], row["status"], row["best_val_bpc"] = f"race_{k}", "race", "stopped", val
+        row["test_bpc"], row["chars_seen"] = np.nan, 3_000_000
+        rows.append(row)
+    trials["candidate"] = pd.Series([None] * len(trials), dtype="string")
+    trials.loc[trials["role"] == "final", "candidate"] = winner
+    rows = pd.DataFrame(rows).assign(candidate=["chosen", "baseline"])
+    trials = pd.concat([trials, rows], ignore_index=True).astype(trials.dtypes.to_dict())
+    trials.to_parquet(run_dir / "trials.parquet", index=False)
+    curves = pd.read_parquet(run_dir / "curves.parquet")
+    extra = pd.DataFrame({"trial_id": ["race_0", "race_1"], "chars_seen": [3_000_000] * 2, "wall_s": [200.0] * 2,
+                          "train_bpc": [2.1, 2.0], "val_bpc": [2.09, 2.01], "best_val_bpc": [2.09, 2.01]})
+    pd.concat([curves, extra], ignore_index=True).astype({"trial_id": "string"}).to_parquet(
+        run_dir / "curves.parquet", index=False)
+    study = json.loads((run_dir / "study.json").read_text())
+    study["final"] = {**study.get("final", {}), "race": {
+        "evals": 2, "share": 0.2, "limit_s": 816.0, "winner": winner,
+        "candidates": [{"candidate": "chosen", "trial_id": "race_0", "status": "stopped", "best_val_bpc": 2.09},
+                       {"candidate": "baseline", "trial_id": "race_1", "status": "stopped", "best_val_bpc": 2.01}]}}
+    (run_dir / "study.json").write_text(json.dumps(study))
+    return run_dir
+
+
+def test_a_study_whose_configuration_lost_the_final_race_says_so_and_hands_over_the_baseline(make_run, tmp_path):
+    run = load_run(_add_race(_add_final(make_run(n_trials=20))))
+    # The race's rows are the final stage's, never search trials.
+    assert not set(run.trials["trial_id"]) & {"race_0", "race_1"} and list(run.race["candidate"]) == ["chosen",
+                                                                                                       "baseline"]
+    assert final_model(run).candidate == "baseline"
+    out = build_report(run.run_dir, tmp_path / "r", n_bootstrap=10)
+    md = " ".join((out / "report.md").read_text().split())
+    assert "It is the hand-picked baseline's configuration, which beat search trial" in md
+    assert ("validation bits/char the study's configuration 2.090 against the hand-picked baseline (the spec's "
+            "final.baseline) 2.010. The hand-picked baseline won" in md)
+    assert "this study's configuration lost to it" in md and (out / "final.png").exists()
+
+
+def test_a_study_whose_configuration_won_the_final_race_says_it_went_on(make_run, tmp_path):
+    run = load_run(_add_race(_add_final(make_run(n_trials=20)), winner="chosen"))
+    md = " ".join((build_report(run.run_dir, tmp_path / "r", n_bootstrap=10) / "report.md").read_text().split())
+    assert "The study's configuration won, and went on" in md and "It is search trial" in md

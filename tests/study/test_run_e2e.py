@@ -110,7 +110,8 @@ def test_contract_files(smoke_run):
         if row["status"] == "completed" and row["role"] == "search":
             assert len(rows) == 5
             assert row["best_val_bpc"] == pytest.approx(rows["val_bpc"].min())
-        if row["role"] == "final":  # its search trial's weights, scored first, are the model to beat
+        if row["role"] == "final" or str(row.get("candidate")) == "chosen":  # the search trial's weights, scored first,
+            # are the model to beat of the chosen configuration (in the final race, and going on from it)
             assert (rows["best_val_bpc"] <= rows["val_bpc"].cummin() + 1e-9).all()
         else:
             assert rows["best_val_bpc"].tolist() == pytest.approx(rows["val_bpc"].cummin().tolist())
@@ -153,6 +154,16 @@ def test_final_model_row_baselines_and_sampling_by_run(smoke_run):
     assert row["chars_seen"] >= 60_000 or row["stopped_early"]
     # Only the final model is scored on the test text.
     assert trials.loc[trials["role"] != "final", "test_bpc"].isna().all()
+    # The final race: the chosen configuration, then the spec's baseline, each for the first evaluation of the final
+    # model's run; the winner went on from its checkpoint (the final model's curve starts past the race's end).
+    race = trials[trials["role"] == "race"].sort_values("trial_index")
+    assert list(race["candidate"]) == ["chosen", "baseline"] and (race["repeat_of"] == row["repeat_of"]).all()
+    record = json.loads((out / "study.json").read_text())["final"]["race"]
+    won = race[race["candidate"] == record["winner"]].iloc[0]
+    assert row["candidate"] == record["winner"] and won["best_val_bpc"] == race["best_val_bpc"].min()
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert curves.loc[curves["trial_id"] == row["trial_id"], "chars_seen"].min() > won["chars_seen"]
+    assert (race["param.hidden_size"].tolist()[1], race["param.cell"].tolist()[1]) == (32, "rnn_tanh")
     samples = pd.read_parquet(out / "samples.parquet")
     finals = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")]
     assert sorted(finals["temperature"]) == [0.5, 0.8]
@@ -194,7 +205,7 @@ def test_retention_keeps_the_final_model_and_no_trial_checkpoint(smoke_run):
     assert not list(out.glob("tune*/trial_*/checkpoint_*")), list(out.glob("tune*/trial_*/checkpoint_*"))
     trials = pd.read_parquet(out / "trials.parquet")
     assert trials["checkpoint"].isna().all(), trials["checkpoint"].tolist()
-    assert sorted(p.name for p in out.glob("tune*")) == ["tune", "tune-final", "tune-repeats"]
+    assert sorted(p.name for p in out.glob("tune*")) == ["tune", "tune-final", "tune-race", "tune-repeats"]
     for tuner in out.glob("tune*/tuner.pkl"):  # the results writer pickles as where its tables are
         assert tuner.stat().st_size < 200_000, (tuner, tuner.stat().st_size)
     payload = torch.load(out / "final_model.pt", weights_only=True)

@@ -1,9 +1,11 @@
 """The final stage's settings, as the final stage and benchmarks.final build them (one function)."""
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 
 from charrnn.config import TrainConfig
 from study.inputs import resolve_spec
@@ -79,3 +81,44 @@ def test_the_final_model_caps_the_learning_rate_at_the_optimizers_usual_rate():
     assert _final_rate(plan, {"optimizer": "sgd", "lr_scale": 0.5, "seq_len": 25}) == {}
     smoke = SimpleNamespace(spec=resolve_spec("smoke"))
     assert _final_rate(smoke, {"optimizer": "adam", "lr": 0.0249, "seq_len": 16, "batch_size": 16}) == {"lr": 2e-3}
+
+
+def test_the_race_puts_the_spec_s_baseline_over_the_chosen_configuration():
+    from study.stages.final import candidates
+
+    spec = resolve_spec("sherlock")
+    chosen = {"cell": "gru", "hidden_size": 256, "num_layers": 1, "lr_scale": 1.0, "optimizer": "sgd", "seq_len": 200,
+              "dropout": 0.003, "grad_clip": 1.3, "embedding_dim": 112, "train_chars": 500_000}
+    pool = candidates(spec, chosen)
+    assert [c.name for c in pool] == ["chosen", "baseline"] and pool[0].params == chosen
+    baseline = pool[1].params
+    assert {k: baseline[k] for k in spec.final["baseline"]} == spec.final["baseline"]
+    assert baseline["train_chars"] == 500_000  # what the baseline leaves out keeps the chosen value
+    # A study that chose the baseline itself, or a spec that does not race, trains one configuration.
+    assert [c.name for c in candidates(spec, baseline)] == ["chosen"]
+    no_race = SimpleNamespace(final={**spec.final, "race_evals": 0})
+    assert [c.name for c in candidates(no_race, chosen)] == ["chosen"]
+    # A baseline's rate replaces the chosen one's, in whichever form the chosen trial has it.
+    lr_form = candidates(spec, {**{k: v for k, v in chosen.items() if k != "lr_scale"}, "lr": 0.3})[1].params
+    assert "lr" not in lr_form and lr_form["lr_scale"] == spec.final["baseline"]["lr_scale"]
+
+
+def test_the_winner_s_whole_run_and_the_others_races_fit_the_final_stage_s_time():
+    from study.stages.final import race_limit_s
+
+    for n, share in ((2, 0.2), (3, 0.1), (2, 0.25)):
+        each = race_limit_s(1000.0, n, share)
+        assert math.isclose(each + (n - 1) * share * each, 1000.0)
+    assert race_limit_s(0.0, 2, 0.2) == 0.0  # no limit stays none
+
+
+def test_the_race_goes_to_the_best_normal_candidate_and_a_tie_to_the_chosen_one():
+    from study.stages.final import race_winner
+
+    rows = pd.DataFrame({"candidate": ["chosen", "baseline"], "status": ["stopped", "stopped"],
+                         "best_val_bpc": [2.09, 2.01]})
+    assert race_winner(rows)["candidate"] == "baseline"
+    assert race_winner(rows.assign(best_val_bpc=[2.0, 2.0]))["candidate"] == "chosen"
+    assert race_winner(rows.assign(status=["stopped", "diverged"]))["candidate"] == "chosen"
+    assert race_winner(rows.assign(best_val_bpc=[math.nan, 2.5]))["candidate"] == "baseline"
+    assert race_winner(rows.assign(status=["failed", "diverged"])) is None
