@@ -122,9 +122,9 @@ def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
     blocks += [
         Para(f"The final model scores {fm.test_bpc:.3f} bits/char on the test text, which no part of the search saw "
              f"and which it was scored on once.{versus} "
-             + (f"It is search trial {fm.source_trial}'s configuration" if fm.candidate != BASELINE else
-                f"It is the hand-picked baseline's configuration, which beat search trial {fm.source_trial}'s in "
-                "the final race")
+             + (f"It is search trial {fm.source_trial}'s configuration" if fm.candidate == CHOSEN else
+                f"It is {candidate_name(fm.candidate)}'s configuration, which beat search trial "
+                f"{fm.source_trial}'s in the final race")
              + f" ({params}), trained for {fm.chars_seen:,} characters in {fm.wall_s / 60:.1f} minutes"
              + (", stopped early when validation stopped improving" if fm.stopped_early else "") + ".", lead=True),
         *race_blocks(run),
@@ -151,24 +151,42 @@ def race_blocks(run: RunData) -> list[Block]:
     rows = race.get("candidates") or []
     if len(rows) < 2:
         return []
-    names = {CHOSEN: "the study's configuration", BASELINE: "the hand-picked baseline (the spec's final.baseline)"}
-    scores = " against ".join(f"{names.get(r['candidate'], r['candidate'])} "
+    scores = ", ".join(f"{candidate_name(r['candidate'], spec=True)} "
                               + (f"{r['best_val_bpc']:.3f}" if isinstance(r.get("best_val_bpc"), (int, float))
                                  else f"({r.get('status')})")
                               for r in rows)
     minutes = (f" of a run of {race['limit_s'] / 60:.1f} minutes" if isinstance(race.get("limit_s"), (int, float))
                and race["limit_s"] > 0 else "")
     winner = race.get("winner")
-    verdict = {CHOSEN: "The study's configuration won, and went on from where its race ended.",
-               BASELINE: "The hand-picked baseline won: at the final model's horizon this study's configuration "
-                         "lost to it, so the model handed over is the baseline's, going on from where its race "
-                         "ended."}.get(winner, "Neither trained normally.")
+    lost_to = ("this study's configuration lost to the hand-picked baseline at the final model's horizon" if any(
+        r["candidate"] == BASELINE for r in rows) and winner != BASELINE and _beat(rows, BASELINE) else "")
+    verdict = ("The study's configuration won, and went on from where its race ended." if winner == CHOSEN else
+               f"{candidate_name(winner)[0].upper()}{candidate_name(winner)[1:]} won: at the final model's horizon "
+               "this study's configuration lost to it, so the model handed over is "
+               f"{candidate_name(winner)}'s, going on from where its race ended"
+               + (f"; {lost_to} too" if lost_to else "") + "." if winner else "None trained normally.")
     return [Para(f"Before the final model trained, {len(rows)} configurations raced on its terms (the whole "
                  f"training text, its step size and schedule), one after the other, each for its first "
                  f"{race.get('evals')} evaluation{'s' if race.get('evals') != 1 else ''}{minutes}: validation "
                  f"bits/char {scores}. {verdict} What wins a "
                  "search trial's few hundred steps need not win a run a hundred times longer; the other "
                  "configuration's race is what the check cost.")]
+
+
+def candidate_name(name: str, spec: bool = False) -> str:
+    """A race candidate in the report's words (`spec`: with the spec's table that names it)."""
+    if name == CHOSEN:
+        return "the study's configuration"
+    if name == BASELINE:
+        return "the hand-picked baseline" + (" (the spec's final.baseline)" if spec else "")
+    return f"the hand-picked alternative {name}" + (f" (final.alternatives.{name})" if spec else "")
+
+
+def _beat(rows: list[dict], name: str) -> bool:
+    """Whether candidate `name` scored better than the chosen configuration in the race."""
+    score = {r["candidate"]: r.get("best_val_bpc") for r in rows}
+    a, b = score.get(name), score.get(CHOSEN)
+    return isinstance(a, (int, float)) and (not isinstance(b, (int, float)) or a < b)
 
 
 def _trained_on(run: RunData, fm: FinalModel) -> list[Block]:

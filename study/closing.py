@@ -54,13 +54,14 @@ def _final_lines(plan: Plan, run_dir: Path, trials: pd.DataFrame, samples: pd.Da
         return [f"final model {row['trial_id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else "")]
     refs = _baseline_refs(run_dir)
     started_from = (RunDir(run_dir).read_study() or {}).get("final", {}).get("started_from")
+    candidate = row.get("candidate") if isinstance(row.get("candidate"), str) else "chosen"
     lines = [f"final model: test {row['test_bpc']:.3f} bits/char" + (f" ({refs})" if refs else "")
              + f"; val {row['best_val_bpc']:.3f} after {int(row['chars_seen']):,} chars in "
              f"{row['wall_s'] / 60:.1f} min",
              "  " + ", ".join(f"{n}={_param_text(n, row[f'param.{n}'])}" for n in plan.spec.search)
-             + (f" (search trial {row['repeat_of']}'s configuration" if row.get("candidate") != "baseline" else
-                f" (the hand-picked baseline, which beat search trial {row['repeat_of']}'s configuration in the "
-                "final race")
+             + (f" (search trial {row['repeat_of']}'s configuration" if candidate == "chosen" else
+                f" (the hand-picked {'baseline' if candidate == 'baseline' else 'alternative ' + candidate}, which "
+                f"beat search trial {row['repeat_of']}'s configuration in the final race")
              + ", on the whole training text"
              + (", its weights the model to beat)" if started_from else ")")]
     mine = samples[(samples["trial_id"] == row["trial_id"]) & (samples["kind"] == "final")] if len(samples) else samples

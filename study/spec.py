@@ -198,10 +198,11 @@ _SCHEDULER_KEYS = set(_SCHEDULER_DEFAULTS)
 # `minutes` (the budget shrinks to fit, 0 = no limit), evaluated `evals` times on `val_chars` validation
 # characters (0 = all), stopped early after `patience` evaluations without a gain of `min_delta` bits/char, taking
 # `step_chars` characters a step (0 = the chosen trial's). With a `baseline` (hyperparameters over the chosen
-# trial's: a hand-picked configuration) and `race_evals` > 0, the chosen configuration and the baseline first race
-# on the final model's terms for their first `race_evals` evaluations, and the better one goes on (study.stages.final).
+# trial's: the hand-picked configuration the study must beat), `alternatives` (more hand-picked ones, by name) and
+# `race_evals` > 0, the chosen configuration and these first race on the final model's terms for their first
+# `race_evals` evaluations, and the best goes on (study.stages.final).
 _FINAL_DEFAULTS = {"chars": 0, "minutes": 0.0, "evals": 12, "val_chars": 0, "patience": 3, "min_delta": 0.002,
-                   "step_chars": 0, "race_evals": 0, "baseline": {}}
+                   "step_chars": 0, "race_evals": 0, "baseline": {}, "alternatives": {}}
 _SCHEDULERS = {"asha", "fifo"}
 # The local design (study.local): around the search's best configuration, each of `params` (empty = every searched
 # hyperparameter) moved one at a time, the center and every move trained with the same `seeds` seeds (0 skips the
@@ -213,17 +214,25 @@ _SAMPLING_KEYS = {"prime", "temperature", "chars", "final_temperatures", "final_
 
 
 def _check_baseline(final: dict, searched: set) -> None:
-    """final.baseline: scalar values of searched hyperparameters or trainer settings; final.race_evals below
-    final.evals (the race is the start of the final model's schedule)."""
-    baseline = final["baseline"]
-    if not isinstance(baseline, dict):
-        raise SpecError(f"final.baseline must be a table of hyperparameters, got {baseline!r}")
-    unknown = sorted(set(baseline) - searched - set(TrainConfig.__dataclass_fields__))
-    if unknown:
-        raise SpecError(f"final.baseline: unknown hyperparameter(s) {', '.join(unknown)}")
-    for key, value in baseline.items():
-        if not isinstance(value, (str, int, float, bool)):
-            raise SpecError(f"final.baseline.{key} must be a number or a string, got {value!r}")
+    """final.baseline and each of final.alternatives: scalar values of searched hyperparameters or trainer settings;
+    an alternative's name neither "chosen" nor "baseline"; final.race_evals below final.evals (the race is the start
+    of the final model's schedule)."""
+    alternatives = final["alternatives"]
+    if not isinstance(alternatives, dict):
+        raise SpecError(f"final.alternatives must be a table of named tables, got {alternatives!r}")
+    reserved = sorted({"chosen", "baseline"} & set(alternatives))
+    if reserved:
+        raise SpecError(f"final.alternatives: {reserved[0]!r} names the study's own candidate; choose another name")
+    for where, table in [("final.baseline", final["baseline"])] + [(f"final.alternatives.{name}", table)
+                                                                    for name, table in alternatives.items()]:
+        if not isinstance(table, dict):
+            raise SpecError(f"{where} must be a table of hyperparameters, got {table!r}")
+        unknown = sorted(set(table) - searched - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            raise SpecError(f"{where}: unknown hyperparameter(s) {', '.join(unknown)}")
+        for key, value in table.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise SpecError(f"{where}.{key} must be a number or a string, got {value!r}")
     if final["race_evals"] and final["race_evals"] >= final["evals"]:
         raise SpecError(f"final.race_evals must be below final.evals ({final['evals']}), got {final['race_evals']}")
 

@@ -74,15 +74,27 @@ class Candidate:
 
 def candidates(spec, params: dict) -> list[Candidate]:
     """What the final stage races: the study's configuration `params`, then, where the spec races
-    (`final.race_evals` > 0) and names a baseline that differs, the baseline's hyperparameters over `params` (a
-    hyperparameter it leaves out keeps the chosen value; an `lr` or `lr_scale` it sets replaces either)."""
-    chosen = [Candidate(CHOSEN, dict(params))]
-    baseline = spec.final.get("baseline") or {}
-    if not int(spec.final.get("race_evals") or 0) or not baseline:
-        return chosen
-    rate_keys = {"lr", "lr_scale"} if {"lr", "lr_scale"} & set(baseline) else set()
-    other = {**{k: v for k, v in params.items() if k not in rate_keys}, **baseline}
-    return chosen if other == params else chosen + [Candidate(BASELINE, other)]
+    (`final.race_evals` > 0), the baseline and each alternative it names, as hyperparameters over `params` (one it
+    leaves out keeps the chosen value; an `lr` or `lr_scale` it sets replaces either); a configuration already in the
+    race is not raced twice."""
+    pool = [Candidate(CHOSEN, dict(params))]
+    if not int(spec.final.get("race_evals") or 0):
+        return pool
+    named = [(BASELINE, spec.final.get("baseline") or {})] + list((spec.final.get("alternatives") or {}).items())
+    for name, table in named:
+        if not table:
+            continue
+        rate_keys = {"lr", "lr_scale"} if {"lr", "lr_scale"} & set(table) else set()
+        other = {**{k: v for k, v in params.items() if k not in rate_keys}, **table}
+        if all(other != c.params for c in pool):
+            pool.append(Candidate(name, other))
+    return pool
+
+
+def describe(c: Candidate) -> str:
+    """A candidate in the console's words."""
+    return {CHOSEN: "the chosen configuration", BASELINE: "the hand-picked baseline (final.baseline)"}.get(
+        c.name, f"the hand-picked alternative {c.name!r} (final.alternatives)")
 
 
 def race_share(spec) -> float:
@@ -231,8 +243,8 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
         if winner.name != CHOSEN:
             record["started_from"] = None  # the chosen trial's weights are of another model
             record["learning_rate"] = None  # the cap is the chosen trial's; the baseline trains at its own rate
-            record["why"] = ("the hand-picked baseline's hyperparameters (the spec's final.baseline), which beat the "
-                             "chosen trial's configuration in the final race" + record["why"][len(WHY):])
+            record["why"] = (f"the hyperparameters of {describe(winner)}, which beat the chosen trial's "
+                             "configuration in the final race" + record["why"][len(WHY):])
         limit_s = race_limit_s(limit_s, len(pool), race_share(plan.spec)) if plan.time_plan is None else (
             race_wall_s + time_limit_s(plan) if limit_s else 0.0)
     data = {**base, "init_weights": weights if winner.name == CHOSEN else None, "resume_files": resume_files}
@@ -248,8 +260,7 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     if tuner is None:
         budget = (f"for {chars:,} characters, the budget of the plan it replays" if replayed else
                   f"up to {chars:,} characters" + (f" or {limit_s / 60:.1f} minutes" if limit_s else ""))
-        who = (f"trial {chosen['trial_id']}'s configuration" if winner.name == CHOSEN else
-               "the hand-picked baseline (final.baseline)")
+        who = f"trial {chosen['trial_id']}'s configuration" if winner.name == CHOSEN else describe(winner)
         writer.echo(f"final model: {who}"
                     + (", going on from its race" if resume_files else "")
                     + (", with its weights as the model to beat" if data["init_weights"] is not None else "")
@@ -304,8 +315,9 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
                  repeat_of=str(chosen["trial_id"]))
     tuner = restored(plan, RACE_EXPERIMENT, trainable, writer, {})
     if tuner is None:
-        writer.echo(f"final race: trial {chosen['trial_id']}'s configuration against the hand-picked baseline "
-                    f"(final.baseline), each on the final model's terms for its first {evals} of "
+        writer.echo(f"final race: trial {chosen['trial_id']}'s configuration against "
+                    + ", ".join(describe(c) for c in pool[1:])
+                    + f", each on the final model's terms for its first {evals} of "
                     f"{spec.final['evals']} evaluations" + (f" (a run of {each / 60:.1f} minutes)" if each else "")
                     + "; the better on validation goes on")
         config = run_config(plan, RACE_EXPERIMENT, writer)
@@ -342,7 +354,7 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
                               "params": pool[[c.name for c in pool].index(str(r["candidate"]))].params}
                              for _, r in rows.iterrows()]}
     if winner is not None:
-        writer.echo(f"final race: {'the chosen configuration' if winner.name == CHOSEN else 'the baseline'} wins, "
+        writer.echo(f"final race: {describe(winner)} wins, "
                     + ", ".join(f"{c['candidate']} {c['best_val_bpc']:.4f}" for c in record["candidates"]))
     wall = float(best["wall_s"]) if best is not None and files is not None else 0.0
     return {"winner": winner, "files": files, "wall_s": wall, "record": record}

@@ -144,7 +144,7 @@ def test_a_study_whose_configuration_lost_the_final_race_says_so_and_hands_over_
     out = build_report(run.run_dir, tmp_path / "r", n_bootstrap=10)
     md = " ".join((out / "report.md").read_text().split())
     assert "It is the hand-picked baseline's configuration, which beat search trial" in md
-    assert ("validation bits/char the study's configuration 2.090 against the hand-picked baseline (the spec's "
+    assert ("validation bits/char the study's configuration 2.090, the hand-picked baseline (the spec's "
             "final.baseline) 2.010. The hand-picked baseline won" in md)
     assert "this study's configuration lost to it" in md and (out / "final.png").exists()
 
@@ -153,3 +153,18 @@ def test_a_study_whose_configuration_won_the_final_race_says_it_went_on(make_run
     run = load_run(_add_race(_add_final(make_run(n_trials=20)), winner="chosen"))
     md = " ".join((build_report(run.run_dir, tmp_path / "r", n_bootstrap=10) / "report.md").read_text().split())
     assert "The study's configuration won, and went on" in md and "It is search trial" in md
+
+
+def test_an_alternative_that_won_the_race_is_named_and_the_baseline_s_win_over_the_chosen_said(make_run, tmp_path):
+    import json
+
+    run_dir = _add_race(_add_final(make_run(n_trials=20)), winner="gru")
+    study = json.loads((run_dir / "study.json").read_text())
+    study["final"]["race"]["candidates"].append({"candidate": "gru", "trial_id": "race_2", "status": "stopped",
+                                                 "best_val_bpc": 1.99})
+    (run_dir / "study.json").write_text(json.dumps(study))
+    md = " ".join((build_report(run_dir, tmp_path / "r", n_bootstrap=10) / "report.md").read_text().split())
+    assert "It is the hand-picked alternative gru's configuration, which beat search trial" in md
+    assert "the hand-picked alternative gru (final.alternatives.gru) 1.990" in md
+    assert ("The hand-picked alternative gru won: at the final model's horizon this study's configuration lost to "
+            "it" in md and "lost to the hand-picked baseline at the final model's horizon too" in md)

@@ -90,12 +90,12 @@ def test_the_race_puts_the_spec_s_baseline_over_the_chosen_configuration():
     chosen = {"cell": "gru", "hidden_size": 256, "num_layers": 1, "lr_scale": 1.0, "optimizer": "sgd", "seq_len": 200,
               "dropout": 0.003, "grad_clip": 1.3, "embedding_dim": 112, "train_chars": 500_000}
     pool = candidates(spec, chosen)
-    assert [c.name for c in pool] == ["chosen", "baseline"] and pool[0].params == chosen
+    assert [c.name for c in pool] == ["chosen", "baseline", "gru"] and pool[0].params == chosen
     baseline = pool[1].params
     assert {k: baseline[k] for k in spec.final["baseline"]} == spec.final["baseline"]
     assert baseline["train_chars"] == 500_000  # what the baseline leaves out keeps the chosen value
-    # A study that chose the baseline itself, or a spec that does not race, trains one configuration.
-    assert [c.name for c in candidates(spec, baseline)] == ["chosen"]
+    # A study that chose the baseline itself does not race it; a spec that does not race trains one configuration.
+    assert [c.name for c in candidates(spec, baseline)] == ["chosen", "gru"]
     no_race = SimpleNamespace(final={**spec.final, "race_evals": 0})
     assert [c.name for c in candidates(no_race, chosen)] == ["chosen"]
     # A baseline's rate replaces the chosen one's, in whichever form the chosen trial has it.
@@ -122,3 +122,15 @@ def test_the_race_goes_to_the_best_normal_candidate_and_a_tie_to_the_chosen_one(
     assert race_winner(rows.assign(status=["stopped", "diverged"]))["candidate"] == "chosen"
     assert race_winner(rows.assign(best_val_bpc=[math.nan, 2.5]))["candidate"] == "baseline"
     assert race_winner(rows.assign(status=["failed", "diverged"])) is None
+
+
+def test_the_spec_s_alternatives_race_too_and_no_configuration_races_twice():
+    from study.stages.final import candidates
+
+    spec = resolve_spec("sherlock")
+    gru = {"cell": "gru", "num_layers": 1, "hidden_size": 512}
+    racing = SimpleNamespace(final={**spec.final, "alternatives": {"gru": gru, "same": dict(spec.final["baseline"])}})
+    chosen = {"cell": "lstm", "hidden_size": 256, "num_layers": 2, "lr_scale": 1.0, "optimizer": "sgd", "seq_len": 200}
+    pool = candidates(racing, chosen)
+    assert [c.name for c in pool] == ["chosen", "baseline", "gru"]  # "same" is the baseline again
+    assert {k: pool[2].params[k] for k in gru} == gru and pool[2].params["optimizer"] == "sgd"
