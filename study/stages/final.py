@@ -319,7 +319,7 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
                     + ", ".join(describe(c) for c in pool[1:])
                     + f", each on the final model's terms for its first {evals} of "
                     f"{spec.final['evals']} evaluations" + (f" (a run of {each / 60:.1f} minutes)" if each else "")
-                    + "; the better on validation goes on")
+                    + f"; the {'better' if len(pool) == 2 else 'best'} on validation goes on")
         config = run_config(plan, RACE_EXPERIMENT, writer)
         config.stop = {"training_iteration": evals}
         tuner = tune.Tuner(
