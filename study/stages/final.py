@@ -355,9 +355,15 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
                              for _, r in rows.iterrows()]}
     if winner is not None:
         writer.echo(f"final race: {describe(winner)} wins, "
-                    + ", ".join(f"{c['candidate']} {c['best_val_bpc']:.4f}" for c in record["candidates"]))
+                    + race_scores(record["candidates"]))
     wall = float(best["wall_s"]) if best is not None and files is not None else 0.0
     return {"winner": winner, "files": files, "wall_s": wall, "record": record}
+
+
+def race_scores(rows: list[dict]) -> str:
+    """The race's candidates and their validation scores, for the console ("diverged" where a score is missing)."""
+    return ", ".join(f"{r['candidate']} " + (f"{r['best_val_bpc']:.4f}" if r.get("best_val_bpc") is not None
+                                             else str(r.get("status"))) for r in rows)
 
 
 def _num(v) -> float | None:

@@ -134,3 +134,11 @@ def test_the_spec_s_alternatives_race_too_and_no_configuration_races_twice():
     pool = candidates(racing, chosen)
     assert [c.name for c in pool] == ["chosen", "baseline", "gru"]  # "same" is the baseline again
     assert {k: pool[2].params[k] for k in gru} == gru and pool[2].params["optimizer"] == "sgd"
+
+
+def test_a_candidate_that_broke_in_the_race_is_named_by_its_status_not_a_score():
+    from study.stages.final import race_scores
+
+    rows = [{"candidate": "chosen", "best_val_bpc": 2.1551, "status": "stopped"},
+            {"candidate": "baseline", "best_val_bpc": None, "status": "diverged"}]
+    assert race_scores(rows) == "chosen 2.1551, baseline diverged"
