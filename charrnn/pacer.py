@@ -4,13 +4,11 @@ The trainer tells a `Pacer` what happened (after each step: characters seen, the
 spent evaluating; after each evaluation: what it cost) and asks it how far it may go. The rule:
 
 1. **Decided once.** After a warm-up (WARMUP_STEPS steps and RATE_WARMUP_S seconds of this run's own training, at
-   most an eighth of the limit) the budget is what fits in the time left at the measured rate, less EVAL_RESERVE of
-   that time for the evaluations, rounded down to a power of BUDGET_GRID (2^(1/4)) in optimizer steps. The grid
-   makes two runs whose speeds or times left are a few percent apart decide the same budget in most cases (about
-   five in six for 3% apart), so a seed and a plan mostly fix the model. The cost is the rest of the limit left
-   unused: at most 16% of it, about 9% on average. (Rounding the rate too, to a power of sqrt 2 as the study's
-   plans do, made 3% apart agree nine times in ten but left 22% of the limit unused on average: the final model's
-   minutes are the product's, so the finer rule won.)
+   most an eighth of the limit) the budget is the whole optimizer steps that fit in the time left at the measured
+   rate, less EVAL_RESERVE of that time for the evaluations. (Budgets used to be rounded down to a power of 2^(1/4)
+   steps, so that runs whose speeds were a few percent apart decided the same budget. Two warm-ups of one
+   configuration read speeds up to 1.4x apart, which no such grid absorbs, and the rounding left 14-28% of the
+   final model's minutes unused: a study now remembers a decision instead, study.machine.)
 2. **Never up.** A machine that gets quieter does not get the time back: the budget, and the learning-rate schedule
    that spans it, stay as decided.
 3. **Cut once, when markedly slower.** At the first step after an evaluation, the run's end is projected: the rest
@@ -25,33 +23,16 @@ Plain Python: no torch, nothing of the study.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 
 WARMUP_STEPS = 10
-# The warm-up's training seconds (at most an eighth of the limit): long enough that a rate rounded down to a power
-# of sqrt 2 rarely depends on which of a few noisy seconds it saw.
+# The warm-up's training seconds (at most an eighth of the limit): long enough that the rate does not hang on one
+# noisy second.
 RATE_WARMUP_S = 15.0
 # The share of the time left kept for evaluations when the budget is decided (none has been timed yet).
 EVAL_RESERVE = 0.08
 # "Markedly slower": the run's projected end lies this share of the limit past it.
 REFIT_SLACK = 0.15
-BUDGET_GRID = 2 ** 0.25  # a decided budget is a power of this in optimizer steps, rounded down
-
-
-
-def on_budget_grid(steps: float) -> int:
-    """`steps` rounded down to the grid of whole steps floor(BUDGET_GRID^k), k = 0, 1, ... (0 below one step)."""
-    if steps < 1:
-        return 0
-    k = math.floor(math.log(steps) / math.log(BUDGET_GRID) + 1e-9)
-    while _budget_point(k + 1) <= steps:  # a point is rounded down to whole steps: 304 is the one at 2^8.25
-        k += 1
-    return _budget_point(k)
-
-
-def _budget_point(k: int) -> int:
-    return math.floor(2 ** (k / 4) + 1e-9)  # BUDGET_GRID^k, with the exponent exact
 
 
 @dataclass(frozen=True)
@@ -151,7 +132,7 @@ class Pacer:
         measured = chars / seconds
         rate = measured
         more = rate * max(self.limit_s - elapsed_s, 0.0) * (1.0 - EVAL_RESERVE)
-        steps = on_budget_grid((chars_seen + more) / self.chars_per_step)
+        steps = int((chars_seen + more) // self.chars_per_step)
         self.budget_chars = max(chars_seen + self.chars_per_step, min(self.budget_chars, steps * self.chars_per_step))
         self.decision = BudgetDecision(budget_chars=self.budget_chars, chars_per_s=rate,
                                        measured_chars_per_s=measured)

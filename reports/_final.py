@@ -216,17 +216,22 @@ def _trained_on(run: RunData, fm: FinalModel) -> list[Block]:
 
 def _budget_words(final: dict) -> str:
     """How the final model's budget was decided under a time limit (study.json `final`, written by the final stage):
-    once at its start, or replayed from another study's plan; whether a markedly slower machine cut it, or the time
-    ran out before it. '' for a budget given in characters, or a run that predates the record."""
+    once at its start, replayed from another study's plan, or remembered from an earlier study of the same run on
+    this machine; whether a markedly slower machine cut it, or the time ran out before it. '' for a budget given in
+    characters, or a run that predates the record."""
     chars, source, rate = final.get("budget_chars"), final.get("budget_from"), final.get("decided_chars_per_s")
-    if not isinstance(chars, int) or source not in ("fitted", "replayed"):
+    if not isinstance(chars, int) or source not in ("fitted", "replayed", "remembered"):
         return ""
+    at = f" at {rate:,.0f} chars/s" if isinstance(rate, (int, float)) else ""
     if source == "replayed":
         words = [f"Its budget, {chars:,} characters, is the one decided by the study whose plan this one replays."]
+    elif source == "remembered":
+        words = [f"Its budget, {chars:,} characters, is the one an earlier study of the same configuration decided "
+                 f"on this machine{at} for about the same time (remembered, so that the study repeats; "
+                 "study.machine)."]
     else:
         words = [f"Its budget, {chars:,} characters, was decided once, at its start, to fit the time the study had "
-                 "left" + (f" at {rate:,.0f} chars/s (its measured speed rounded down to a power of sqrt 2)"
-                           if isinstance(rate, (int, float)) else "") + "."]
+                 f"left{at} (the speed its first seconds measured)."]
     refit = final.get("refit")
     if isinstance(refit, dict) and isinstance(refit.get("why"), str):
         words.append(f"It then trained markedly slower than that, so its budget was cut once: {refit['why']}.")

@@ -6,7 +6,10 @@ Only `study.run` calls this, after every input has been checked.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
+import sys
 import threading
 import time
 
@@ -15,11 +18,12 @@ import ray
 import torch
 from ray import tune
 
-from charrnn.baselines import compute_baselines
+from charrnn.baselines import PPMD_MEM, PPMD_ORDER, XZ_PRESET, compute_baselines
 from charrnn.metrics import corpus_words, ngram_hashes
 from study.closing import summary
 from study.cluster import check_storage_reachable, concurrent_trials, gpus_per_trial, start_ray
 from study.inputs import UsageError
+from study.machine import recall_baselines, remember_baselines
 from study.plan import Plan, fit_to_minutes
 from study.results import ResultsWriter, delete_trial_checkpoints
 from study.rundir import RunDir, RunDirWriteError, TextIndex
@@ -117,17 +121,32 @@ def _last_write(writer: ResultsWriter) -> None:
     writer.stop.raise_write_failure()
 
 
+def baselines_key(corpus) -> str:
+    """What a corpus's baselines depend on: its text and split, and the compressors and their settings."""
+    import pyppmd
+
+    what = {"sha256": corpus.sha256, "split": [len(corpus.train), len(corpus.val), len(corpus.test)],
+            "vocab": corpus.vocab.chars, "xz": [XZ_PRESET, sys.version], "ppmd": [PPMD_ORDER, PPMD_MEM,
+                                                                                 pyppmd.__version__]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _start_baselines(plan: Plan) -> threading.Thread:
     """Score the compressor baselines on the validation and test text, beside the study (lzma and PPMd
-    release the GIL); written once to baselines.parquet, kept when resuming."""
+    release the GIL); written once to baselines.parquet, kept when resuming, and remembered for the next study
+    of the same corpus on this machine (study.machine)."""
     run_dir = RunDir(plan.run_dir)
 
     def work():
         if run_dir.has_baselines():
             return
         c, vocab = plan.corpus, plan.corpus.vocab
-        rows = compute_baselines(vocab.decode_array(c.train), vocab.decode_array(c.val), vocab.decode_array(c.test),
-                                 vocab.chars)
+        key = baselines_key(c)
+        rows = recall_baselines(key)
+        if rows is None:
+            rows = compute_baselines(vocab.decode_array(c.train), vocab.decode_array(c.val),
+                                     vocab.decode_array(c.test), vocab.chars)
+            remember_baselines(key, rows)
         try:
             run_dir.write_baselines(rows)
         except RunDirWriteError as exc:  # the study itself stops at its next write, with the same reason

@@ -9,8 +9,17 @@ so the first study on a machine records its reading's point on the plan's speed 
 study whose reading lies within one grid step of that point plans at the recorded point. A reading further away
 (another machine under the same key, a much busier or quieter one) replaces it.
 
-The file: $CHARRNN_STUDY_CACHE/speed.json, else $XDG_CACHE_HOME/charrnn-study/speed.json, else
-~/.cache/charrnn-study/speed.json. It holds only readings; deleting it makes the next study measure afresh.
+The final stage's budgets are remembered the same way (`recall_budget`, `remember_budget`): a candidate's budget is
+decided by its pacer from a warm-up of its own training (charrnn.pacer), and two warm-ups of one configuration on
+this machine read speeds up to 1.4x apart (BENCHMARKS.md, runs D and E), so the same study decided 15.6M characters
+once and 9.3M the next time. The first decision is recorded under a key naming the machine, the study's plan and
+the candidate's whole configuration; a later study with the same key and about the same time trains that budget.
+
+The compressor baselines of a corpus (`recall_baselines`) are kept too: they are a pure function of its text and
+the compressors' settings, and take 10 s of a core for the canon (xz -9e 7.5 s, PPMd 2 s) in every study.
+
+The files: speed.json, budgets.json and baselines.json in $CHARRNN_STUDY_CACHE, else $XDG_CACHE_HOME/charrnn-study, else
+~/.cache/charrnn-study. They hold only readings, budgets and scores; deleting them makes the next study measure afresh.
 """
 from __future__ import annotations
 
@@ -25,7 +34,11 @@ from pathlib import Path
 from charrnn.atomic import atomic_write
 
 CACHE_ENV = "CHARRNN_STUDY_CACHE"
-SPEED_FILE = "speed.json"
+SPEED_FILE, BUDGETS_FILE, BASELINES_FILE = "speed.json", "budgets.json", "baselines.json"
+# A remembered budget is trained where this study's time for it is this share of the time it was decided for, or
+# more, up to BUDGET_TIME_MAX: a little less time costs the last steps of a schedule that has all but decayed (the
+# pacer's hard stop); much more time is worth deciding afresh for.
+BUDGET_TIME_MIN, BUDGET_TIME_MAX = 0.9, 1.25
 
 
 @dataclass(frozen=True)
@@ -67,18 +80,65 @@ def settle(measured: float, key: str, grid: float, path: Path | None = None) -> 
     remembered. A cache that cannot be read or written is measured past (the plan then follows this reading)."""
     path = path or cache_dir() / SPEED_FILE
     k = math.floor(math.log(measured) / math.log(grid) + 1e-9)
-    readings = _read(path)
-    known = readings.get(key)
+    known = _read(path).get(key)
     if isinstance(known, dict) and isinstance(known.get("exponent"), int) and abs(known["exponent"] - k) <= 1:
         return Reading(known["exponent"], grid, True, path)
-    readings[key] = {"exponent": k, "grid": grid, "measured": round(measured, 1)}
+    written = _write(path, key, {"exponent": k, "grid": grid, "measured": round(measured, 1)})
+    return Reading(k, grid, False, written)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A budget decided on this machine: `chars` characters, decided at `chars_per_s` for a run of `limit_s`."""
+
+    chars: int
+    chars_per_s: float
+    limit_s: float
+
+
+def recall_budget(key: str, limit_s: float, path: Path | None = None) -> Budget | None:
+    """The budget remembered under `key`, where a run of `limit_s` seconds may train it (BUDGET_TIME_MIN to
+    BUDGET_TIME_MAX of the time it was decided for); else None, and the run decides its own."""
+    known = _read(path or cache_dir() / BUDGETS_FILE).get(key)
+    try:
+        budget = Budget(int(known["chars"]), float(known["chars_per_s"]), float(known["limit_s"]))
+    except (TypeError, KeyError, ValueError):
+        return None
+    if not (budget.chars > 0 and budget.chars_per_s > 0 and budget.limit_s > 0 and limit_s > 0):
+        return None
+    return budget if BUDGET_TIME_MIN <= limit_s / budget.limit_s <= BUDGET_TIME_MAX else None
+
+
+def remember_budget(key: str, budget: Budget, path: Path | None = None) -> Path | None:
+    """Record `budget` under `key` (replacing what was there); returns the file, or None where it cannot be written."""
+    return _write(path or cache_dir() / BUDGETS_FILE, key,
+                  {"chars": budget.chars, "chars_per_s": round(budget.chars_per_s, 1),
+                   "limit_s": round(budget.limit_s, 1)})
+
+
+def recall_baselines(key: str, path: Path | None = None) -> list[dict] | None:
+    """The baseline rows remembered under `key` (see `baselines_key`), or None."""
+    rows = _read(path or cache_dir() / BASELINES_FILE).get(key)
+    ok = isinstance(rows, list) and rows and all(isinstance(r, dict) and {"method", "split", "bpc"} <= set(r)
+                                                 for r in rows)
+    return rows if ok else None
+
+
+def remember_baselines(key: str, rows: list[dict], path: Path | None = None) -> Path | None:
+    """Record a corpus's baseline rows under `key`; returns the file, or None where it cannot be written."""
+    return _write(path or cache_dir() / BASELINES_FILE, key, rows)
+
+
+def _write(path: Path, key: str, value) -> Path | None:
+    data = _read(path)
+    data[key] = value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(readings, indent=1, sort_keys=True)
+        text = json.dumps(data, indent=1, sort_keys=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     except OSError:
-        return Reading(k, grid, False, None)
-    return Reading(k, grid, False, path)
+        return None
+    return path
 
 
 def _read(path: Path) -> dict:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,26 @@ PROSE = (
 )
 
 
+@pytest.fixture(scope="session")
+def shared_baselines(tmp_path_factory) -> Path:
+    """Where the compressor baselines the session's studies scored are kept between tests: a pure function of the
+    corpus (10 s of xz and PPMd for the canon, in each of some thirty studies otherwise)."""
+    return tmp_path_factory.mktemp("shared-cache") / "baselines.json"
+
+
 @pytest.fixture(autouse=True)
-def own_speed_cache(tmp_path_factory, monkeypatch):
-    """Every test its own study cache (study.machine): a speed remembered by one test, or by the user's own studies,
-    never plans another's."""
-    monkeypatch.setenv("CHARRNN_STUDY_CACHE", str(tmp_path_factory.mktemp("study-cache")))
+def own_speed_cache(tmp_path_factory, monkeypatch, shared_baselines):
+    """Every test its own study cache (study.machine): a speed or budget remembered by one test, or by the user's
+    own studies, never plans another's. Only the baselines, which no plan reads, carry over between tests."""
+    from study.machine import BASELINES_FILE
+
+    cache = tmp_path_factory.mktemp("study-cache")
+    monkeypatch.setenv("CHARRNN_STUDY_CACHE", str(cache))
+    if shared_baselines.exists():
+        shutil.copyfile(shared_baselines, cache / BASELINES_FILE)
+    yield
+    if (cache / BASELINES_FILE).exists():
+        shutil.copyfile(cache / BASELINES_FILE, shared_baselines)
 
 
 @pytest.fixture

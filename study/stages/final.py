@@ -7,7 +7,9 @@ the baseline first race: each trains on the final model's terms, its schedule sp
 the other's race is the cost (`race_limit_s`). What wins a search trial's few hundred steps need not win thousands.
 
 Its budget is decided once, at its start, to fit that time (charrnn.pacer), and recorded in study.json `final`; a
-study that replays this one's plan (--plan-from) trains that budget as given."""
+study that replays this one's plan (--plan-from) trains that budget as given, and so does a later study of the same
+configuration on this machine with about the same time (the budget remembered, study.machine): two warm-ups read
+speeds up to 1.4x apart, which alone would make the same study two models."""
 from __future__ import annotations
 
 import io
@@ -26,6 +28,7 @@ from charrnn.checkpoint import MODEL_FILE, STATE_FILE
 from charrnn.config import BASE_LR, TrainConfig
 from runcontract import BASELINE, CHOSEN, RACE, TRAINED
 from study.cluster import final_resources
+from study.machine import Budget, machine_key, recall_budget, remember_budget
 from study.plan import Plan
 from study.results import ResultsWriter, checkpoint_exists
 from study.rundir import RunDir
@@ -175,18 +178,19 @@ def replayed_budget(plan: Plan) -> tuple[int, float] | None:
     return min(int(chars), plan.final_chars), float(rate)
 
 
-def budget_record(metrics: dict, chars: int) -> dict:
+def budget_record(metrics: dict, chars: int, given_by: str = "replayed") -> dict:
     """What study.json `final` records of the final model's budget, from its last result: the characters decided at
-    its start, the rate they were decided at, where they came from ("fitted" to the time left, "replayed" from
-    another study's plan, or "fixed" in characters with no time limit), the one cut (None, or its numbers and
-    `why`) and where the time ran out before the budget (None: it did not)."""
+    its start, the rate they were decided at, where they came from ("fitted" to the time left; for a budget given
+    to the run, `given_by`: "replayed" from another study's plan or "remembered" from an earlier study here; or
+    "fixed" in characters with no time limit), the one cut (None, or its numbers and `why`) and where the time ran
+    out before the budget (None: it did not)."""
     raw = metrics.get("budget_decision_json")
     decision = json.loads(raw) if raw else None
     if decision is None:
         return {"budget_chars": chars, "decided_chars_per_s": None, "budget_from": "fixed", "refit": None,
                 "stopped_at": None}
     return {"budget_chars": decision["budget_chars"], "decided_chars_per_s": decision["chars_per_s"] or None,
-            "budget_from": "replayed" if decision["given"] else "fitted", "refit": decision["refit"],
+            "budget_from": given_by if decision["given"] else "fitted", "refit": decision["refit"],
             "stopped_at": decision["stopped_at"] or None}
 
 
@@ -234,12 +238,14 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
               "why": WHY + (f"; it takes {step['step_chars']:,} characters a step (final.step_chars) where the search "
                             f"took {step_size(plan, params):,}: a step's time grows less than its size, and the final "
                             "model takes thousands of them" if step else "")}
-    resume_files, winner, race_wall_s = None, pool[0], 0.0
+    resume_files, winner, race_wall_s, given_by = None, pool[0], 0.0, "replayed"
     if len(pool) > 1:
         race = _race(plan, chosen, pool, writer, {**base, "init_weights": weights}, limit_s, cpus, gpus)
         RunDir(plan.run_dir).update_study({"final": {"race": race["record"]}})
         if race["winner"] is not None:
             winner, resume_files, race_wall_s = race["winner"], race["files"], race["wall_s"]
+            given_by = next((c.get("budget_from") for c in race["record"]["candidates"]
+                             if c["candidate"] == winner.name), None) or "replayed"
         if winner.name != CHOSEN:
             record["started_from"] = None  # the chosen trial's weights are of another model
             record["learning_rate"] = None  # the cap is the chosen trial's; the baseline trains at its own rate
@@ -252,13 +258,20 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                                     {"cpu": cpus, "gpu": gpus})
     writer.stage("final", 1, expect=expect(plan, "final", max(limit_s - race_wall_s, 0.0)),
                  repeat_of=str(chosen["trial_id"]))
-    replayed = _replayed(plan, winner.name, len(pool) > 1)
-    chars, decided = replayed or (plan.final_chars, 0.0)
+    key = None
+    if len(pool) > 1:  # the winner goes on with its race's budget (its checkpoint's, else the one it was given)
+        replayed = _replayed(plan, winner.name, True)
+    else:
+        key = budget_key(plan, final_config(plan.spec, winner.params, 0, limit_s, plan.seed), cpus, gpus)
+        replayed = decided_once(plan, "given", lambda: given_budget(plan, winner.name, False, key, limit_s))
+        given_by = replayed[2] if replayed else given_by
+    chars, decided = replayed[:2] if replayed else (plan.final_chars, 0.0)
     param_space = {**final_config(plan.spec, winner.params, chars, limit_s, plan.seed, decided_chars_per_s=decided),
                    **({"candidate": winner.name} if len(pool) > 1 else {})}
     tuner = restored(plan, EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
-        budget = (f"for {chars:,} characters, the budget of the plan it replays" if replayed else
+        budget = (f"for {chars:,} characters, the budget " + ("of the plan it replays" if given_by == "replayed" else
+                                                              "an earlier study decided here") if replayed else
                   f"up to {chars:,} characters" + (f" or {limit_s / 60:.1f} minutes" if limit_s else ""))
         who = f"trial {chosen['trial_id']}'s configuration" if winner.name == CHOSEN else describe(winner)
         writer.echo(f"final model: {who}"
@@ -277,7 +290,9 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
     results = fit(tuner, 1, writer.stop)
     result = results[0]
     if result.metrics and "chars_seen" in result.metrics:  # the budget as decided, for the report and --plan-from
-        RunDir(plan.run_dir).update_study({"final": budget_record(result.metrics, chars)})
+        RunDir(plan.run_dir).update_study({"final": budget_record(result.metrics, chars, given_by)})
+        if key is not None:
+            keep_budget(key, result.metrics, limit_s)
     # A resume of a study that had ended finds the checkpoint deleted (retention) and the model installed.
     if result.checkpoint is not None and not result.error and checkpoint_exists(result.checkpoint):
         with result.checkpoint.as_directory() as directory:
@@ -294,6 +309,46 @@ def _replayed(plan: Plan, name: str, raced: bool) -> tuple[int, float] | None:
     return (min(int(given[0]), plan.final_chars), float(given[1])) if given and given[0] and given[1] else None
 
 
+def budget_key(plan: Plan, point: dict, cpus: float, gpus: float) -> str:
+    """The key a final-stage run's budget is remembered under on this machine: the run's whole configuration but its
+    time and budget, the corpus, and the resources it trains on."""
+    what = {k: v for k, v in point.items() if k not in ("time_limit_s", "budget_chars", "decided_chars_per_s")}
+    return machine_key(kind="final budget", point=what, corpus=plan.corpus.sha256, cpus=cpus, gpus=gpus)
+
+
+def given_budget(plan: Plan, name: str, raced: bool, key: str, limit_s: float) -> tuple[int, float, str] | None:
+    """The budget a run of the final stage is given (characters, the rate it was decided at, and by what), or None:
+    it decides its own. A replayed plan's comes first; else, in a study with a time plan, the one an earlier study
+    decided for the same key with about the same time (study.machine.recall_budget)."""
+    replayed = _replayed(plan, name, raced)
+    if replayed:
+        return (*replayed, "replayed")
+    if plan.time_plan is None or not limit_s:
+        return None
+    known = recall_budget(key, limit_s)
+    return (min(known.chars, plan.final_chars), known.chars_per_s, "remembered") if known else None
+
+
+def decided_once(plan: Plan, field: str, decide):
+    """What `decide()` gives, recorded in study.json `final.<field>` when first decided, and read back from there
+    by a resumed study (which would otherwise find this study's own budgets remembered)."""
+    if plan.resume:
+        final = (RunDir(plan.run_dir).read_study() or {}).get("final") or {}
+        if field in final:
+            return final[field]
+    value = decide()
+    RunDir(plan.run_dir).update_study({"final": {field: value}})
+    return value
+
+
+def keep_budget(key: str, metrics: dict, limit_s: float) -> None:
+    """Remember the budget a run decided for itself (its last result's decision), for the next study here."""
+    raw = (metrics or {}).get("budget_decision_json")
+    decision = json.loads(raw) if raw else None
+    if decision and not decision.get("given") and decision.get("chars_per_s") and limit_s:
+        remember_budget(key, Budget(int(decision["budget_chars"]), float(decision["chars_per_s"]), limit_s))
+
+
 def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsWriter, data: dict, limit_s: float,
           cpus: float, gpus: float) -> dict:
     """Train every candidate, one after another on the final model's resources and terms (its schedule spanning
@@ -305,9 +360,13 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
     each = race_limit_s(limit_s, len(pool), share)
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
                                     {"cpu": cpus, "gpu": gpus})
+    keys = {c.name: budget_key(plan, {**final_config(spec, c.params, 0, each, plan.seed), "candidate": c.name},
+                               cpus, gpus) for c in pool}
+    given = decided_once(plan, "race_given", lambda: {c.name: given_budget(plan, c.name, True, keys[c.name], each)
+                                                     for c in pool})
     points = []
     for c in pool:
-        chars, decided = _replayed(plan, c.name, True) or (plan.final_chars, 0.0)
+        chars, decided, _ = given[c.name] or (plan.final_chars, 0.0, "")
         points.append({**final_config(spec, c.params, chars, each, plan.seed, decided_chars_per_s=decided),
                        "candidate": c.name})
     raced_s = each * share * len(pool)
@@ -319,7 +378,9 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
                     + ", ".join(describe(c) for c in pool[1:])
                     + f", each on the final model's terms for its first {evals} of "
                     f"{spec.final['evals']} evaluations" + (f" (a run of {each / 60:.1f} minutes)" if each else "")
-                    + f"; the {'better' if len(pool) == 2 else 'best'} on validation goes on")
+                    + f"; the {'better' if len(pool) == 2 else 'best'} on validation goes on"
+                    + "".join(f"; {c.name} trains the budget {given[c.name][2]} ({given[c.name][0]:,} characters)"
+                              for c in pool if given[c.name]))
         config = run_config(plan, RACE_EXPERIMENT, writer)
         config.stop = {"training_iteration": evals}
         tuner = tune.Tuner(
@@ -333,7 +394,10 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
     for result in fit(tuner, len(pool), writer.stop):
         raw = (result.metrics or {}).get("budget_decision_json")
         if raw and result.config:
-            decisions[result.config.get("candidate")] = json.loads(raw)
+            name = result.config.get("candidate")
+            decisions[name] = json.loads(raw)
+            if name in keys:
+                keep_budget(keys[name], result.metrics, each)
     trials = writer.table.trials_frame()
     rows = trials[(trials["role"] == RACE)].sort_values("trial_index")
     best = race_winner(rows)
@@ -351,6 +415,7 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
                               "chars_seen": int(r.get("chars_seen") or 0), "wall_s": _num(r.get("wall_s")),
                               "budget_chars": int(r.get("budget_chars") or 0),
                               "decided_chars_per_s": (decisions.get(str(r["candidate"])) or {}).get("chars_per_s"),
+                              "budget_from": _source(given.get(r["candidate"]), decisions.get(r["candidate"])),
                               "params": pool[[c.name for c in pool].index(str(r["candidate"]))].params}
                              for _, r in rows.iterrows()]}
     if winner is not None:
@@ -358,6 +423,13 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
                     + race_scores(record["candidates"]))
     wall = float(best["wall_s"]) if best is not None and files is not None else 0.0
     return {"winner": winner, "files": files, "wall_s": wall, "record": record}
+
+
+def _source(given: tuple | None, decision: dict | None) -> str | None:
+    """Where a race run's budget came from, as study.json records it (`budget_record`'s words)."""
+    if given:
+        return given[2]
+    return "fitted" if decision else None
 
 
 def race_scores(rows: list[dict]) -> str:

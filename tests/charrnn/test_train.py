@@ -201,18 +201,15 @@ def test_patience_stops_a_run_that_no_longer_improves(tiny_text):
 
 
 def test_time_limit_decides_the_budget_once_and_ends_in_time(tiny_text):
-    from charrnn.pacer import on_budget_grid
-
     corpus = from_text(tiny_text)
     records = []
     cfg = TrainConfig(budget_chars=50_000_000, time_limit_s=4.0, **TINY)
     result = train(cfg, corpus.train, corpus.val, corpus.vocab, report=records.append)
     assert result.status == "completed" and result.budget_chars < 50_000_000
     assert result.chars_seen >= result.budget_chars
-    # Decided at warm-up (half a second here) on the budget grid, the same in every record; never moved up since.
+    # Decided at warm-up (half a second here) in whole steps, the same in every record; never moved up since.
     decision = result.budget_decision
-    steps = decision.budget_chars // (cfg.batch_size * cfg.seq_len)
-    assert on_budget_grid(steps) == steps
+    assert decision.budget_chars % (cfg.batch_size * cfg.seq_len) == 0
     assert decision.chars_per_s == decision.measured_chars_per_s and not decision.given
     assert {(r.budget_decision.budget_chars, r.budget_decision.chars_per_s) for r in records} == {
         (decision.budget_chars, decision.chars_per_s)}

@@ -101,6 +101,8 @@ def test_the_final_budget_s_decision_is_worded_from_study_json():
     cut = _budget_words({**fitted, "refit": {"why": "cut from 1,024,000 to 800,000 characters"}, "stopped_at": 790_000})
     assert "markedly slower" in cut and "cut from 1,024,000 to 800,000 characters." in cut and "790,000" in cut
     assert "whose plan this one replays" in _budget_words({**fitted, "budget_from": "replayed"})
+    remembered = _budget_words({**fitted, "budget_from": "remembered"})
+    assert "an earlier study of the same configuration decided on this machine at 8,192 chars/s" in remembered
 
 
 def _add_race(run_dir, winner="baseline"):

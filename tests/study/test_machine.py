@@ -41,3 +41,43 @@ def test_the_cache_lives_where_the_user_says(monkeypatch, tmp_path):
     monkeypatch.delenv("CHARRNN_STUDY_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache_dir() == tmp_path / "x" / "charrnn-study"
+
+
+def test_a_budget_is_remembered_for_about_the_time_it_was_decided_for(tmp_path):
+    from study.machine import BUDGET_TIME_MAX, BUDGET_TIME_MIN, Budget, recall_budget, remember_budget
+
+    path = tmp_path / "budgets.json"
+    assert recall_budget("k", 1000.0, path) is None  # nothing yet: the run decides its own
+    budget = Budget(chars=15_585_600, chars_per_s=18_300.0, limit_s=1000.0)
+    assert remember_budget("k", budget, path) == path
+    assert recall_budget("k", 1000.0, path) == budget
+    assert recall_budget("k", 1000.0 * BUDGET_TIME_MIN, path) == budget  # a little less time: the same budget
+    assert recall_budget("k", 1000.0 * BUDGET_TIME_MAX, path) == budget
+    assert recall_budget("k", 1000.0 * BUDGET_TIME_MIN - 1, path) is None  # too little time: decide afresh
+    assert recall_budget("k", 1000.0 * BUDGET_TIME_MAX + 1, path) is None  # much more time: worth deciding for
+    assert recall_budget("other", 1000.0, path) is None
+    remember_budget("k", Budget(9_267_200, 11_000.0, 1000.0), path)  # a new decision replaces the old
+    assert recall_budget("k", 1000.0, path).chars == 9_267_200
+    path.write_text(json.dumps({"k": {"chars": "many"}}))  # a damaged entry is measured past
+    assert recall_budget("k", 1000.0, path) is None
+    path.write_text("[1, 2]")
+    assert recall_budget("k", 1000.0, path) is None and remember_budget("k", budget, path) == path
+    assert recall_budget("k", 1000.0, path) == budget
+
+
+def test_a_corpus_s_baselines_are_remembered_under_its_text_and_the_compressors(tmp_path):
+    from charrnn.corpus import from_text
+    from study.driver import baselines_key
+    from study.machine import recall_baselines, remember_baselines
+
+    path = tmp_path / "baselines.json"
+    corpus = from_text("It is a capital mistake to theorize before one has data. " * 200)
+    key = baselines_key(corpus)
+    assert key == baselines_key(from_text("It is a capital mistake to theorize before one has data. " * 200))
+    assert key != baselines_key(from_text("It is a capital mistake to theorise before one has data. " * 200))
+    assert recall_baselines(key, path) is None
+    rows = [{"method": "ppmd", "split": "test", "bpc": 1.724, "detail": "PPMd order 8"}]
+    remember_baselines(key, rows, path)
+    assert recall_baselines(key, path) == rows and recall_baselines("other", path) is None
+    path.write_text(json.dumps({key: [{"method": "ppmd"}]}))  # damaged: scored afresh
+    assert recall_baselines(key, path) is None

@@ -142,3 +142,41 @@ def test_a_candidate_that_broke_in_the_race_is_named_by_its_status_not_a_score()
     rows = [{"candidate": "chosen", "best_val_bpc": 2.1551, "status": "stopped"},
             {"candidate": "baseline", "best_val_bpc": None, "status": "diverged"}]
     assert race_scores(rows) == "chosen 2.1551, baseline diverged"
+
+
+def test_a_later_study_here_trains_the_budget_an_earlier_one_decided_for_the_same_run():
+    import json
+
+    from charrnn.pacer import BudgetDecision
+    from study.machine import recall_budget
+    from study.stages.final import budget_key, budget_record, given_budget, keep_budget
+
+    spec = resolve_spec("sherlock")
+    plan = SimpleNamespace(time_plan={"minutes": 30}, final_chars=50_000_000, corpus=SimpleNamespace(sha256="abc"))
+    point = final_config(spec, {"cell": "gru"}, 0, 1000.0, 0)
+    key = budget_key(plan, point, 2, 0)
+    # Its time and budget are not part of the key; its configuration, seed, corpus and resources are.
+    assert budget_key(plan, {**point, "time_limit_s": 900.0, "budget_chars": 7, "decided_chars_per_s": 1.0}, 2, 0) == key
+    assert budget_key(plan, {**point, "cell": "lstm"}, 2, 0) != key
+    assert budget_key(plan, {**point, "seed": 1}, 2, 0) != key
+    assert budget_key(plan, point, 1, 0) != key
+    assert budget_key(SimpleNamespace(corpus=SimpleNamespace(sha256="def")), point, 2, 0) != key
+
+    assert given_budget(plan, "chosen", False, key, 1000.0) is None  # nothing remembered: the run decides
+    decided = BudgetDecision(budget_chars=15_585_600, chars_per_s=18_300.0, measured_chars_per_s=18_300.0)
+    keep_budget(key, {"budget_decision_json": json.dumps(decided.to_dict())}, 1000.0)
+    assert given_budget(plan, "chosen", False, key, 960.0) == (15_585_600, 18_300.0, "remembered")
+    assert given_budget(SimpleNamespace(**{**vars(plan), "final_chars": 1_000_000}), "chosen", False, key,
+                        960.0) == (1_000_000, 18_300.0, "remembered")  # --final-chars still caps it
+    assert given_budget(plan, "chosen", False, key, 500.0) is None  # half the time: decided afresh
+    assert given_budget(SimpleNamespace(**{**vars(plan), "time_plan": None}), "chosen", False, key, 1000.0) is None
+    # A replayed plan's budget comes first.
+    replay = {"replayed": True, "final_budget_chars": 2_048_000, "final_chars_per_s": 8192.0}
+    assert given_budget(SimpleNamespace(**{**vars(plan), "time_plan": replay}), "chosen", False, key,
+                        1000.0) == (2_048_000, 8192.0, "replayed")
+    # A budget the run was given is not remembered again as its own decision.
+    given = BudgetDecision(budget_chars=1_000, chars_per_s=1.0, given=True)
+    keep_budget(key, {"budget_decision_json": json.dumps(given.to_dict())}, 1000.0)
+    assert recall_budget(key, 1000.0).chars == 15_585_600
+    got = budget_record({"budget_decision_json": json.dumps(given.to_dict())}, 1_000, "remembered")
+    assert got["budget_from"] == "remembered"
