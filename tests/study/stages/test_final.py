@@ -156,7 +156,8 @@ def test_a_later_study_here_trains_the_budget_an_earlier_one_decided_for_the_sam
     point = final_config(spec, {"cell": "gru"}, 0, 1000.0, 0)
     key = budget_key(plan, point, 2, 0)
     # Its time and budget are not part of the key; its configuration, seed, corpus and resources are.
-    assert budget_key(plan, {**point, "time_limit_s": 900.0, "budget_chars": 7, "decided_chars_per_s": 1.0}, 2, 0) == key
+    timed = {**point, "time_limit_s": 900.0, "budget_chars": 7, "decided_chars_per_s": 1.0}
+    assert budget_key(plan, timed, 2, 0) == key
     assert budget_key(plan, {**point, "cell": "lstm"}, 2, 0) != key
     assert budget_key(plan, {**point, "seed": 1}, 2, 0) != key
     assert budget_key(plan, point, 1, 0) != key
