@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A study cache of the session's own for whatever copies the environment outside a test (a module's cluster, started
+# before any test's own cache is set): no test writes into the user's ~/.cache.
+os.environ["CHARRNN_STUDY_CACHE"] = tempfile.mkdtemp(prefix="charrnn-study-cache-")
+atexit.register(shutil.rmtree, os.environ["CHARRNN_STUDY_CACHE"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 
