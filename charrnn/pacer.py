@@ -3,12 +3,15 @@
 The trainer tells a `Pacer` what happened (after each step: characters seen, the run's seconds and the part of them
 spent evaluating; after each evaluation: what it cost) and asks it how far it may go. The rule:
 
-1. **Decided once.** After a warm-up (WARMUP_STEPS steps and RATE_WARMUP_S seconds of this run's own training, at
-   most an eighth of the limit) the budget is the whole optimizer steps that fit in the time left at the measured
-   rate, less EVAL_RESERVE of that time for the evaluations. (Budgets used to be rounded down to a power of 2^(1/4)
-   steps, so that runs whose speeds were a few percent apart decided the same budget. Two warm-ups of one
-   configuration read speeds up to 1.4x apart, which no such grid absorbs, and the rounding left 14-28% of the
-   final model's minutes unused: a study now remembers a decision instead, study.machine.)
+1. **Decided once, then from the start.** A warm-up (WARMUP_STEPS steps and RATE_WARMUP_S seconds of this run's
+   own training, at most an eighth of the limit) measures the rate; the budget is the whole optimizer steps that
+   fit in the time left at that rate, less EVAL_RESERVE of that time for the evaluations. The trainer then starts
+   over from its initial weights with that budget (`BudgetDecision.warmup_chars` says what the warm-up trained), so
+   a run that decided its budget trains exactly as one given the same budget (a replayed plan, or one remembered
+   by an earlier study, study.machine), and its learning-rate warm-up spans its own budget from the first step.
+   The warm-up's seconds are the cost. (Budgets used to be rounded down to a power of 2^(1/4) steps, so that runs
+   whose speeds were a few percent apart decided the same budget; two warm-ups of one configuration read speeds up
+   to 1.4x apart, which no such grid absorbs, and the rounding left 14-28% of the final model's minutes unused.)
 2. **Never up.** A machine that gets quieter does not get the time back: the budget, and the learning-rate schedule
    that spans it, stay as decided.
 3. **Cut once, when markedly slower.** At the first step after an evaluation, the run's end is projected: the rest
@@ -69,6 +72,7 @@ class BudgetDecision:
     given: bool = False  # made before the run (a replayed plan), not measured by it
     refit: Refit | None = None
     stopped_at: int = 0  # characters seen when the time ran out before the budget (0: it did not)
+    warmup_chars: int = 0  # what the warm-up trained before the run started over with this budget (0: given)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "refit": self.refit.to_dict() if self.refit else None}
@@ -102,10 +106,23 @@ class Pacer:
         self._start: tuple[int, float] | None = None  # (chars, training seconds) at this process's first step
         self._mark: tuple[int, float] | None = None  # the same at the previous check of the pace
         self._check_due = False
+        self._start_over = False
 
     def evaluated(self, seconds: float, evals_left: int) -> None:
         """An evaluation took `seconds` and `evals_left` more are to come: the next step checks the pace."""
         self.eval_s, self.evals_left, self._check_due = seconds, evals_left, True
+
+    @property
+    def starts_over(self) -> bool:
+        """True once the warm-up has decided the budget: the trainer then starts over from its initial weights and
+        tells the pacer so (`started_over`)."""
+        return self._start_over
+
+    def started_over(self, elapsed_s: float, eval_s: float) -> None:
+        """The trainer started over at `elapsed_s` into the run (`eval_s` of it evaluating): the pace is measured
+        from here."""
+        self._start = self._mark = (0, elapsed_s - eval_s)
+        self._start_over = False
 
     def budget(self, chars_seen: int, elapsed_s: float, eval_s: float) -> int:
         """How far the run may train, in characters, after the step that brought it to `chars_seen`.
@@ -132,11 +149,12 @@ class Pacer:
         measured = chars / seconds
         rate = measured
         more = rate * max(self.limit_s - elapsed_s, 0.0) * (1.0 - EVAL_RESERVE)
-        steps = int((chars_seen + more) // self.chars_per_step)
-        self.budget_chars = max(chars_seen + self.chars_per_step, min(self.budget_chars, steps * self.chars_per_step))
+        steps = int(more // self.chars_per_step)  # from the start again: the warm-up's characters do not count
+        self.budget_chars = max(self.chars_per_step, min(self.budget_chars, steps * self.chars_per_step))
         self.decision = BudgetDecision(budget_chars=self.budget_chars, chars_per_s=rate,
-                                       measured_chars_per_s=measured)
+                                       measured_chars_per_s=measured, warmup_chars=chars_seen)
         self._mark = (chars_seen, train_s)
+        self._start_over = True
 
     def _check(self, chars_seen: int, elapsed_s: float, train_s: float) -> None:
         chars, seconds = chars_seen - self._mark[0], train_s - self._mark[1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -301,6 +301,9 @@ def train(
         # last evaluation is made and reported again.
         if loop.state.chars_seen < end_chars(config, loop.state.budget_chars):
             _step(loop, config)
+            if loop.pacer is not None and loop.pacer.starts_over:
+                loop = _start_over(loop, config, train_ids, val_ids, vocab, init_weights)
+                continue
         at_end = loop.state.chars_seen >= end_chars(config, loop.state.budget_chars)
         at_eval = loop.state.chars_seen >= loop.next_eval or at_end
         if loop.pending < loop.check_every and not at_eval:
@@ -322,6 +325,19 @@ def train(
         loop.next_eval = next_eval_after(config, loop.state.budget_chars, loop.state.chars_seen, loop.last_eval)
         _restart_point(loop, config)
     return _result(loop, records)
+
+
+def _start_over(loop: _Loop, config: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray, vocab: Vocab,
+                init_weights: dict | None) -> _Loop:
+    """The warm-up has decided the budget (charrnn.pacer): begin again from the initial weights, data order and
+    model to beat, with that budget, exactly as a run given it does; the clock and the evaluations' time go on."""
+    decision, pacer = loop.state.budget_decision, loop.pacer
+    fresh = _start(replace(config, budget_chars=decision.budget_chars, time_limit_s=0.0), train_ids, val_ids, vocab,
+                   None, init_weights)
+    fresh.state.budget_decision, fresh.pacer, fresh.t_zero = decision, pacer, loop.t_zero
+    fresh.state.eval_s += loop.state.eval_s
+    pacer.started_over(time.perf_counter() - fresh.t_zero, fresh.state.eval_s)
+    return fresh
 
 
 def _restart_point(loop: _Loop, config: TrainConfig) -> None:

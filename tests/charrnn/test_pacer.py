@@ -25,6 +25,9 @@ class Run:
             self.chars += STEP
             self.elapsed += STEP / pace
             self.budgets.append(self.pacer.budget(self.chars, self.elapsed, self.eval_s))
+            if self.pacer.starts_over:  # as the trainer does once the warm-up has decided
+                self.chars = 0
+                self.pacer.started_over(self.elapsed, self.eval_s)
         return self.pacer.budget_chars
 
     def evaluate(self, seconds: float, evals_left: int) -> None:
@@ -46,30 +49,32 @@ def test_the_budget_is_decided_once_after_warm_up_and_never_moves_up():
     # Warm-up: an eighth of the limit (12.5 s) of training from the first step, at 4k chars/s.
     assert run.steps(50, 4000.0) == 10_000_000 and run.pacer.decision is None
     budget = run.steps(1, 4000.0)
-    rate = 4000.0  # as measured, unrounded; the budget is whole steps
+    rate = 4000.0  # as measured, unrounded; the budget is whole steps of what fits in the time left
     more = rate * (100.0 - run.elapsed) * (1 - EVAL_RESERVE)
-    assert budget == int((run.chars + more) // STEP) * STEP == 372_000
-    assert run.pacer.decision == BudgetDecision(budget_chars=372_000, chars_per_s=rate, measured_chars_per_s=4000.0)
+    assert budget == int(more // STEP) * STEP == 321_000
+    assert run.pacer.decision == BudgetDecision(budget_chars=321_000, chars_per_s=rate, measured_chars_per_s=4000.0,
+                                                warmup_chars=51_000)
+    assert run.chars == 0 and not run.pacer.starts_over  # the run started over with it
     # The machine gets twice as fast, evaluations come and go: the budget stays.
     for _ in range(4):
         run.evaluate(0.5, 5)
         run.steps(20, 8000.0)
-    assert set(run.budgets[50:]) == {372_000} and run.pacer.decision.refit is None
+    assert set(run.budgets[50:]) == {321_000} and run.pacer.decision.refit is None
 
 
 def test_the_decision_spends_the_time_left_but_the_evaluations_reserve():
     for rate in np.geomspace(1_000, 100_000, 50):
         for limit in (60.0, 300.0, 1000.0):
             steps = math.ceil(20 * rate / 100)  # as `decided` trains them
-            chars, elapsed = 100 + steps * 100, 1.0 + steps * 100 / rate
+            elapsed = 1.0 + steps * 100 / rate
             fits = rate * (limit - elapsed) * (1 - EVAL_RESERVE)  # characters that fit, at the rate decided at
-            assert fits - 100 < decided(rate, limit) - chars <= fits  # whole steps of 100 characters
+            assert fits - 100 < decided(rate, limit) <= fits  # whole steps of 100 characters, from the start again
 
 
 def _decided_run(limit_s: float = 100.0) -> Run:
     run = Run(Pacer(limit_s, 10_000_000, STEP))
     run.steps(51, 4000.0)
-    assert run.pacer.budget_chars == 372_000
+    assert run.pacer.budget_chars == 321_000
     return run
 
 
@@ -78,20 +83,20 @@ def test_a_markedly_slower_machine_cuts_the_budget_once_and_says_why():
     run.steps(50, 1500.0)
     run.evaluate(1.0, 5)
     budget = run.steps(1, 1500.0)
-    # Since the decision: 51 steps at 1.5k chars/s; the rest (260 steps) and 5 evaluations would end at 226 s.
-    left, projected = 100.0 - run.elapsed, run.elapsed + (372_000 - 102_000) / 1500.0 + 5.0
-    assert budget == 102_000 + int(1500.0 * (left - 5.0)) // STEP * STEP == 172_000
+    # Since the decision: 51 steps at 1.5k chars/s; the rest (270 steps) and 5 evaluations would end at 233 s.
+    left, projected = 100.0 - run.elapsed, run.elapsed + (321_000 - 51_000) / 1500.0 + 5.0
+    assert budget == 51_000 + int(1500.0 * (left - 5.0)) // STEP * STEP == 121_000
     refit = run.pacer.decision.refit
-    assert (refit.at_chars, refit.from_chars, refit.to_chars, refit.decided_chars_per_s) == (102_000, 372_000,
-                                                                                              172_000, 4000.0)
+    assert (refit.at_chars, refit.from_chars, refit.to_chars, refit.decided_chars_per_s) == (51_000, 321_000,
+                                                                                              121_000, 4000.0)
     assert refit.chars_per_s == pytest.approx(1500.0) and refit.projected_s == pytest.approx(projected, abs=0.1)
     assert refit.projected_s > (1 + REFIT_SLACK) * refit.limit_s
-    assert "cut from 372,000 to 172,000 characters" in refit.why and "1,500 chars/s" in refit.why
+    assert "cut from 321,000 to 121,000 characters" in refit.why and "1,500 chars/s" in refit.why
     # Slower still: no second cut (the hard stop ends the run at the limit instead).
     run.steps(10, 700.0)
     run.evaluate(1.0, 3)
     run.steps(10, 700.0)
-    assert run.pacer.decision.refit == refit and run.pacer.budget_chars == 172_000
+    assert run.pacer.decision.refit == refit and run.pacer.budget_chars == 121_000
 
 
 def test_a_slightly_slower_machine_keeps_its_budget_and_stops_at_the_limit():
@@ -100,15 +105,15 @@ def test_a_slightly_slower_machine_keeps_its_budget_and_stops_at_the_limit():
     run.evaluate(1.0, 5)
     run.steps(1, 3700.0)
     # The run would end about 5% past its limit: within the slack, so no cut ...
-    assert run.pacer.decision.refit is None and run.pacer.budget_chars == 372_000
+    assert run.pacer.decision.refit is None and run.pacer.budget_chars == 321_000
     while run.chars < run.pacer.budget_chars:
         run.steps(20, 3700.0)
         if run.chars < run.pacer.budget_chars:
             run.evaluate(1.0, 3)
     # ... and the step that leaves less than an evaluation's time is the last.
     decision = run.pacer.decision
-    assert decision.refit is None and 0 < decision.stopped_at == run.chars == run.pacer.budget_chars < 372_000
-    assert decision.budget_chars == 372_000 and 99.0 <= run.elapsed < 100.0
+    assert decision.refit is None and 0 < decision.stopped_at == run.chars == run.pacer.budget_chars < 321_000
+    assert decision.budget_chars == 321_000 and 99.0 <= run.elapsed < 100.0
 
 
 def test_out_of_time_before_any_decision_stops_at_this_step():

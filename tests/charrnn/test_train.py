@@ -234,6 +234,30 @@ def test_a_given_budget_decision_trains_as_the_fixed_budget_does(tiny_text):
     assert (b.budget_decision.budget_chars, b.budget_decision.given, b.budget_decision.refit) == (20_000, True, None)
 
 
+def test_a_run_that_decides_its_budget_trains_as_one_given_that_budget(tiny_text):
+    """The warm-up only measures: once it has decided, the run starts over from its initial weights, data order and
+    model to beat, so it trains bit for bit as a run given the same budget (a replayed or remembered one)."""
+    corpus = from_text(tiny_text)
+    terms = {**TINY, "lr_schedule": "cosine", "dropout": 0.1}
+    from charrnn.model import CharRNN
+
+    torch.manual_seed(123)  # a model to beat, as the final stage hands its search trial's weights
+    weights = CharRNN(TrainConfig(**terms).model_config(len(corpus.vocab))).state_dict()
+    decides = TrainConfig(budget_chars=50_000_000, time_limit_s=4.0, **terms)
+    a = train(decides, corpus.train, corpus.val, corpus.vocab, test_ids=corpus.test, init_weights=weights)
+    decision = a.budget_decision
+    assert decision.warmup_chars > 0 and not decision.given and decision.budget_chars < 50_000_000
+    given = TrainConfig(budget_chars=decision.budget_chars, time_limit_s=600.0,
+                        decided_chars_per_s=decision.chars_per_s, **terms)
+    b = train(given, corpus.train, corpus.val, corpus.vocab, test_ids=corpus.test, init_weights=weights)
+    records = lambda r: [(x.chars_seen, x.val_bpc, x.sample) for x in r.records]  # noqa: E731
+    # The first evaluation comes before any cut; a busy machine may cut the deciding run's budget after it.
+    assert records(a)[0] == records(b)[0]
+    if decision.refit is None and not decision.stopped_at:
+        assert records(a) == records(b) and a.test_bpc == b.test_bpc
+    assert a.wall_s < 4.0 + 2.0
+
+
 def test_a_resume_under_a_time_limit_keeps_the_decision(tiny_text, tmp_path):
     corpus = from_text(tiny_text)
     cfg = TrainConfig(budget_chars=50_000_000, time_limit_s=3.0, **TINY)
