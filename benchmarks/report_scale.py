@@ -10,61 +10,15 @@ a shared machine; the analysis is single-threaded) and the leader it found.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import sys
 import tempfile
 import time
 
-import numpy as np
 import pandas as pd
 
-from benchmarks.calibrate import SHAPES, synthetic_run
-from reports._load import running_best
-from runcontract import CURVES_FILE, SAMPLES_FILE, SCHEMA_VERSION, STUDY_FILE, TRIALS_FILE
-
-
-def write_synthetic_run(path: pathlib.Path, n_trials: int, *, seed: int = 0, shape: str = "sherlock-11",
-                        repeats: int = 3) -> pathlib.Path:
-    """A run directory (study.json + the three Parquet tables) of `n_trials` search trials of a calibration shape,
-    plus `repeats` seed repeats of the best one and two sample metrics per evaluation."""
-    sh = SHAPES[shape]
-    run = synthetic_run(sh, seed=seed, n_trials=n_trials)
-    rng = np.random.default_rng(seed + 1)
-    trials, curves = run.trials.copy(), run.curves.copy()
-    best = trials.loc[trials["best_val_bpc"].idxmin()]
-    rep_rows, rep_curves = [], []
-    for r in range(repeats):
-        tid = f"r{r}"
-        c = curves[curves["trial_id"] == best["trial_id"]].assign(trial_id=tid)
-        c = c.assign(val_bpc=c["val_bpc"] * np.exp(rng.normal(0, 0.012)))
-        c = c.assign(best_val_bpc=running_best(c))
-        rep_curves.append(c)
-        rep_rows.append({**best.to_dict(), "trial_id": tid, "role": "repeat", "repeat_of": best["trial_id"],
-                         "best_val_bpc": float(c["val_bpc"].min())})
-    trials = pd.concat([trials, pd.DataFrame(rep_rows)], ignore_index=True)
-    curves = pd.concat([curves, *rep_curves], ignore_index=True)
-    samples = curves[["trial_id", "chars_seen"]].assign(
-        temperature=0.8, text="Holmes said the door was open.", kind="eval",
-        known_word_frac=np.clip(1.2 - 0.2 * curves["val_bpc"] + rng.normal(0, 0.02, len(curves)), 0, 1),
-        copy20_frac=np.clip(rng.normal(0.05, 0.01, len(curves)), 0, 1))
-    path.mkdir(parents=True, exist_ok=True)
-    for df in (trials, curves, samples):
-        df["chars_seen"] = df["chars_seen"].astype("int64")
-    trials.to_parquet(path / TRIALS_FILE, index=False)
-    curves.to_parquet(path / CURVES_FILE, index=False)
-    samples.to_parquet(path / SAMPLES_FILE, index=False)
-    space = {}
-    for s in sh.specs:
-        space[s.name] = ({"type": "categorical", "choices": list(s.choices)} if s.is_categorical else
-                         {"type": s.kind, "low": int(s.low) if s.kind == "int" else s.low,
-                          "high": int(s.high) if s.kind == "int" else s.high, "log": s.log})
-    study = {**run.study, "schema_version": SCHEMA_VERSION, "name": f"bench-{shape}-{n_trials}", "mode": "min",
-             "search_space": space, "num_trials": n_trials, "repeats": repeats, "seed": seed,
-             "sampler": {"name": "RandomSampler", "seed": seed}}
-    (path / STUDY_FILE).write_text(json.dumps(study), encoding="utf-8")
-    return path
+from benchmarks.synthetic import write_shape_run
 
 
 def bench(n_trials: list[int], *, seed: int = 0, n_bootstrap: int = 100) -> pd.DataFrame:
@@ -74,7 +28,7 @@ def bench(n_trials: list[int], *, seed: int = 0, n_bootstrap: int = 100) -> pd.D
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in n_trials:
-            run_dir = write_synthetic_run(pathlib.Path(tmp) / f"run{n}", n, seed=seed)
+            run_dir = write_shape_run(pathlib.Path(tmp) / f"run{n}", n, seed=seed)
             load0, t0, c0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
             out = build_report(run_dir, n_bootstrap=n_bootstrap, seed=seed)
             secs, cpu = time.perf_counter() - t0, time.process_time() - c0

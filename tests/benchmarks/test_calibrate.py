@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks import calibrate
-from benchmarks.calibrate import (SHAPES, Shape, _cat, _float, _int, clopper_pearson, coverage_table, synthetic_run,
-                               true_pair_shares, true_shares, verdicts)
+from benchmarks.calibrate import clopper_pearson, coverage_table, true_pair_shares, true_shares, verdicts
+from benchmarks.synthetic import SHAPES, Shape, _cat, _float, _int
 
 
 def test_true_shares_of_a_known_additive_function():
@@ -42,20 +41,6 @@ def test_clopper_pearson():
     assert clopper_pearson(95, 100) == pytest.approx((0.8872, 0.9836), abs=1e-4)
     assert clopper_pearson(10, 10) == pytest.approx((0.6915, 1.0), abs=1e-4)
     assert clopper_pearson(0, 10)[0] == 0.0
-
-
-def test_draws_follow_optunas_log_int():
-    spec = _int("embedding_dim", 1, 4, log=True)
-    v = calibrate.draw([spec], 200_000, np.random.default_rng(0))["embedding_dim"]
-    p = np.log([1.5, 2.5, 3.5, 4.5]) - np.log([0.5, 1.5, 2.5, 3.5])
-    np.testing.assert_allclose(np.bincount(v.astype(int))[1:] / len(v), p / p.sum(), atol=0.005)
-
-
-def test_synthetic_run_has_stopped_and_diverged_trials():
-    run = synthetic_run(SHAPES["sherlock-11"], seed=3)
-    st = run.trials["status"].value_counts()
-    assert st["stopped"] > st["completed"] > 0 and st.get("diverged", 0) > 0
-    assert run.trials.loc[run.trials["status"] == "diverged", "best_val_bpc"].isna().all()
 
 
 def test_small_calibration_run_covers_the_truth():

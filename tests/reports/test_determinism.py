@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from reports import build_report, load_run
-from tests.reports.conftest import rename_trial_ids
+from benchmarks.synthetic import rename_trial_ids
 
 
 def _tune_ids(n: int, seed: int) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from reports import load_run
 from reports._effects import SHAPE, importance, local_effects, paired_effects, rank_tests
-from tests.reports.conftest import local_rundata, true_effects
+from benchmarks.synthetic import local_rundata, true_effects
 
 M, N_SHAPE, PARAMS = 22, 8, 11  # 22 moves of 11 hyperparameters (two each), the first 8 moves change the tensors
 

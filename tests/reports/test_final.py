@@ -9,7 +9,7 @@ import pandas as pd
 from reports import build_report
 from reports._final import baseline_table, final_model, unstable_configurations
 from reports._load import load_run
-from tests.reports.conftest import HOSTILE
+from benchmarks.synthetic import HOSTILE
 
 BASELINES = [("unigram", "val", 4.45), ("unigram", "test", 4.45), ("xz", "val", 2.23), ("xz", "test", 2.20),
              ("ppmd", "val", 1.76), ("ppmd", "test", 1.72)]

@@ -1,6 +1,6 @@
 """Trials compared where quality has formed: known-answer runs in which a model learns per optimizer step.
 
-`benchmarks.calibrate.stepped_run`: val_bpc falls from the unigram plateau (4.4) towards what the configuration
+`benchmarks.synthetic.stepped_run`: val_bpc falls from the unigram plateau (4.4) towards what the configuration
 reaches once trained, as a function of optimizer steps; batch_size (16 or 64 at seq_len 50: 800 or 3,200
 characters a step) is irrelevant once trained, lr is what matters. At the first rung (100k characters) the
 batch-64 trials have taken 31 steps and sit on the plateau, so batch_size explains most of the variance there.
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.calibrate import stepped_run
+from benchmarks.synthetic import stepped_run
 from reports import analyze, choose_budget, load_run
 from reports._budget import rungs
 from reports._load import RunData
@@ -145,7 +145,8 @@ def test_plateau_exit_without_a_baseline_is_unknown():
 
 @pytest.mark.parametrize("seed", [6, 7])
 def test_known_answer_steps_shape_keeps_the_slow_parameter_out(seed):
-    from benchmarks.calibrate import SHAPES, calibrate, coverage_table
+    from benchmarks.calibrate import calibrate, coverage_table
+    from benchmarks.synthetic import SHAPES
 
     df = calibrate(["steps"], 1, seed=seed, n_bootstrap=10)
     t = coverage_table(df).set_index("shape")

@@ -11,7 +11,7 @@ from reports._analysis import analyze
 from reports._effects import local_effects
 from reports._verdict import (KINDS, FailedMoves, GlobalAnswer, GlobalDiffers, RankTestSees, SingleTest, Unmoved,
                               decide)
-from tests.reports.conftest import local_rundata
+from benchmarks.synthetic import local_rundata
 
 
 def _global(case: str = "no_signal", leader: str | None = None) -> GlobalAnswer:
