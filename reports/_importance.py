@@ -61,8 +61,8 @@ def interval_levels(n: int, level: float = LEVEL) -> tuple[float, float]:
     plain percentile interval is too narrow in small samples, as a z interval with the sample's sd would be (it leaves
     out both the n-1 and the t quantile); the expanded one takes the tail 2 Phi(-sqrt(n/(n-1)) t_{n-1}) instead
     of 1 - level: 1.1% a side at 12 trials, 1.5% at 19, 2.1% at 50, 2.5% as n grows.
-    Measured on known answers (`python -m benchmarks.calibrate`, README): on the 12-trial shape's first 12 studies per
-    seed, 89%, 97% and 94% of the intervals held the truth with plain percentiles, 92%, 100% and 94% expanded."""
+    Whether they hold the truth is measured on known answers (`python -m benchmarks.calibrate`; the figures are in
+    docs/report.md)."""
     if n < 3:
         return (1 - level) / 2, (1 + level) / 2
     z = math.sqrt(n / (n - 1)) * float(student_t.ppf((1 + level) / 2, n - 1))
