@@ -42,7 +42,7 @@ from runcontract import LABELS, SPEC_FILE, TRAINED
 from study.local import Move, design
 from study.spec import MIN_EVALS, StudySpec, fit_to_corpus, load_spec
 
-FIRST_SEED = 2000  # the study's own: seed + 1000 + k (local design), seed + 1 ... (repeats)
+FIRST_SEED = 2000  # the study's own: 1000 + seed x seeds + k (local design), seed + 1 ... (repeats)
 LEVEL = 0.95
 TARGET = 0.90  # issue 25: the share of effects whose reference must lie inside the study's intervals
 

@@ -87,6 +87,7 @@ class LocalEffects:
     rank_tests: pd.DataFrame
     level: float = LEVEL
     random_state: int = 0
+    center_from: str = "search"  # "spec": the spec's fixed center (local.center), the same for every seed
 
 
 def uniform_bpc(run: RunData) -> float:
@@ -344,4 +345,5 @@ def local_effects(run: RunData, *, random_state: int = 0, level: float = LEVEL,
         center_sd=float(np.std(c[c_ok], ddof=1)) if c_ok.sum() > 1 else math.nan,
         center_n=int(np.isfinite(c).sum()), center_failed=int(failed[0].sum()), n_trained=len(trained),
         n_formed=int((trained <= uni - FORMED_BITS).sum()) if math.isfinite(uni) else 0, unigram=uni,
-        rank_tests=tests, level=level, random_state=random_state)
+        rank_tests=tests, level=level, random_state=random_state,
+        center_from="spec" if spec.get("center_from") == "spec" else "search")

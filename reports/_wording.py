@@ -261,13 +261,17 @@ def bullets(v: Verdict) -> list[str]:
                    + " bits/char.")
     if v.noise and v.kind in ("ranked", "contenders", "no_signal"):
         out.append(f"Within noise around the center (interval reaching 0): {join(list(v.noise))}.")
+    if e.center_from == "spec":
+        out.append("The center is the spec's reference configuration (local.center), not the search's best: every "
+                   "seed and machine measures its effects around the same point, so their answers can be compared; "
+                   "the final model's configuration comes from the search and the race.")
     out.append(_noise_sentence(e))
     fallback = [c for c in v.caveats if isinstance(c, PoolFallback)]
     if len(fallback) > 1:  # both pools: one sentence
         out.append(f"Both kinds of move had too few degrees of freedom for a noise estimate of their own: they use "
                    f"the fit over every configuration ({fallback[0].df} df).")
     out += [_caveat(c, local=True) for c in v.caveats if len(fallback) < 2 or not isinstance(c, PoolFallback)]
-    if v.chosen:
+    if v.chosen and v.chosen.get("handed_over", True):
         moved = v.chosen.get("moved")
         what = f"{moved} moved to {value_text(v.chosen.get('value'))}" if moved else "the center"
         why = str(v.chosen.get("why") or "").strip().rstrip(".")

@@ -75,7 +75,8 @@ def _run(plan: Plan, stop: StudyStop) -> str:
             search.record_rungs(plan, writer.table.trials_frame())
             with _timed(plan, "repeats"):
                 chosen = repeats.choose_final(plan, trainable, writer)
-            if chosen is not None and int(plan.spec.local["seeds"]) > 0:
+            fixed_center = plan.spec.local_center() is not None
+            if (chosen is not None or fixed_center) and int(plan.spec.local["seeds"]) > 0:
                 with _timed(plan, "local"):
                     chosen = _local_design(plan, trainable, writer, chosen)
             if plan.final_chars > 0 and chosen is not None:
@@ -98,10 +99,16 @@ def _timed(plan: Plan, stage: str):
     RunDir(plan.run_dir).update_study({"stage_s": {stage: round(time.monotonic() - start, 2)}})
 
 
-def _local_design(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series) -> pd.Series:
-    """Run the local design around `center` and return the trial whose configuration the final model trains: the
-    local design's choice (study.local.choose), or `center` itself where the local design confirmed nothing."""
+def _local_design(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series | None) -> pd.Series | None:
+    """Run the local design and return the trial whose configuration the final model trains.
+
+    Around the search's best (`center`): the local design's choice (study.local.choose), or `center` itself where
+    the local design confirmed nothing. Around the spec's fixed center (`local.center`), the local design answers
+    the question and the search's choice (`center`, chosen on its repeats) stays the final model's: the fixed
+    center is a reference point, not a candidate the search found."""
     choice = local.run(plan, trainable, writer, center, math.log2(max(len(plan.corpus.vocab.chars), 2)))
+    if plan.spec.local_center() is not None:
+        return center
     trials = writer.table.trials_frame()
     if choice is None or choice.trial_id is None:
         return center

@@ -96,8 +96,10 @@ def points(spec: StudySpec, center: dict, seeds: list[int]) -> list[dict]:
 
 
 def seeds_for(seed: int, n: int) -> list[int]:
-    """The local design's seeds: apart from the search's (`seed`) and the repeats' (`seed + 1` ...)."""
-    return [seed + 1000 + k for k in range(n)]
+    """The local design's seeds: apart from the search's (`seed`) and the repeats' (`seed + 1` ...), and apart
+    from every other study seed's (seed 0: 1000, 1001; seed 1: 1002, 1003 with n = 2), so that studies with
+    different seeds measure their effects on different draws."""
+    return [1000 + seed * n + k for k in range(n)]
 
 
 def config_key(row: pd.Series | dict, names: list[str]) -> tuple:

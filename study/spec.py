@@ -102,6 +102,20 @@ class StudySpec:
         wanted = self.local["params"] or list(self.search)
         return [name for name in self.search if name in wanted]
 
+    def local_center(self) -> dict[str, Any] | None:
+        """The spec's fixed center of the local design (None: the search's best), each numeric value brought into its
+        range as this study has it (a corpus of one's own clips the train_chars range: study.spec.fit_to_corpus)."""
+        center = self.local.get("center") or {}
+        if not center:
+            return None
+        out = {}
+        for name, value in center.items():
+            p = self.search[name]
+            if p.type != "categorical":
+                value = (int if p.type == "int" else float)(min(max(value, p.low), p.high))
+            out[name] = value
+        return out
+
     def run_settings(self) -> dict[str, Any]:
         """The TrainConfig fields every trial of this study shares (budget, evaluation, sampling)."""
         settings = {
@@ -143,6 +157,29 @@ class StudySpec:
 def even_points(budget_chars: int, n: int) -> list[int]:
     """`n` evenly spaced evaluation points, the last at `budget_chars`."""
     return sorted({max(1, budget_chars * j // n) for j in range(1, n + 1)})
+
+
+def _check_center(center, search: dict[str, Param]) -> None:
+    """`local.center`: empty, or a value inside the space for every searched hyperparameter."""
+    if not isinstance(center, dict):
+        raise SpecError(f"local.center must be a table of searched hyperparameters, got {center!r}")
+    if not center:
+        return
+    missing, unknown = sorted(set(search) - set(center)), sorted(set(center) - set(search))
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"not searched {', '.join(unknown)}"] if unknown else [])
+        raise SpecError(f"local.center must give every searched hyperparameter and no other: {'; '.join(parts)}")
+    for name, value in center.items():
+        p = search[name]
+        if p.type == "categorical":
+            ok = value in p.choices
+        elif p.type == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool) and p.low <= value <= p.high
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and p.low <= value <= p.high
+        if not ok:
+            raise SpecError(f"local.center.{name} = {value!r} is outside its search space {p.describe()}")
 
 
 def fit_to_corpus(spec: StudySpec, train_chars: int, val_chars: int) -> tuple[StudySpec, dict[str, dict]]:
@@ -204,11 +241,11 @@ _SCHEDULER_KEYS = set(_SCHEDULER_DEFAULTS)
 _FINAL_DEFAULTS = {"chars": 0, "minutes": 0.0, "evals": 12, "val_chars": 0, "patience": 3, "min_delta": 0.002,
                    "step_chars": 0, "race_evals": 0, "baseline": {}, "alternatives": {}}
 _SCHEDULERS = {"asha", "fifo"}
-# The local design (study.local): around the search's best configuration, each of `params` (empty = every searched
-# hyperparameter) moved one at a time, the center and every move trained with the same `seeds` seeds (0 skips the
-# stage) to `budget_chars` (0 = twice the search's budget; under a time plan, `share` of the search's and the local
-# design's time goes to the local design).
-_LOCAL_DEFAULTS = {"seeds": 0, "budget_chars": 0, "params": [], "share": 0.65}
+# The local design (study.local): around `center` (a value for every searched hyperparameter; empty = the search's
+# best configuration), each of `params` (empty = every searched hyperparameter) moved one at a time, the center and
+# every move trained with the same `seeds` seeds (0 skips the stage) to `budget_chars` (0 = twice the search's
+# budget; under a time plan, `share` of the search's and the local design's time goes to the local design).
+_LOCAL_DEFAULTS = {"seeds": 0, "budget_chars": 0, "params": [], "share": 0.65, "center": {}}
 MIN_EVALS = 4  # evaluations every trial gets at least
 _SAMPLING_KEYS = {"prime", "temperature", "chars", "final_temperatures", "final_chars"}
 
@@ -372,6 +409,7 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         raise SpecError(f"local.params must list searched hyperparameters, got {local['params']!r}")
     if isinstance(local["share"], bool) or not isinstance(local["share"], (int, float)) or not 0 < local["share"] < 1:
         raise SpecError(f"local.share must be a number between 0 and 1, got {local['share']!r}")
+    _check_center(local["center"], search)
     sampling = dict(raw.get("sampling", {}))
     _check_keys("sampling", sampling, _SAMPLING_KEYS)
     try:

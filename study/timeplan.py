@@ -9,7 +9,8 @@ Where the time goes, for `--minutes M` (all of it measured or estimated here, an
 - a margin of MARGIN x M for what cannot be predicted (a busier machine, Ray's start, a slow trial at the end);
 - the report: REPORT_S plus REPORT_S_PER_TRIAL per trial;
 - the final model: FINAL_SHARE of what is left (at most the spec's `final.minutes`, when it sets one);
-- the seed repeats: `repeats` trials of the best configuration to the last rung below the full budget;
+- the seed repeats: `repeats` trials of each of the MAX_CANDIDATES best configurations to the last rung below the
+  full budget;
 - the search: the rest. Successive halving at reduction factor rf with K rungs below the full budget trains
   n x R1 x (1 + K (1 - 1/rf)) characters for n trials and a first rung of R1 characters, so R1 follows from
   the characters the search can afford; K is the largest (at most MAX_RUNGS) whose R1 gives every trial
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
+from runcontract import MAX_CANDIDATES
 from study.machine import machine_key, settle
 from study.spec import MIN_EVALS, StudySpec
 
@@ -206,13 +208,14 @@ def final_seconds(plan: TimePlan, study_elapsed_s: float) -> float:
 
 
 def local_points(spec: StudySpec) -> int:
-    """Trials of the spec's local design, counted around the middle of the space (0 when it has none)."""
+    """Trials of the spec's local design, counted around its fixed center, or the middle of the space where the
+    search's best will be the center (0 when it has none)."""
     from study.local import design
     from study.space import from_unit, optuna_space
 
     if not int(spec.local["seeds"]):
         return 0
-    middle = {name: from_unit(dist, 0.5) for name, dist in optuna_space(spec).items()}
+    middle = spec.local_center() or {name: from_unit(dist, 0.5) for name, dist in optuna_space(spec).items()}
     return (1 + len(design(spec, middle))) * int(spec.local["seeds"])
 
 
@@ -257,7 +260,8 @@ def make_plan(spec: StudySpec, corpus: Corpus, *, trials: int, seed: int, repeat
                           fixed=repr(sorted(spec.fixed.items())), vocab=len(corpus.vocab.chars))
         reading = settle(rate, key, SPEED_GRID)
         plan = plan_local(minutes=minutes, trials=trials, chars_per_s=reading.chars_per_s, parallel=parallel,
-                          step_chars=spec.step_chars_range()[1], min_steps=spec.min_steps, repeats=repeats,
+                          step_chars=spec.step_chars_range()[1], min_steps=spec.min_steps,
+                          repeats=repeats * MAX_CANDIDATES,
                           local_points=points, local_share=float(spec.local["share"]), val_chars=spec.val_chars,
                           local_seeds=int(spec.local["seeds"]),
                           final_minutes_cap=final_minutes_cap)
@@ -266,7 +270,8 @@ def make_plan(spec: StudySpec, corpus: Corpus, *, trials: int, seed: int, repeat
         return apply_plan(spec, plan), plan
     plan = plan_budgets(minutes=minutes, trials=trials, reduction_factor=spec.scheduler["reduction_factor"],
                         chars_per_s=rate, parallel=parallel, step_chars=spec.step_chars_range()[1],
-                        min_steps=spec.min_steps, repeats=repeats, final_minutes_cap=final_minutes_cap)
+                        min_steps=spec.min_steps, repeats=repeats * MAX_CANDIDATES,
+                        final_minutes_cap=final_minutes_cap)
     return apply_plan(spec, plan), plan
 
 

@@ -19,26 +19,33 @@ from study.stages.experiment import (PointsSearch, expect, fit, restored, reuse_
 EXPERIMENT = "tune-local"
 
 
-def run(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series, uniform_bpc: float) -> local.Choice | None:
-    """Train the local design around `center` (a search trial) and choose the final model's configuration; both
-    are recorded in study.json (`local`). Returns the choice, or None when neither the center nor a better move
-    trained normally in every seed."""
+def run(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series | None,
+        uniform_bpc: float) -> local.Choice | None:
+    """Train the local design around the spec's fixed center (`local.center`) or, without one, around `center` (a
+    search trial), and choose the best-confirmed configuration among the center and its moves; both are recorded
+    in study.json (`local`). Returns the choice, or None when neither the center nor a better move trained normally
+    in every seed."""
     spec = plan.spec
-    params = trial_params(plan, center)
+    fixed = spec.local_center()
+    params = fixed if fixed is not None else trial_params(plan, center)
     seeds = local.seeds_for(plan.seed, int(spec.local["seeds"]))
     points = local.points(spec, params, seeds)
-    budget, refit = _budget(plan, center)
+    budget, refit = _budget(plan, None if fixed is not None else center)
     step = _step_chars(plan, params)
     moves = local.design(spec, params)
     RunDir(plan.run_dir).update_study({"local": {
-        "budget_chars": budget, "steps": budget // step, "seeds": seeds, "center_trial": str(center["trial_id"]),
+        "budget_chars": budget, "steps": budget // step, "seeds": seeds,
+        "center_trial": None if fixed is not None else str(center["trial_id"]),
+        "center_from": "spec" if fixed is not None else "search",
         "center": params, "moves": [m.to_dict() for m in moves], "refit": refit}})
-    writer.stage("local", len(points), expect=_expect(plan, len(points), budget, center))
+    writer.stage("local", len(points), expect=_expect(plan, len(points), budget,
+                                                      None if fixed is not None else center))
     param_space = {**spec.fixed, **spec.run_settings(), **params, "budget_chars": budget, "eval_at": [],
                    "evals_per_trial": MIN_EVALS}
     tuner = restored(plan, EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
-        writer.echo(f"local design around trial {center['trial_id']}: the center and {len(moves)} moves "
+        where = "the spec's center (local.center)" if fixed is not None else f"trial {center['trial_id']}"
+        writer.echo(f"local design around {where}: the center and {len(moves)} moves "
                     f"({len(spec.local_params())} hyperparameters), each with seeds {seeds}, to {budget:,} characters "
                     f"({budget // step} steps): {len(points)} trials")
         tuner = tune.Tuner(
@@ -51,18 +58,19 @@ def run(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series, uniform
         )
     fit(tuner, len(points), writer.stop)
     choice = local.choose(writer.table.trials_frame(), spec, uniform_bpc)
-    RunDir(plan.run_dir).update_study({"local": {"chosen": None if choice is None else choice.to_dict()}})
-    if choice is not None:
+    RunDir(plan.run_dir).update_study({"local": {"chosen": None if choice is None else {
+        **choice.to_dict(), "handed_over": fixed is None}}})
+    if choice is not None and fixed is None:
         writer.echo(f"the final model trains {'the center' if not choice.moved else choice.moved + ' moved'}: "
                     f"{choice.why}")
     return choice
 
 
-def _budget(plan: Plan, center: pd.Series) -> tuple[int, str | None]:
-    """The local budget: the plan's, unless the center trains markedly slower than the plan measured (then cut to
-    fit, and why)."""
+def _budget(plan: Plan, center: pd.Series | None) -> tuple[int, str | None]:
+    """The local budget: the plan's, unless the center (a search trial) trains markedly slower than the plan
+    measured (then cut to fit, and why). A fixed center is part of the plan, so its budget is the plan's."""
     budget = plan.spec.local_budget_chars
-    if plan.time_plan is None or (plan.time_plan or {}).get("replayed"):
+    if center is None or plan.time_plan is None or (plan.time_plan or {}).get("replayed"):
         return budget, None
     speed = float(center.get("chars_per_s") or 0.0)
     cut = local_refit(TimePlan.from_dict(plan.time_plan), speed) if math.isfinite(speed) else budget
@@ -79,10 +87,11 @@ def _step_chars(plan: Plan, params: dict) -> int:
                                                if "step_chars" in plan.spec.fixed else {})}))
 
 
-def _expect(plan: Plan, n: int, budget: int, center: pd.Series) -> tuple[float | None, float]:
-    """The progress line's estimate: the local design at the center's own speed, `parallel` trials at once."""
+def _expect(plan: Plan, n: int, budget: int, center: pd.Series | None) -> tuple[float | None, float]:
+    """The progress line's estimate: the local design at the center's own speed where a search trial measured it,
+    `parallel` trials at once; else the plan's."""
     stage, after = expect(plan, "local")
-    speed = float(center.get("chars_per_s") or 0.0)
+    speed = float(center.get("chars_per_s") or 0.0) if center is not None else 0.0
     parallel = (plan.time_plan or {}).get("parallel") or plan.max_concurrent or 1
     if speed > 0 and math.isfinite(speed):
         stage = math.ceil(n / parallel) * budget / speed

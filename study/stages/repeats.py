@@ -18,10 +18,10 @@ EXPERIMENT = "tune-repeats"
 
 
 def choose_final(plan: Plan, trainable, writer: ResultsWriter) -> pd.Series | None:
-    """Retrain the best configuration with `repeats` other seeds (the noise floor for the report, and a check
-    that it trains reliably); a configuration that diverges in any seed is not handed over as the final model,
-    and the next best is checked instead (runcontract.selection decides). Returns the search trial whose configuration
-    the final model trains, and records the choice in study.json (`selection`)."""
+    """Retrain each of the best `MAX_CANDIDATES` configurations with `repeats` other seeds (the noise floor for the
+    report, and a check that each trains reliably), and choose on expected score: of those that never diverged, the
+    one whose repeats scored best on average (runcontract.selection decides). Returns the search trial whose
+    configuration the final model trains, and records the choice in study.json (`selection`)."""
     trials = writer.table.trials_frame()
     ranked = selection.ranked(trials, selection.points_reached(trials, plan.spec.eval_at()))
     candidates: list[tuple[str, str | None]] = []
@@ -37,17 +37,23 @@ def choose_final(plan: Plan, trainable, writer: ResultsWriter) -> pd.Series | No
     if plan.repeats == 0:
         candidates.append((str(ranked.iloc[0]["trial_id"]), None))
         return decided(ranked.iloc[0])
-    for k, (_, candidate) in enumerate(ranked.head(selection.MAX_CANDIDATES).iterrows()):
+    top = ranked.head(selection.MAX_CANDIDATES)
+    for k, (_, candidate) in enumerate(top.iterrows()):
         repeat(plan, trainable, writer, candidate, EXPERIMENT if k == 0 else f"{EXPERIMENT}-{k + 1}")
-        why = selection.skipped(writer.table.trials_frame(), str(candidate["trial_id"]))
-        candidates.append((str(candidate["trial_id"]), why))
-        if why is None:
-            return decided(candidate)
-        writer.echo(f"trial {candidate['trial_id']}'s configuration is {why}; it is not handed over "
-                    "as the final model")
-    writer.echo(f"none of the {selection.MAX_CANDIDATES} best configurations trained reliably in every seed; "
-                "no final model")
-    return decided(None)
+    trials = writer.table.trials_frame()
+    chosen_id, checked = selection.decide(trials, top["trial_id"].astype(str).tolist())
+    candidates.extend(checked)
+    for tid, why in checked:
+        if why is not None and why.startswith("unstable"):
+            writer.echo(f"trial {tid}'s configuration is {why}; it is not handed over as the final model")
+    if chosen_id is None:
+        writer.echo(f"none of the {len(top)} best configurations trained reliably in every seed; no final model")
+        return decided(None)
+    chosen = top[top["trial_id"].astype(str) == chosen_id].iloc[0]
+    writer.echo(f"the search's choice is trial {chosen_id}: its seed repeats scored "
+                f"{selection.repeat_mean(trials, chosen_id):.3f} on average, the best of the {len(top)} best "
+                "trials' repeats")
+    return decided(chosen)
 
 
 def repeat(plan: Plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:

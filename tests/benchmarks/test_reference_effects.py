@@ -114,14 +114,20 @@ def _stage_configs(monkeypatch, tmp_path, spec) -> tuple[list[dict], int, list[i
     return flats, seen["space"]["budget_chars"], list(dict.fromkeys(p["seed"] for p in seen["points"]))
 
 
-def test_the_trials_are_built_as_the_local_stage_builds_them(monkeypatch, tmp_path):
+@pytest.mark.parametrize("fixed", [False, True], ids=["search-center", "spec-center"])
+def test_the_trials_are_built_as_the_local_stage_builds_them(monkeypatch, tmp_path, fixed):
+    from dataclasses import replace
+
     from charrnn.config import TrainConfig
     from study.trainable import useful_threads
 
     spec = resolve_spec("sherlock")
+    if not fixed:  # the search's best is the center
+        spec = replace(spec, local={**spec.local, "center": {}})
+    center = spec.local_center() or CENTER
     flats, budget, seeds = _stage_configs(monkeypatch, tmp_path, spec)
-    study = ref.Study(run_dir=tmp_path, spec=spec, corpus=None, center=CENTER,
-                      moves=tuple(local.design(spec, CENTER)), budget_chars=budget, steps=0, seeds=tuple(seeds),
+    study = ref.Study(run_dir=tmp_path, spec=spec, corpus=None, center=center,
+                      moves=tuple(local.design(spec, center)), budget_chars=budget, steps=0, seeds=tuple(seeds),
                       uniform=math.log2(96))
     points = ref.reference_points(study, seeds, budget)
     assert [{k: v for k, v in p.config.items() if k not in ("device", "threads")} for p in points] == flats
@@ -129,7 +135,7 @@ def test_the_trials_are_built_as_the_local_stage_builds_them(monkeypatch, tmp_pa
         config = TrainConfig.from_flat({**flat, "device": "cpu"})
         assert TrainConfig.from_flat(p.config) == TrainConfig.from_flat(
             {**flat, "device": "cpu", "threads": useful_threads(1.0, config)})
-    assert [(p.param, p.seed) for p in points] == [(q["moved"], q["seed"]) for q in local.points(spec, CENTER, seeds)]
+    assert [(p.param, p.seed) for p in points] == [(q["moved"], q["seed"]) for q in local.points(spec, center, seeds)]
     only = ref.reference_points(study, [2000], budget * 2, ["cell"])
     assert [p.label for p in only] == ["center", "rnn_tanh", "rnn_relu", "lstm"]
     assert {p.config["budget_chars"] for p in only} == {budget * 2} and only[0].config["seed"] == 2000

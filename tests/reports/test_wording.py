@@ -124,3 +124,23 @@ def test_the_plan_is_said_with_where_it_came_from():
                     "design of 46 trials of 100 optimizer steps and 7.8 minutes for the final model.")
     assert "replayed from another study's plan" in plan_words({"plan": {**plan, "replayed": True}})
     assert plan_words({}) == ""
+
+
+def _around(center_from: str, chosen: dict | None):
+    from benchmarks.synthetic import local_rundata
+    from reports._effects import local_effects
+    from reports._verdict import decide
+
+    run = local_rundata({"lr": 0.3})
+    run.study["local"].update(center_from=center_from, chosen=chosen)
+    return bullets(decide(local_effects(run), _global()))
+
+
+def test_a_fixed_center_says_so_and_does_not_claim_to_hand_over_its_choice():
+    kept = {"moved": "", "value": None, "trial_id": "x000", "mean_bpc": 1.6, "why": "no move was better"}
+    fixed = _around("spec", {**kept, "handed_over": False})
+    assert any(b.startswith("The center is the spec's reference configuration (local.center)") for b in fixed)
+    assert not any(b.startswith("The study trained the final model on") for b in fixed), fixed
+    searched = _around("search", kept)  # a run written before handed_over: the choice was handed over
+    assert not any("local.center" in b for b in searched)
+    assert "The study trained the final model on the center: no move was better." in searched

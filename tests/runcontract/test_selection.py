@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pytest
 
 from runcontract import selection
 
@@ -52,3 +53,35 @@ def test_no_candidate_when_each_of_the_best_is_unstable():
     t = _trials(rows)
     chosen, checked = selection.choose(t, selection.points_reached(t, EVAL_AT))
     assert chosen is None and [tid for tid, _ in checked] == ["0", "1", "2"]  # MAX_CANDIDATES of them
+
+
+def _repeated(scores: dict[str, tuple[float, list[float]]]) -> pd.DataFrame:
+    rows = []
+    for tid, (own, reps) in scores.items():
+        rows.append({"trial_id": tid, "best_val_bpc": own, "chars_seen": 900})
+        rows += [{"trial_id": f"{tid}-r{k}", "role": "repeat", "repeat_of": tid, "best_val_bpc": v, "chars_seen": 900}
+                 for k, v in enumerate(reps)]
+    return _trials(rows)
+
+
+def test_the_choice_is_the_candidate_whose_repeats_score_best_not_the_luckiest_trial():
+    # "a" was the luckiest draw (2.50) but its repeats score 3.00 on average; "c"'s score 2.70.
+    t = _repeated({"a": (2.50, [3.1, 2.9]), "b": (2.55, [2.8, 2.9]), "c": (2.60, [2.7, 2.7]), "d": (2.65, [1.0])})
+    chosen, checked = selection.choose(t, selection.points_reached(t, EVAL_AT))
+    assert chosen == "c"  # "d" is not among the MAX_CANDIDATES best, whatever its repeats
+    why = dict(checked)
+    assert list(why) == ["a", "b", "c"] and why["c"] is None
+    assert why["a"] == "its seed repeats scored 3.000 on average, against 2.700"
+    assert selection.repeat_mean(t, "b") == pytest.approx(2.85)
+
+
+def test_an_unstable_candidate_is_never_chosen_however_its_other_repeats_score():
+    t = _repeated({"a": (2.5, [2.0]), "b": (2.6, [2.9])})
+    t.loc[t["trial_id"] == "a-r0", ["status", "best_val_bpc"]] = ["diverged", math.nan]
+    assert selection.choose(t, selection.points_reached(t, EVAL_AT))[0] == "b"
+
+
+def test_an_older_run_that_repeated_only_its_first_candidate_keeps_it():
+    t = _repeated({"a": (2.5, [2.9, 3.0]), "b": (2.6, []), "c": (2.7, [])})
+    chosen, checked = selection.choose(t, selection.points_reached(t, EVAL_AT))
+    assert chosen == "a" and checked == [("a", None)]

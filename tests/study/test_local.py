@@ -87,3 +87,10 @@ def test_a_move_within_noise_keeps_the_center():
 def test_a_move_that_diverged_in_a_seed_is_never_handed_over():
     choice = choose(_design(-0.3, status_up="diverged"), SPEC, math.log2(99))
     assert choice.moved == ""
+
+
+def test_studies_with_different_seeds_use_disjoint_local_seeds():
+    # Overlapping seeds would make two studies' effects share draws, and their agreement partly a given.
+    drawn = [seeds_for(seed, 2) for seed in range(4)]
+    assert drawn[0] == [1000, 1001] and drawn[1] == [1002, 1003]
+    assert len({s for d in drawn for s in d}) == 8

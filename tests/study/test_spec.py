@@ -74,6 +74,11 @@ def _with(**changes):
         (_with(final={"race_evals": -1}), "final.race_evals"),
         (_with(scheduler={"name": "asha", "grace_evals": 1}), "unknown key"),
         (_with(budget_chars=1000, repeat_chars=2000), "repeat_chars"),
+        (_with(local={"center": {"lr": 1e-3}}), "local.center must give every searched hyperparameter.*missing cell"),
+        (_with(local={"center": {"lr": 1e-3, "cell": "gru", "hiden": 3}}), "not searched hiden"),
+        (_with(local={"center": {"lr": 1.0, "cell": "gru"}}), "local.center.lr = 1.0 is outside"),
+        (_with(local={"center": {"lr": 1e-3, "cell": "rnn"}}), "local.center.cell = 'rnn' is outside"),
+        (_with(local={"center": "best"}), "local.center must be a table"),
     ],
 )
 def test_bad_specs_are_rejected_with_a_reason(raw, message):
@@ -117,6 +122,15 @@ def test_train_chars_beyond_the_text_is_clipped_at_its_length():
                                        "to": {"low": 50_000, "high": 381_612},
                                        "why": "the corpus has 381,612 training characters"}
     assert fitted.search["lr"] == spec.search["lr"] and spec.search["train_chars"].high == 2_700_000
+
+
+def test_a_fixed_local_center_is_kept_inside_the_range_the_corpus_leaves():
+    center = {"lr": 1e-3, "cell": "gru", "train_chars": 2_700_000}
+    spec = parse_spec(_with(search_train_chars=TRAIN_CHARS, local={"seeds": 2, "center": center}))
+    assert spec.local_center() == center
+    fitted, _ = fit_to_corpus(spec, 381_612, 21_200)
+    assert fitted.local_center() == {**center, "train_chars": 381_612}
+    assert parse_spec(_with(search_train_chars=TRAIN_CHARS)).local_center() is None  # the search's best
 
 
 def test_a_range_wholly_beyond_the_text_keeps_its_ratio_below_it():

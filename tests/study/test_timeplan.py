@@ -135,3 +135,13 @@ def test_a_slow_center_cuts_the_local_budget_down_the_grid():
     p = plan_local(chars_per_s=17_000, **LOCAL)
     assert local_refit(p, 17_000) == p.local_chars
     assert local_refit(p, 4_000) < p.local_chars and (local_refit(p, 4_000) // 800) >= 25
+
+
+def test_a_fixed_local_center_counts_its_own_moves():
+    from study.inputs import SPECS_DIR
+    from study.local import design
+    from study.spec import load_spec
+    from study.timeplan import local_points
+
+    spec = load_spec(SPECS_DIR / "sherlock.toml")
+    assert local_points(spec) == 2 * (1 + len(design(spec, spec.local_center()))) == 46
