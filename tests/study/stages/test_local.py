@@ -40,7 +40,7 @@ def fixed_center_run(tmp_path_factory):
                           cwd=REPO, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc.stdout
+    return out, proc.stdout + proc.stderr
 
 
 def test_the_local_design_runs_around_the_spec_s_center_not_the_search_s_best(fixed_center_run):
