@@ -44,9 +44,10 @@ def unstable_configurations(run: RunData) -> pd.DataFrame:
     and how many of their seed repeats diverged or failed: (trial_id, bad, repeats)."""
     rows = []
     for tid, why in selection(run).candidates:
-        if why:
-            st = repeats_of(run, tid)["status"]
-            rows.append({"trial_id": tid, "bad": int(st.isin(UNSTABLE_STATUSES).sum()), "repeats": len(st)})
+        st = repeats_of(run, tid)["status"]
+        bad = int(st.isin(UNSTABLE_STATUSES).sum())
+        if why and bad:  # not a candidate that trained reliably and lost on its repeats' mean
+            rows.append({"trial_id": tid, "bad": bad, "repeats": len(st)})
     return pd.DataFrame(rows, columns=["trial_id", "bad", "repeats"])
 
 
@@ -87,6 +88,8 @@ def baseline_table(run: RunData, fm: FinalModel | None) -> pd.DataFrame:
     # The trial whose configuration the final model trains: the local design's choice where there was one, else
     # the search trial the study handed over (one rule, in _selection).
     local_choice = (run.study.get("local") or {}).get("chosen") or {}
+    if not local_choice.get("handed_over", True):  # around a fixed center the search's choice is handed over
+        local_choice = {}
     chosen = local_choice.get("trial_id") or selection(run).chosen
     t = run.trials
     score = t.loc[(t["trial_id"].astype(str) == chosen) & t["role"].isin([SEARCH, LOCAL]), "best_val_bpc"]
@@ -97,6 +100,21 @@ def baseline_table(run: RunData, fm: FinalModel | None) -> pd.DataFrame:
     return df.sort_values("validation", na_position="last").reset_index(drop=True) if len(df) else df
 
 
+def _on_repeats(run: RunData) -> list[str]:
+    """The selection on expected score, in one sentence, where the study compared its candidates' repeats."""
+    from runcontract.selection import repeat_mean
+
+    sel = selection(run)
+    means = {tid: repeat_mean(run.trials, tid) for tid, _ in sel.candidates}
+    scored = {tid: m for tid, m in means.items() if math.isfinite(m)}
+    if sel.chosen is None or sel.chosen not in scored or len(scored) < 2:
+        return []
+    others = ", ".join(f"{tid} {m:.3f}" for tid, m in scored.items() if tid != sel.chosen)
+    return [f"The study's configuration is search trial {sel.chosen}'s: of the {len(sel.candidates)} best search "
+            f"trials, each retrained with other seeds, its repeats scored best on average ({scored[sel.chosen]:.3f} "
+            f"bits/char; {others}). A trial's own score was picked for being low; its repeats' were not."]
+
+
 def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
     """The report's opening section on the final model (or why there is none)."""
     blocks: list[Block] = [Heading(2, "The model: text that most resembles the corpus")]
@@ -104,6 +122,7 @@ def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
     notes = [f"Search trial {r.trial_id}'s configuration diverged or failed in {r.bad} of {r.repeats} seed repeats: "
              "it does not train reliably, so it was not handed over as the final model."
              for r in unstable.itertuples()]
+    notes += _on_repeats(run)
     if fm is None or fm.status != "completed" or not math.isfinite(fm.test_bpc):
         why = ("This run has no final model (the final stage was skipped with --final-chars 0, the run predates it, "
                "or no configuration trained reliably)." if fm is None else

@@ -170,3 +170,28 @@ def test_an_alternative_that_won_the_race_is_named_and_the_baseline_s_win_over_t
     assert "the hand-picked alternative gru (final.alternatives.gru) 1.990" in md
     assert ("The hand-picked alternative gru won: at the final model's horizon this study's configuration lost to "
             "it" in md and "lost to the hand-picked baseline at the final model's horizon too" in md)
+
+
+def test_candidates_that_lost_on_their_repeats_mean_are_not_called_unstable(make_run, tmp_path):
+    import json
+
+    from runcontract import selection
+
+    run_dir = make_run(n_trials=20)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    top = trials[trials["role"] == "search"].sort_values("best_val_bpc")["trial_id"].head(2).tolist()
+    reps = [{**trials[trials["trial_id"] == tid].iloc[0].to_dict(), "trial_id": f"{tid}-r{k}", "role": "repeat",
+             "repeat_of": tid, "best_val_bpc": score} for tid, scores in zip(top, [(3.1, 3.0), (2.8, 2.9)])
+            for k, score in enumerate(scores)]
+    trials = pd.concat([trials[trials["role"] != "repeat"], pd.DataFrame(reps)], ignore_index=True)
+    trials["repeat_of"] = trials["repeat_of"].astype("string")
+    trials.to_parquet(run_dir / "trials.parquet", index=False)
+    chosen, checked = selection.decide(trials, top)
+    study = json.loads((run_dir / "study.json").read_text())
+    (run_dir / "study.json").write_text(json.dumps({**study, "selection": selection.record(checked, chosen)}))
+    assert chosen == top[1]  # the second-best trial, whose repeats scored better
+    run = load_run(run_dir)
+    assert unstable_configurations(run).empty
+    text = (build_report(run_dir, tmp_path / "rep") / "report.md").read_text(encoding="utf-8")
+    assert "does not train reliably" not in text
+    assert f"search trial {top[1]}'s: of the 2 best search trials" in text and "(2.850 bits/char;" in text
