@@ -27,24 +27,24 @@ def run(plan: Plan, trainable, writer: ResultsWriter, center: pd.Series | None,
     in every seed."""
     spec = plan.spec
     fixed = spec.local_center()
+    searched = None if fixed is not None else center  # the search trial at the center, if it is one
     params = fixed if fixed is not None else trial_params(plan, center)
     seeds = local.seeds_for(plan.seed, int(spec.local["seeds"]))
     points = local.points(spec, params, seeds)
-    budget, refit = _budget(plan, None if fixed is not None else center)
+    budget, refit = _budget(plan, searched)
     step = _step_chars(plan, params)
     moves = local.design(spec, params)
     RunDir(plan.run_dir).update_study({"local": {
         "budget_chars": budget, "steps": budget // step, "seeds": seeds,
-        "center_trial": None if fixed is not None else str(center["trial_id"]),
+        "center_trial": None if searched is None else str(searched["trial_id"]),
         "center_from": "spec" if fixed is not None else "search",
         "center": params, "moves": [m.to_dict() for m in moves], "refit": refit}})
-    writer.stage("local", len(points), expect=_expect(plan, len(points), budget,
-                                                      None if fixed is not None else center))
+    writer.stage("local", len(points), expect=_expect(plan, len(points), budget, searched))
     param_space = {**spec.fixed, **spec.run_settings(), **params, "budget_chars": budget, "eval_at": [],
                    "evals_per_trial": MIN_EVALS}
     tuner = restored(plan, EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
-        where = "the spec's center (local.center)" if fixed is not None else f"trial {center['trial_id']}"
+        where = "the spec's center (local.center)" if searched is None else f"trial {searched['trial_id']}"
         writer.echo(f"local design around {where}: the center and {len(moves)} moves "
                     f"({len(spec.local_params())} hyperparameters), each with seeds {seeds}, to {budget:,} characters "
                     f"({budget // step} steps): {len(points)} trials")
