@@ -21,6 +21,12 @@ from reports._wording import (bits, chars, ci, compared_words, config_words, cor
 SAMPLE_DISPLAY_CHARS = 1500
 
 
+def _center_source(e) -> str:
+    """Where the local design's center came from, as the report's effects section names it."""
+    return ("the spec's fixed reference configuration (local.center)" if e.center_from == "spec" else
+            "the search's best configuration")
+
+
 def importance_table(a: Analysis) -> pd.DataFrame:
     """The table shown in the report (the CSV keeps the raw numbers)."""
     t = a.importance.table
@@ -430,7 +436,7 @@ def _local_blocks(a: Analysis) -> list[Block]:
              f"the others as not moved)")
     return [
         Heading(2, "How quality depends on each hyperparameter"),
-        Para(f"The center is the search's best configuration, {config_words(e.center)}: {center}. {moved}, and the "
+        Para(f"The center is {_center_source(e)}, {config_words(e.center)}: {center}. {moved}, and the "
              f"center and every move were trained with the same {len(e.seeds)} seeds "
              f"({', '.join(map(str, e.seeds))}) to {local_budget(v)} "
              f"({chars(e.budget_chars)} training characters). Seed s of a move and of the center share the data "

@@ -144,3 +144,14 @@ def test_a_fixed_center_says_so_and_does_not_claim_to_hand_over_its_choice():
     searched = _around("search", kept)  # a run written before handed_over: the choice was handed over
     assert not any("local.center" in b for b in searched)
     assert "The study trained the final model on the center: no move was better." in searched
+
+
+def test_the_effects_section_says_where_the_center_came_from():
+    from benchmarks.synthetic import local_rundata
+    from reports._document import _center_source
+    from reports._effects import local_effects
+
+    run = local_rundata({"lr": 0.3})
+    assert _center_source(local_effects(run)) == "the search's best configuration"
+    run.study["local"]["center_from"] = "spec"
+    assert _center_source(local_effects(run)) == "the spec's fixed reference configuration (local.center)"
