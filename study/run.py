@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if hasattr(signal, "SIGUSR2"):  # `kill -USR2 PID` prints every thread's stack (Tune takes SIGUSR1): a study
-        faulthandler.register(signal.SIGUSR2, all_threads=True)  # that seems stuck says where, and goes on
+        signal.signal(signal.SIGUSR2, _print_stacks)  # that seems stuck says where, and goes on
     if plan.address is None:
         local_only()  # before Ray is imported: a local study listens on loopback only (study.cluster)
     from study.driver import run_study  # imports Ray: only after every input is known to be good
@@ -313,6 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     if plan.report:
         return _build_report(plan.run_dir)
     return 0
+
+
+def _print_stacks(signum, frame) -> None:
+    """Every Python thread's stack to stderr, from the main thread with the GIL held (`kill -USR2 PID`).
+    faulthandler.register would dump from inside the signal, in whichever thread took it, walking the other threads'
+    frames while they run and exit: unsafe while Ray's threads come and go. The cost: a main thread blocked in C
+    code prints once it returns to Python (Tune's loop does every fraction of a second)."""
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
 
 
 def _plan_locally(plan: Plan) -> None:

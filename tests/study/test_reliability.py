@@ -52,6 +52,13 @@ def _finished(out: Path) -> pd.DataFrame:
     return trials[trials["status"] != "running"]
 
 
+def _crash_or_tail(err: str) -> str:
+    """What a failed driver's stderr says: from a fatal error's report on (the crashing thread's stack), else its
+    end."""
+    at = err.find("Fatal Python error")
+    return err[at:at + 4000] if at >= 0 else err[-2000:]
+
+
 def _fifo_smoke(tmp_path: Path) -> Path:
     """The smoke spec without early stopping: a trial the scheduler stops at its first report could not crash."""
     from study.inputs import SPECS_DIR
@@ -105,8 +112,9 @@ def test_sigint_then_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
     resume = [sys.executable, "-m", "study.run", "--resume", str(out), "--no-report"]
     for argv, sig, code in ((first, signal.SIGINT, 130), (resume, signal.SIGTERM, 143)):
         finished = len(_finished(out)) + 1  # stop once this driver has finished a trial
-        driver = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
+        log = tmp_path / f"stderr-{sig.name}.txt"  # a file, not a pipe: read while the driver runs
+        with log.open("w") as stderr:
+            driver = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True)
         try:
             _wait_for(lambda: len(_finished(out)) >= finished, 300, f"{finished} finished trial(s)")
             if argv is first:  # one driver at a time: a --resume of the directory this one holds is refused
@@ -115,13 +123,15 @@ def test_sigint_then_sigterm_stop_cleanly_and_the_study_resumes(tmp_path):
                 assert second.stderr.startswith(f"error: {out} is in use by another study.run (pid {driver.pid})")
                 assert second.stderr.count("\n") == 1, second.stderr
             if argv is first:  # a study that seems stuck: `kill -USR2 PID` prints where it is, and it goes on
-                driver.send_signal(signal.SIGUSR2)  # handled at once (faulthandler), before the SIGINT
+                driver.send_signal(signal.SIGUSR2)
+                _wait_for(lambda: "most recent call first" in log.read_text(errors="replace"), 60, "the stacks")
             driver.send_signal(sig)
-            _, err = driver.communicate(timeout=120)
+            driver.wait(timeout=120)
         finally:
             if driver.poll() is None:
                 driver.kill()
-        assert driver.returncode == code, (driver.returncode, err[-2000:])
+        err = log.read_text(errors="replace")
+        assert driver.returncode == code, (driver.returncode, _crash_or_tail(err))
         assert ("most recent call first" in err) == (argv is first), err[-2000:]
         assert f"--resume {out}" in err
         assert len(_finished(out)) >= finished
