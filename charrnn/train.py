@@ -434,7 +434,7 @@ def _pacer(config: TrainConfig, state: TrainState) -> Pacer | None:
     given = (BudgetDecision(budget_chars=config.budget_chars, chars_per_s=config.decided_chars_per_s, given=True)
              if config.decided_chars_per_s > 0 else None)
     pacer = Pacer(config.time_limit_s, state.budget_chars, config.batch_size * config.seq_len,
-                  decision=state.budget_decision or given, eval_s=state.last_eval_s)
+                  decision=state.budget_decision or given, eval_s=state.last_eval_s, cap_chars=config.budget_chars)
     state.budget_decision = pacer.decision
     return pacer
 

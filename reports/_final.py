@@ -251,9 +251,11 @@ def _budget_words(final: dict) -> str:
     else:
         words = [f"Its budget, {chars:,} characters, was decided once, at its start, to fit the time the study had "
                  f"left{at} (the speed its first seconds measured)."]
-    refit = final.get("refit")
-    if isinstance(refit, dict) and isinstance(refit.get("why"), str):
-        words.append(f"It then trained markedly slower than that, so its budget was cut once: {refit['why']}.")
+    moves = [(m, pace, verb) for m, pace, verb in ((final.get("extended"), "faster", "extended"),
+                                                   (final.get("refit"), "slower", "cut"))
+             if isinstance(m, dict) and isinstance(m.get("why"), str)]
+    for m, pace, verb in sorted(moves, key=lambda move: move[0].get("at_chars") or 0):
+        words.append(f"It then trained markedly {pace} than that, so its budget was {verb} once: {m['why']}.")
     if isinstance(final.get("stopped_at"), int):
         words.append(f"The time ran out at {final['stopped_at']:,} characters, before the end of its budget.")
     return " ".join(words)

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from charrnn.config import BASE_LR
+from charrnn.pacer import chars_to_give
 from runcontract import SCHEMA_VERSION, SPEC_FILE
 from study.cluster import TRIALS_PER_GPU, concurrent_trials, local_only
 from study.guard import check_trusted, lock
@@ -161,7 +162,7 @@ def _replayed_plan(run_dir: str) -> dict:
     final = saved.get("final") or {}
     decided: dict = {}
     if final.get("budget_chars") and final.get("decided_chars_per_s"):
-        decided = {"final_budget_chars": int(final["budget_chars"]),
+        decided = {"final_budget_chars": chars_to_give(final),
                    "final_chars_per_s": float(final["decided_chars_per_s"])}
     race = {c["candidate"]: [int(c["budget_chars"]), float(c["decided_chars_per_s"])]
             for c in (final.get("race") or {}).get("candidates", [])

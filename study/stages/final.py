@@ -26,6 +26,7 @@ from ray import tune
 
 from charrnn.checkpoint import MODEL_FILE, STATE_FILE
 from charrnn.config import BASE_LR, TrainConfig
+from charrnn.pacer import chars_to_give
 from runcontract import BASELINE, CHOSEN, RACE, TRAINED
 from study.cluster import final_resources
 from study.machine import Budget, machine_key, recall_budget, remember_budget
@@ -182,16 +183,17 @@ def budget_record(metrics: dict, chars: int, given_by: str = "replayed") -> dict
     """What study.json `final` records of the final model's budget, from its last result: the characters decided at
     its start, the rate they were decided at, where they came from ("fitted" to the time left; for a budget given
     to the run, `given_by`: "replayed" from another study's plan or "remembered" from an earlier study here; or
-    "fixed" in characters with no time limit), the one cut (None, or its numbers and `why`) and where the time ran
-    out before the budget (None: it did not)."""
+    "fixed" in characters with no time limit), the one cut and the one extension (None, or its numbers and `why`)
+    and where the time ran out before the budget (None: it did not)."""
     raw = metrics.get("budget_decision_json")
     decision = json.loads(raw) if raw else None
     if decision is None:
         return {"budget_chars": chars, "decided_chars_per_s": None, "budget_from": "fixed", "refit": None,
-                "stopped_at": None}
+                "extended": None, "stopped_at": None}
     return {"budget_chars": decision["budget_chars"], "decided_chars_per_s": decision["chars_per_s"] or None,
             "budget_from": given_by if decision["given"] else "fitted", "refit": decision["refit"],
-            "stopped_at": decision["stopped_at"] or None}
+            "extended": decision.get("extended"), "stopped_at": decision["stopped_at"] or None}
+
 
 
 def _step(spec) -> dict:
@@ -346,7 +348,7 @@ def keep_budget(key: str, metrics: dict, limit_s: float) -> None:
     raw = (metrics or {}).get("budget_decision_json")
     decision = json.loads(raw) if raw else None
     if decision and not decision.get("given") and decision.get("chars_per_s") and limit_s:
-        remember_budget(key, Budget(int(decision["budget_chars"]), float(decision["chars_per_s"]), limit_s))
+        remember_budget(key, Budget(chars_to_give(decision), float(decision["chars_per_s"]), limit_s))
 
 
 def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsWriter, data: dict, limit_s: float,

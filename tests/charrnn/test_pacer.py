@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from charrnn.pacer import EVAL_RESERVE, REFIT_SLACK, BudgetDecision, Pacer, Refit
+from charrnn.pacer import EVAL_RESERVE, EXTEND_RESERVE, EXTEND_SLACK, REFIT_SLACK, BudgetDecision, Pacer, Refit
 
 STEP = 1000  # characters a step
 
@@ -44,7 +44,7 @@ def decided(rate: float, limit_s: float = 600.0) -> int:
     return pacer.budget(100 + steps * 100, 1.0 + steps * 100 / rate, 0.0)
 
 
-def test_the_budget_is_decided_once_after_warm_up_and_never_moves_up():
+def test_the_budget_is_decided_once_after_warm_up():
     run = Run(Pacer(100.0, 10_000_000, STEP))
     # Warm-up: an eighth of the limit (12.5 s) of training from the first step, at 4k chars/s.
     assert run.steps(50, 4000.0) == 10_000_000 and run.pacer.decision is None
@@ -55,11 +55,55 @@ def test_the_budget_is_decided_once_after_warm_up_and_never_moves_up():
     assert run.pacer.decision == BudgetDecision(budget_chars=321_000, chars_per_s=rate, measured_chars_per_s=4000.0,
                                                 warmup_chars=51_000)
     assert run.chars == 0 and not run.pacer.starts_over  # the run started over with it
-    # The machine gets twice as fast, evaluations come and go: the budget stays.
+    # The machine keeps its pace, evaluations come and go: the budget stays.
     for _ in range(4):
         run.evaluate(0.5, 5)
-        run.steps(20, 8000.0)
+        run.steps(20, 4000.0)
     assert set(run.budgets[50:]) == {321_000} and run.pacer.decision.refit is None
+    assert run.pacer.decision.extended is None
+
+
+def test_a_markedly_faster_machine_extends_the_budget_once_and_says_why():
+    run = _decided_run()
+    run.evaluate(0.5, 5)
+    run.steps(10, 8000.0)  # the check needs WARMUP_STEPS steps since the decision to tell a pace
+    # 10 steps at 8k chars/s; the rest (311 steps) and 5 evaluations would end at about 55 s of a 100 s limit.
+    projected = run.elapsed + (321_000 - 10_000) / 8000.0 + 2.5
+    left = (1 - EXTEND_RESERVE) * 100.0 - run.elapsed - 2.5
+    assert run.pacer.budget_chars == 10_000 + int(8000.0 * left) // STEP * STEP
+    extended = run.pacer.decision.extended
+    assert (extended.at_chars, extended.from_chars, extended.to_chars) == (10_000, 321_000, run.pacer.budget_chars)
+    assert extended.projected_s == pytest.approx(projected, abs=0.1)
+    assert extended.projected_s < (1 - EXTEND_SLACK) * 100.0
+    assert f"extended from 321,000 to {extended.to_chars:,} characters" in extended.why
+    assert "8,000 chars/s (decided at 4,000)" in extended.why
+    assert run.pacer.decision.moved_chars == extended.to_chars
+    # Faster still: no second extension.
+    run.evaluate(0.5, 4)
+    run.steps(30, 16_000.0)
+    assert run.pacer.decision.extended == extended and run.pacer.budget_chars == extended.to_chars
+    # Then markedly slower: the one cut still guards the limit, and the later move is the budget.
+    run.evaluate(0.5, 3)
+    run.steps(20, 1000.0)  # the check after this evaluation still measures the fast steps before it
+    run.evaluate(0.5, 2)
+    run.steps(11, 1000.0)
+    refit = run.pacer.decision.refit
+    assert refit is not None and refit.from_chars == extended.to_chars > refit.to_chars == run.pacer.budget_chars
+    assert run.pacer.decision.moved_chars == refit.to_chars
+
+
+def test_an_extension_stays_within_the_budget_asked_for():
+    run = Run(Pacer(100.0, 400_000, STEP))
+    run.steps(51, 4000.0)
+    assert run.pacer.budget_chars == 321_000
+    run.evaluate(0.5, 5)
+    run.steps(10, 8000.0)
+    assert run.pacer.budget_chars == 400_000 and run.pacer.decision.extended.to_chars == 400_000
+    at_cap = Run(Pacer(100.0, 321_000, STEP, cap_chars=321_000))
+    at_cap.steps(51, 4000.0)
+    at_cap.evaluate(0.5, 5)
+    at_cap.steps(10, 8000.0)
+    assert at_cap.pacer.budget_chars == 321_000 and at_cap.pacer.decision.extended is None
 
 
 def test_the_decision_spends_the_time_left_but_the_evaluations_reserve():
@@ -129,8 +173,11 @@ def test_a_given_decision_is_kept_and_a_decision_round_trips():
     for _ in range(5):
         run.steps(40, 3000.0)
         run.evaluate(0.5, 4)
-    assert run.pacer.decision == given and set(run.budgets) == {300_000}
+    assert run.pacer.decision == given and set(run.budgets) == {300_000}  # twice as fast, never extended
     cut = BudgetDecision(budget_chars=372_000, chars_per_s=2896.0, measured_chars_per_s=4000.0,
                          refit=Refit(at_chars=1, from_chars=372_000, to_chars=3, chars_per_s=4.0,
-                                     decided_chars_per_s=2896.0, projected_s=5.0, limit_s=2.0), stopped_at=7)
+                                     decided_chars_per_s=2896.0, projected_s=5.0, limit_s=2.0), stopped_at=7,
+                         extended=Refit(at_chars=0, from_chars=300_000, to_chars=372_000, chars_per_s=5.0,
+                                        decided_chars_per_s=2896.0, projected_s=1.0, limit_s=2.0))
     assert BudgetDecision.from_dict(cut.to_dict()) == cut and cut.to_dict()["refit"]["why"] == cut.refit.why
+    assert "extended from 300,000 to 372,000" in cut.to_dict()["extended"]["why"]

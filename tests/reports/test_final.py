@@ -100,6 +100,11 @@ def test_the_final_budget_s_decision_is_worded_from_study_json():
     assert "cut" not in words and "ran out" not in words
     cut = _budget_words({**fitted, "refit": {"why": "cut from 1,024,000 to 800,000 characters"}, "stopped_at": 790_000})
     assert "markedly slower" in cut and "cut from 1,024,000 to 800,000 characters." in cut and "790,000" in cut
+    both = _budget_words({**fitted, "extended": {"why": "extended from 1,024,000 to 1,300,000 characters",
+                                                 "at_chars": 100_000},
+                          "refit": {"why": "cut from 1,300,000 to 1,200,000 characters", "at_chars": 700_000}})
+    assert both.index("markedly faster") < both.index("extended from 1,024,000") < both.index("markedly slower")
+    assert "its budget was extended once" in both and "its budget was cut once" in both
     assert "whose plan this one replays" in _budget_words({**fitted, "budget_from": "replayed"})
     remembered = _budget_words({**fitted, "budget_from": "remembered"})
     assert "an earlier study of the same configuration decided on this machine at 8,192 chars/s" in remembered

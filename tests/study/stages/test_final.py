@@ -52,18 +52,24 @@ def test_a_replayed_plan_gives_the_final_model_its_source_s_budget():
 def test_study_json_records_the_final_budget_as_decided():
     import json
 
-    from charrnn.pacer import BudgetDecision, Refit
+    from charrnn.pacer import BudgetDecision, Refit, chars_to_give
     from study.stages.final import budget_record
 
     assert budget_record({"budget_decision_json": ""}, 60_000) == {
         "budget_chars": 60_000, "decided_chars_per_s": None, "budget_from": "fixed", "refit": None,
-        "stopped_at": None}
+        "extended": None, "stopped_at": None}
     refit = Refit(at_chars=500_000, from_chars=1_024_000, to_chars=800_000, chars_per_s=5000.0,
                   decided_chars_per_s=8192.0, projected_s=700.0, limit_s=600.0)
     decision = BudgetDecision(budget_chars=1_024_000, chars_per_s=8192.0, measured_chars_per_s=9000.0, refit=refit)
     got = budget_record({"budget_decision_json": json.dumps(decision.to_dict())}, 50_000_000)
     assert (got["budget_chars"], got["decided_chars_per_s"], got["budget_from"]) == (1_024_000, 8192.0, "fitted")
     assert got["refit"]["to_chars"] == 800_000 and got["refit"]["why"] == refit.why and got["stopped_at"] is None
+    assert got["extended"] is None and chars_to_give(got) == 1_024_000  # a cut is not given to another run
+    grown = Refit(at_chars=100_000, from_chars=1_024_000, to_chars=1_300_000, chars_per_s=11_000.0,
+                  decided_chars_per_s=8192.0, projected_s=480.0, limit_s=600.0)
+    got = budget_record({"budget_decision_json": json.dumps(BudgetDecision(
+        budget_chars=1_024_000, chars_per_s=8192.0, extended=grown).to_dict())}, 50_000_000)
+    assert got["budget_chars"] == 1_024_000 and got["extended"]["why"] == grown.why and chars_to_give(got) == 1_300_000
     given = BudgetDecision(budget_chars=1_024_000, chars_per_s=8192.0, given=True, stopped_at=990_000)
     got = budget_record({"budget_decision_json": json.dumps(given.to_dict())}, 1_024_000)
     assert got["budget_from"] == "replayed" and got["stopped_at"] == 990_000
