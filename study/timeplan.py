@@ -37,10 +37,7 @@ MARGIN = 0.12
 # margin is for, are behind, and the final model fits itself to its time limit after every evaluation; its end
 # (the last evaluation, the test text, samples, Ray letting go) takes seconds. The rest goes to the final model.
 END_MARGIN = 0.04
-# The report's build: 15 s of one core for a 102-trial study (50 search, 6 repeats, 46 local) on the 2-core AMD EPYC of
-# BENCHMARKS.md's "The final model's minutes"; about 230 s for 500 trials ("Report build time"). This keeps 3x the
-# small study's measured time for a slower or busier machine; it kept 8x (30 s + 1.2 s a trial), minutes no model used.
-REPORT_S, REPORT_S_PER_TRIAL = 20.0, 0.4
+REPORT_S, REPORT_S_PER_TRIAL = 30.0, 1.2
 FINAL_SHARE = 0.45
 FINAL_SHARE_MIN = 0.3  # a plan with a local design gives the final model no less, or refuses the study
 MAX_RUNGS = 2
