@@ -19,7 +19,8 @@ Where the time goes, for `--minutes M` (all of it measured or estimated here, an
 
 The final model's minutes are planned again when it starts, from the time actually left (`final_seconds`), so a
 search that ran long shortens the final model rather than the study running over, and one that ran short gives
-the final model the time; so does the margin, all but END_MARGIN x M of it, once the search is behind.
+the final model the time; so does the margin, all but END_MARGIN x M of it, once the search is behind, and the
+report's reserve, all but REPORT_KEPT of it.
 """
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ MARGIN = 0.12
 # (the last evaluation, the test text, samples, Ray letting go) takes seconds. The rest goes to the final model.
 END_MARGIN = 0.04
 REPORT_S, REPORT_S_PER_TRIAL = 30.0, 1.2
+# Of the report's reserve, what is still kept when the final model starts. The reserve sizes the plan generously
+# (a machine slower or busier than this one); the build took 15 s of its 118 s for a 102-trial study on the 2-core
+# AMD EPYC of BENCHMARKS.md ("The final model's minutes"), and 227 s of CPU of its 658 s for 500 trials ("Report
+# build time"): 40% keeps 3x the first and 1.2x the second. The rest goes to the final model, as the margin's does.
+REPORT_KEPT = 0.4
 FINAL_SHARE = 0.45
 FINAL_SHARE_MIN = 0.3  # a plan with a local design gives the final model no less, or refuses the study
 MAX_RUNGS = 2
@@ -201,9 +207,10 @@ def repeats_seconds(plan: TimePlan, repeats: int, repeat_chars: int, chars_per_s
 
 def final_seconds(plan: TimePlan, study_elapsed_s: float) -> float:
     """Seconds the final model may train when it starts `study_elapsed_s` into the study: what is left of the
-    study's minutes after the report and the end of the margin, END_MARGIN (never less than a minute). On time,
-    that is the planned `final_s` plus the margin the search and the repeats did not need."""
-    left = 60.0 * plan.minutes * (1.0 - END_MARGIN) - study_elapsed_s - plan.report_s
+    study's minutes after the end of the margin, END_MARGIN, and of the report's reserve, REPORT_KEPT (never less
+    than a minute). On time, that is the planned `final_s` plus the margin the search and the repeats did not need
+    and the part of the report's reserve it does not."""
+    left = 60.0 * plan.minutes * (1.0 - END_MARGIN) - study_elapsed_s - REPORT_KEPT * plan.report_s
     return max(60.0, left)
 
 

@@ -19,6 +19,7 @@ from study.plan import Plan
 from study.results import ResultsWriter
 from study.search import StudySearch
 from study.stopping import Interrupted, StudyStop, sigterm_as_sigint
+from study.timeplan import REPORT_KEPT
 
 
 def fit(tuner, expected_trials: int, stop: StudyStop):
@@ -118,7 +119,7 @@ def expect(plan: Plan, stage: str, limit_s: float = 0.0) -> tuple[float | None, 
     return {"search": (p["search_s"], p["repeats_s"] + local + final + p["report_s"]),
             "repeat": (p["repeats_s"], local + final + p["report_s"]),
             "local": (local, final + p["report_s"]),
-            "final": (limit_s or final, p["report_s"])}[stage]
+            "final": (limit_s or final, REPORT_KEPT * p["report_s"])}[stage]  # the rest went to the final model
 
 
 class PointsSearch(Searcher):

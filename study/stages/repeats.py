@@ -12,7 +12,7 @@ from study.plan import Plan
 from study.results import ResultsWriter
 from study.rundir import RunDir
 from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname, trial_params
-from study.timeplan import TimePlan, final_seconds, repeats_seconds
+from study.timeplan import REPORT_KEPT, TimePlan, final_seconds, repeats_seconds
 
 EXPERIMENT = "tune-repeats"
 
@@ -88,4 +88,4 @@ def _expect(plan: Plan, best: pd.Series, stop: int) -> tuple[float | None, float
     speed = float(best.get("chars_per_s") or 0.0)
     own = repeats_seconds(tp, plan.repeats, stop, speed)
     final = final_seconds(tp, time.monotonic() - plan.started + own) if plan.final_chars > 0 else 0.0
-    return own, final + tp.report_s
+    return own, final + REPORT_KEPT * tp.report_s  # final_seconds gives the final model the rest of the reserve

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from study.timeplan import (END_MARGIN, PlanError, TimePlan, final_seconds, plan_budgets, planned_counts,
+from study.timeplan import (END_MARGIN, REPORT_KEPT, PlanError, TimePlan, final_seconds, plan_budgets, planned_counts,
                             repeats_seconds)
 
 ARGS = dict(minutes=30, trials=50, reduction_factor=3, parallel=2, step_chars=800, min_steps=100, repeats=2)
@@ -67,13 +67,15 @@ def test_final_minutes_cap_and_round_trip():
 def test_the_final_model_gets_what_is_left_of_the_study():
     p = plan_budgets(chars_per_s=13_000, **ARGS)
     on_time = p.search_s + p.repeats_s
-    # On time, the final model also gets the margin the search and the repeats did not need, all but its end.
-    unused = p.margin_s - END_MARGIN * 60 * p.minutes
-    assert unused > 0.05 * 60 * p.minutes
+    # On time, the final model also gets the margin the search and the repeats did not need, all but its end, and
+    # the report's reserve, all but what the report is still expected to take.
+    unused = p.margin_s - END_MARGIN * 60 * p.minutes + (1 - REPORT_KEPT) * p.report_s
+    assert unused > 0.05 * 60 * p.minutes and 0 < REPORT_KEPT < 1
     assert final_seconds(p, on_time) == pytest.approx(p.final_s + unused)
     assert final_seconds(p, on_time + 120) == pytest.approx(p.final_s + unused - 120)  # a late search shortens it
-    # The whole study still ends inside its minutes, with END_MARGIN to spare.
-    assert on_time + final_seconds(p, on_time) + p.report_s == pytest.approx(60 * p.minutes * (1 - END_MARGIN))
+    # The whole study still ends inside its minutes, with END_MARGIN to spare after the report's expected build.
+    assert on_time + final_seconds(p, on_time) + REPORT_KEPT * p.report_s == pytest.approx(
+        60 * p.minutes * (1 - END_MARGIN))
     assert final_seconds(p, 10 * 3600) == 60.0
 
 
