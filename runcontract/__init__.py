@@ -44,7 +44,7 @@ RACE = "race"
 CHOSEN, BASELINE = "chosen", "baseline"
 ROLES = (SEARCH, REPEAT, LOCAL, RACE, FINAL)
 # Keys of a trial's Tune config that label it for the tables and do not reach the trainer.
-LABELS = ("moved", "candidate")
+LABELS = ("moved", "candidate", "repeat_of")
 PARAM_PREFIX = "param."  # + a searched hyperparameter's name: its value in trials.parquet
 
 TRIAL_STRING_COLUMNS = ("trial_id", "status", "role", "node_id", "device", "precision", "error", "retry_error",

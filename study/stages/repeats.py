@@ -11,7 +11,8 @@ from runcontract import selection
 from study.plan import Plan
 from study.results import ResultsWriter
 from study.rundir import RunDir
-from study.stages.experiment import expect, fit, restored, reuse_actors, run_config, trial_dirname, trial_params
+from study.stages.experiment import (PointsSearch, expect, fit, restored, reuse_actors, run_config, trial_dirname,
+                                     trial_params)
 from study.timeplan import REPORT_KEPT, TimePlan, final_seconds, repeats_seconds
 
 EXPERIMENT = "tune-repeats"
@@ -38,8 +39,7 @@ def choose_final(plan: Plan, trainable, writer: ResultsWriter) -> pd.Series | No
         candidates.append((str(ranked.iloc[0]["trial_id"]), None))
         return decided(ranked.iloc[0])
     top = ranked.head(selection.MAX_CANDIDATES)
-    for k, (_, candidate) in enumerate(top.iterrows()):
-        repeat(plan, trainable, writer, candidate, EXPERIMENT if k == 0 else f"{EXPERIMENT}-{k + 1}")
+    repeat(plan, trainable, writer, [candidate for _, candidate in top.iterrows()])
     trials = writer.table.trials_frame()
     chosen_id, checked = selection.decide(trials, top["trial_id"].astype(str).tolist())
     candidates.extend(checked)
@@ -56,36 +56,41 @@ def choose_final(plan: Plan, trainable, writer: ResultsWriter) -> pd.Series | No
     return decided(chosen)
 
 
-def repeat(plan: Plan, trainable, writer: ResultsWriter, best: pd.Series, experiment: str) -> None:
-    """Retrain one configuration with `repeats` other seeds, on the search's schedule up to `repeat_chars`."""
+def repeat(plan: Plan, trainable, writer: ResultsWriter, candidates: list[pd.Series]) -> None:
+    """Retrain each candidate configuration with `repeats` other seeds, on the search's schedule up to
+    `repeat_chars`: one Tune experiment for all of them (one start, trials `max_concurrent` at a time), each trial
+    labelled with the search trial it repeats (`repeat_of`)."""
     seeds = [plan.seed + k for k in range(1, plan.repeats + 1)]
     stop = plan.spec.repeat_chars or plan.spec.budget_chars
-    writer.stage("repeat", plan.repeats, expect=_expect(plan, best, stop), repeat_of=str(best["trial_id"]))
-    param_space = {**plan.spec.fixed, **plan.spec.run_settings(), **trial_params(plan, best), "stop_chars": stop,
-                   "seed": tune.grid_search(seeds)}
-    tuner = restored(plan, experiment, trainable, writer, param_space)
+    n = len(candidates) * len(seeds)
+    writer.stage("repeat", n, expect=_expect(plan, candidates, stop))
+    points = [{**plan.spec.fixed, **plan.spec.run_settings(), **trial_params(plan, best), "stop_chars": stop,
+               "seed": seed, "repeat_of": str(best["trial_id"])} for best in candidates for seed in seeds]
+    tuner = restored(plan, EXPERIMENT, trainable, writer, {})
     if tuner is not None:
-        fit(tuner, plan.repeats, writer.stop)
+        fit(tuner, n, writer.stop)
         return
-    writer.echo(f"retraining the best configuration (trial {best['trial_id']}) with seeds {seeds} "
-                f"to {stop:,} characters")
+    writer.echo(f"retraining the {len(candidates)} best configurations (trials "
+                f"{', '.join(str(c['trial_id']) for c in candidates)}) with seeds {seeds} to {stop:,} characters")
     tuner = tune.Tuner(
         trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(metric="best_val_bpc", mode="min", max_concurrent_trials=plan.max_concurrent,
+        param_space={},
+        tune_config=tune.TuneConfig(search_alg=PointsSearch(points), num_samples=n, metric="best_val_bpc",
+                                    mode="min", max_concurrent_trials=plan.max_concurrent,
                                     reuse_actors=reuse_actors(plan), trial_dirname_creator=trial_dirname),
-        run_config=run_config(plan, experiment, writer),
+        run_config=run_config(plan, EXPERIMENT, writer),
     )
-    fit(tuner, len(seeds), writer.stop)
+    fit(tuner, n, writer.stop)
 
 
-def _expect(plan: Plan, best: pd.Series, stop: int) -> tuple[float | None, float]:
-    """The progress line's estimate for the repeats, at the configuration's own speed, and for what follows: the
-    final model takes what is left of the study's minutes when the repeats end (study.timeplan.final_seconds)."""
+def _expect(plan: Plan, candidates: list[pd.Series], stop: int) -> tuple[float | None, float]:
+    """The progress line's estimate for the repeats, at the candidates' own speeds, and for what follows: the final
+    model takes what is left of the study's minutes when the repeats end (study.timeplan.final_seconds)."""
     if plan.time_plan is None:
         return expect(plan, "repeat")
     tp = TimePlan.from_dict(plan.time_plan)
-    speed = float(best.get("chars_per_s") or 0.0)
-    own = repeats_seconds(tp, plan.repeats, stop, speed)
+    speeds = [float(c.get("chars_per_s") or 0.0) for c in candidates]
+    speed = sum(speeds) / len(speeds) if all(speeds) else 0.0
+    own = repeats_seconds(tp, plan.repeats * len(candidates), stop, speed)
     final = final_seconds(tp, time.monotonic() - plan.started + own) if plan.final_chars > 0 else 0.0
     return own, final + REPORT_KEPT * tp.report_s  # final_seconds gives the final model the rest of the reserve

@@ -73,6 +73,8 @@ def test_contract_files(smoke_run):
     search = trials[trials["role"] == "search"]
     # the 3 best search trials (runcontract.MAX_CANDIDATES), each retrained with --repeats 1 other seed
     assert len(search) == 4 and len(trials[trials["role"] == "repeat"]) == 3
+    repeated = trials.loc[trials["role"] == "repeat", "repeat_of"]  # one experiment, each row naming its trial
+    assert repeated.is_unique and set(repeated) <= set(search["trial_id"])
     assert meta["eval"]["eval_at_chars"] == [12_000, 16_971, 24_000, 33_941, 48_000]
     assert meta["scheduler"]["rungs"] == [12_000, 24_000] and meta["final"]["chars"] == 60_000
     # The final model's budget as it was decided: given in characters, with no time limit to fit.
@@ -206,8 +208,7 @@ def test_retention_keeps_the_final_model_and_no_trial_checkpoint(smoke_run):
     assert not list(out.glob("tune*/trial_*/checkpoint_*")), list(out.glob("tune*/trial_*/checkpoint_*"))
     trials = pd.read_parquet(out / "trials.parquet")
     assert trials["checkpoint"].isna().all(), trials["checkpoint"].tolist()
-    assert sorted(p.name for p in out.glob("tune*")) == ["tune", "tune-final", "tune-race", "tune-repeats",
-                                                            "tune-repeats-2", "tune-repeats-3"]
+    assert sorted(p.name for p in out.glob("tune*")) == ["tune", "tune-final", "tune-race", "tune-repeats"]
     for tuner in out.glob("tune*/tuner.pkl"):  # the results writer pickles as where its tables are
         assert tuner.stat().st_size < 200_000, (tuner, tuner.stat().st_size)
     payload = torch.load(out / "final_model.pt", weights_only=True)
