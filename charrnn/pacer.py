@@ -34,6 +34,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+# The rule's version: a budget remembered under another (study.machine) is not given to a run under this one. Rule 1
+# only ever cut; rule 2 extends once, so a budget rule 1 decided is the shorter one a slow warm-up read.
+RULE = 2
 WARMUP_STEPS = 10
 # The warm-up's training seconds (at most an eighth of the limit): long enough that the rate does not hang on one
 # noisy second.

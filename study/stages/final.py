@@ -26,6 +26,7 @@ from ray import tune
 
 from charrnn.checkpoint import MODEL_FILE, STATE_FILE
 from charrnn.config import BASE_LR, TrainConfig
+from charrnn.pacer import RULE as PACER_RULE
 from charrnn.pacer import chars_to_give
 from runcontract import BASELINE, CHOSEN, RACE, TRAINED
 from study.cluster import final_resources
@@ -313,9 +314,10 @@ def _replayed(plan: Plan, name: str, raced: bool) -> tuple[int, float] | None:
 
 def budget_key(plan: Plan, point: dict, cpus: float, gpus: float) -> str:
     """The key a final-stage run's budget is remembered under on this machine: the run's whole configuration but its
-    time and budget, the corpus, and the resources it trains on."""
+    time and budget, the corpus, the resources it trains on, and the pacer's rule it was decided under."""
     what = {k: v for k, v in point.items() if k not in ("time_limit_s", "budget_chars", "decided_chars_per_s")}
-    return machine_key(kind="final budget", point=what, corpus=plan.corpus.sha256, cpus=cpus, gpus=gpus)
+    return machine_key(kind="final budget", point=what, corpus=plan.corpus.sha256, cpus=cpus, gpus=gpus,
+                       pacer=PACER_RULE)
 
 
 def given_budget(plan: Plan, name: str, raced: bool, key: str, limit_s: float) -> tuple[int, float, str] | None:

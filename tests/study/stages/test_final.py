@@ -150,7 +150,7 @@ def test_a_candidate_that_broke_in_the_race_is_named_by_its_status_not_a_score()
     assert race_scores(rows) == "chosen 2.1551, baseline diverged"
 
 
-def test_a_later_study_here_trains_the_budget_an_earlier_one_decided_for_the_same_run():
+def test_a_later_study_here_trains_the_budget_an_earlier_one_decided_for_the_same_run(monkeypatch):
     import json
 
     from charrnn.pacer import BudgetDecision
@@ -168,6 +168,11 @@ def test_a_later_study_here_trains_the_budget_an_earlier_one_decided_for_the_sam
     assert budget_key(plan, {**point, "seed": 1}, 2, 0) != key
     assert budget_key(plan, point, 1, 0) != key
     assert budget_key(SimpleNamespace(corpus=SimpleNamespace(sha256="def")), point, 2, 0) != key
+    import study.stages.final as final_stage
+    rule = final_stage.PACER_RULE
+    monkeypatch.setattr(final_stage, "PACER_RULE", rule - 1)
+    assert budget_key(plan, point, 2, 0) != key  # a budget decided under the pacer's earlier rule is not given
+    monkeypatch.setattr(final_stage, "PACER_RULE", rule)
 
     assert given_budget(plan, "chosen", False, key, 1000.0) is None  # nothing remembered: the run decides
     decided = BudgetDecision(budget_chars=15_585_600, chars_per_s=18_300.0, measured_chars_per_s=18_300.0)
