@@ -56,7 +56,7 @@ class Refit:
     """A decided budget moved once, and why: cut where the pace since the previous check would not fit, extended
     where it would leave much of the limit unused."""
 
-    at_chars: int  # characters seen when it was cut
+    at_chars: int  # characters seen when it moved
     from_chars: int
     to_chars: int
     chars_per_s: float  # the pace measured since the previous check
