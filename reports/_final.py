@@ -164,16 +164,12 @@ def final_blocks(run: RunData, fm: FinalModel | None) -> list[Block]:
 
 
 def race_blocks(run: RunData) -> list[Block]:
-    """The final race, where the study ran one (study.json `final.race`): who raced, their validation scores at its
-    end, and who went on; a study whose configuration lost to the hand-picked baseline says so."""
+    """The final race, where the study ran one (study.json `final.race`): who raced, their validation scores at each
+    of its rungs, and who went on; a study whose configuration lost to the hand-picked baseline says so."""
     race = (run.study.get("final") or {}).get("race") or {}
     rows = race.get("candidates") or []
     if len(rows) < 2:
         return []
-    scores = ", ".join(f"{candidate_name(r['candidate'], spec=True)} "
-                              + (f"{r['best_val_bpc']:.3f}" if isinstance(r.get("best_val_bpc"), (int, float))
-                                 else f"({r.get('status')})")
-                              for r in rows)
     minutes = (f" of a run of {race['limit_s'] / 60:.1f} minutes" if isinstance(race.get("limit_s"), (int, float))
                and race["limit_s"] > 0 else "")
     winner = race.get("winner")
@@ -185,11 +181,39 @@ def race_blocks(run: RunData) -> list[Block]:
                f"{candidate_name(winner)}'s, going on from where its race ended"
                + (f"; {lost_to} too" if lost_to else "") + "." if winner else "None trained normally.")
     return [Para(f"Before the final model trained, {len(rows)} configurations raced on its terms (the whole "
-                 f"training text, its step size and schedule), one after the other, each for its first "
-                 f"{race.get('evals')} evaluation{'s' if race.get('evals') != 1 else ''}{minutes}: validation "
-                 f"bits/char {scores}. {verdict} What wins a "
-                 "search trial's few hundred steps need not win a run a hundred times longer; the other "
-                 "configuration's race is what the check cost.")]
+                 f"training text, its step size and schedule), one after the other, {_rounds(race, rows, minutes)}. "
+                 f"{verdict} What wins a search trial's few hundred steps need not win a run a hundred times "
+                 "longer; the other configurations' races are what the check cost.")]
+
+
+def _rounds(race: dict, rows: list[dict], minutes: str) -> str:
+    """The race's rounds in words: each rung, who raced to it and their validation scores there."""
+    rungs = race.get("evals")
+    rungs = rungs if isinstance(rungs, list) else [rungs]
+    scored = {r["candidate"]: {int(e): v for e, v in (r.get("scores") or [[rungs[0], r.get("best_val_bpc")]])}
+              for r in rows}
+    status = {r["candidate"]: r.get("status") for r in rows}
+    parts, before = [], len(rows)
+    for i, rung in enumerate(rungs):
+        at = [(name, got[rung]) for name, got in scored.items() if rung in got]
+        if not at:
+            break
+        who = (("both" if len(at) == 2 else "all") if len(at) == before
+               else f"the better {_NUMBERS.get(len(at), len(at))}")
+        before = len(at)
+        scores = ", ".join(f"{candidate_name(name, spec=i == 0)} "
+                           + (f"{v:.3f}" if isinstance(v, (int, float)) else f"({status.get(name)})") for name, v in at)
+        plural = "s" if rung != 1 else ""
+        parts.append(f"each for its first {rung} evaluation{plural}{minutes}: validation bits/char {scores}" if i == 0
+                     else f"then {who} on to their {_ordinal(rung)} evaluation: {scores}")
+    return "; ".join(parts)
+
+
+_NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def candidate_name(name: str, spec: bool = False) -> str:
@@ -202,9 +226,14 @@ def candidate_name(name: str, spec: bool = False) -> str:
 
 
 def _beat(rows: list[dict], name: str) -> bool:
-    """Whether candidate `name` scored better than the chosen configuration in the race."""
-    score = {r["candidate"]: r.get("best_val_bpc") for r in rows}
-    a, b = score.get(name), score.get(CHOSEN)
+    """Whether candidate `name` scored better than the chosen configuration in the race, at the last rung both raced
+    to (a candidate that raced on has a later score than one dropped before it)."""
+    scored = {r["candidate"]: {int(e): v for e, v in (r.get("scores") or [[0, r.get("best_val_bpc")]])}
+              for r in rows}
+    mine, theirs = scored.get(name) or {}, scored.get(CHOSEN) or {}
+    both = sorted(set(mine) & set(theirs))
+    a = mine[both[-1]] if both else next(iter(mine.values()), None)
+    b = theirs[both[-1]] if both else None
     return isinstance(a, (int, float)) and (not isinstance(b, (int, float)) or a < b)
 
 

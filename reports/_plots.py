@@ -297,11 +297,13 @@ def final_curve(run: RunData, fm: FinalModel | None) -> bytes | None:
     with sns.axes_style("whitegrid"):
         fig, ax = plt.subplots(figsize=(8, 4))
         ax.plot(c["chars_seen"], c["val_bpc"], marker="o", ms=3, label="final model, validation")
-        for r in run.race.itertuples():  # the final race: where the final model went on from, and the other
-            rc = run.curves[run.curves["trial_id"] == r.trial_id].sort_values("chars_seen")
+        race = run.race.assign(candidate=run.race.get("candidate", "")) if len(run.race) else run.race
+        for name, rs in (race.groupby("candidate", sort=False) if len(race) else []):
+            # the final race: where the final model went on from, and the others (a candidate's rounds, one line)
+            rc = run.curves[run.curves["trial_id"].isin(rs["trial_id"])].sort_values("chars_seen")
             if len(rc):
                 ax.plot(rc["chars_seen"], rc["val_bpc"], marker="x", ms=4, ls="--", lw=1,
-                        label=f"race: {getattr(r, 'candidate', '')}, validation")
+                        label=f"race: {name}, validation")
         if "train_bpc" in c:
             ax.plot(c["chars_seen"], c["train_bpc"], alpha=0.6, lw=1, label="final model, training")
         val = run.baselines[run.baselines["split"] == "val"] if len(run.baselines) else run.baselines

@@ -38,8 +38,8 @@ MAX_CANDIDATES = 3
 SEARCH, REPEAT, FINAL = "search", "repeat", "final"  # a trial's `role`
 LOCAL = "local"  # a trial of the local design: the center or one hyperparameter moved from it (`moved`)
 # A trial of the final stage's race (`candidate`: CHOSEN, the study's configuration, or BASELINE, the spec's
-# hand-picked one), trained on the final model's terms for the first `final.race_evals` evaluations; the winner's
-# continues as the final model.
+# hand-picked one), trained on the final model's terms to a rung of `final.race_evals`, one row per candidate per
+# round (a later round goes on from the earlier one's checkpoint); the winner's continues as the final model.
 RACE = "race"
 CHOSEN, BASELINE = "chosen", "baseline"
 ROLES = (SEARCH, REPEAT, LOCAL, RACE, FINAL)

@@ -236,8 +236,9 @@ _SCHEDULER_KEYS = set(_SCHEDULER_DEFAULTS)
 # characters (0 = all), stopped early after `patience` evaluations without a gain of `min_delta` bits/char, taking
 # `step_chars` characters a step (0 = the chosen trial's). With a `baseline` (hyperparameters over the chosen
 # trial's: the hand-picked configuration the study must beat), `alternatives` (more hand-picked ones, by name) and
-# `race_evals` > 0, the chosen configuration and these first race on the final model's terms for their first
-# `race_evals` evaluations, and the best goes on (study.stages.final).
+# `race_evals` (the race's rungs, in evaluations: one number or an ascending list; 0 or [] = no race), the chosen
+# configuration and these first race on the final model's terms, all to the first rung, the better half on to the
+# next, and the best at the last goes on (study.stages.final).
 _FINAL_DEFAULTS = {"chars": 0, "minutes": 0.0, "evals": 12, "val_chars": 0, "patience": 3, "min_delta": 0.002,
                    "step_chars": 0, "race_evals": 0, "baseline": {}, "alternatives": {}}
 _SCHEDULERS = {"asha", "fifo"}
@@ -253,7 +254,7 @@ _SAMPLING_KEYS = {"prime", "temperature", "chars", "final_temperatures", "final_
 def _check_baseline(final: dict, searched: set) -> None:
     """final.baseline and each of final.alternatives: scalar values of searched hyperparameters or trainer settings;
     an alternative's name neither "chosen" nor "baseline"; final.race_evals below final.evals (the race is the start
-    of the final model's schedule)."""
+    of the final model's schedule), normalized to an ascending list of rungs."""
     alternatives = final["alternatives"]
     if not isinstance(alternatives, dict):
         raise SpecError(f"final.alternatives must be a table of named tables, got {alternatives!r}")
@@ -270,8 +271,16 @@ def _check_baseline(final: dict, searched: set) -> None:
         for key, value in table.items():
             if not isinstance(value, (str, int, float, bool)):
                 raise SpecError(f"{where}.{key} must be a number or a string, got {value!r}")
-    if final["race_evals"] and final["race_evals"] >= final["evals"]:
-        raise SpecError(f"final.race_evals must be below final.evals ({final['evals']}), got {final['race_evals']}")
+    raw = final["race_evals"]
+    rungs = raw if isinstance(raw, list) else [raw]
+    for rung in rungs:
+        _int("final.race_evals", rung, 0 if rungs == [raw] else 1)
+    rungs = [r for r in rungs if r]
+    if rungs != sorted(set(rungs)):
+        raise SpecError(f"final.race_evals must ascend, got {raw!r}")
+    if rungs and rungs[-1] >= final["evals"]:
+        raise SpecError(f"final.race_evals must be below final.evals ({final['evals']}), got {raw!r}")
+    final["race_evals"] = rungs
 
 
 def _check_keys(where: str, got: dict, allowed: set) -> None:
@@ -390,7 +399,7 @@ def parse_spec(raw: dict, path: str = "") -> StudySpec:
         raise SpecError(f"spec: minutes must be a number >= 0, got {minutes!r}")
     final = {**_FINAL_DEFAULTS, **raw.get("final", {})}
     _check_keys("final", final, set(_FINAL_DEFAULTS))
-    for key in ("chars", "evals", "val_chars", "patience", "step_chars", "race_evals"):
+    for key in ("chars", "evals", "val_chars", "patience", "step_chars"):
         _int(f"final.{key}", final[key], 1 if key == "evals" else 0)
     _check_baseline(final, set(search_raw))
     for key in ("minutes", "min_delta"):

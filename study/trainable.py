@@ -132,9 +132,11 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
     """Train one trial; `data` holds the encoded corpus from Ray's object store and, for the final stage, the
     search trial's weights as `init_weights` (the model to beat of the chosen configuration: of a trial whose
     `candidate` label is CHOSEN or absent) or, for the race's winner going on, its checkpoint's files as
-    `resume_files` (file name -> bytes), which it resumes from as from its own."""
+    `resume_files` (file name -> bytes), which it resumes from as from its own; in a later round of the race, each
+    candidate's as `resume_by[candidate]`."""
     device = _trial_device(gpus)
     init_weights = data.get("init_weights") if config.get("candidate", CHOSEN) == CHOSEN else None
+    resume_files = data.get("resume_files") or (data.get("resume_by") or {}).get(config.get("candidate"))
     config = {k: v for k, v in config.items() if k not in LABELS}
     trial_config = TrainConfig.from_flat({**config, "device": device})
     threads = useful_threads(cpus, trial_config)
@@ -149,8 +151,8 @@ def run_trial(config: dict, data: dict, cpus: float = 1, gpus: float = 0) -> Non
     with contextlib.ExitStack() as stack:
         checkpoint_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="charrnn-ckpt-"))
         report = TuneReporter(checkpoint_dir, labels, fail_after)
-        if checkpoint is None and data.get("resume_files"):
-            checkpoint = tune.Checkpoint.from_directory(_write_files(stack, data["resume_files"]))
+        if checkpoint is None and resume_files:
+            checkpoint = tune.Checkpoint.from_directory(_write_files(stack, resume_files))
         if checkpoint is not None:
             with checkpoint.as_directory() as resume_dir:
                 try:

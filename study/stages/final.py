@@ -2,9 +2,11 @@
 trial's weights as the model to beat, for the time the study has left, and scored once on the test text.
 
 Where the spec names a hand-picked baseline (`final.baseline`) and `final.race_evals`, the chosen configuration and
-the baseline first race: each trains on the final model's terms, its schedule spanning the whole run, for its first
-`race_evals` evaluations, one after the other; the one better on validation there goes on from its checkpoint, and
-the other's race is the cost (`race_limit_s`). What wins a search trial's few hundred steps need not win thousands.
+the hand-picked ones first race: each trains on the final model's terms, its schedule spanning the whole run, one
+after the other, in rounds of successive halving: all to the first rung (`race_evals`, evaluations of `final.evals`),
+the better half (at least two) on from their checkpoints to the next, and at the last rung the best on validation
+goes on to the end; the others' races are the cost (`race_limit_s`). What wins a search trial's few hundred steps
+need not win thousands, and what leads at a fifth of the run need not lead at its end.
 
 Its budget is decided once, at its start, to fit that time (charrnn.pacer), and recorded in study.json `final`; a
 study that replays this one's plan (--plan-from) trains that budget as given, and so does a later study of the same
@@ -83,7 +85,7 @@ def candidates(spec, params: dict) -> list[Candidate]:
     leaves out keeps the chosen value; an `lr` or `lr_scale` it sets replaces either); a configuration already in the
     race is not raced twice."""
     pool = [Candidate(CHOSEN, dict(params))]
-    if not int(spec.final.get("race_evals") or 0):
+    if not race_rungs(spec):
         return pool
     named = [(BASELINE, spec.final.get("baseline") or {})] + list((spec.final.get("alternatives") or {}).items())
     for name, table in named:
@@ -102,24 +104,51 @@ def describe(c: Candidate) -> str:
         c.name, f"the hand-picked alternative {c.name!r} (final.alternatives)")
 
 
-def race_share(spec) -> float:
-    """The share of a candidate's run that the race trains: its first `race_evals` of `evals` evaluations."""
-    return int(spec.final["race_evals"]) / int(spec.final["evals"])
+def race_rungs(spec) -> list[int]:
+    """The race's rungs: the evaluations (of `final.evals`) at which it drops candidates, ascending (`final.race_evals`,
+    one number or a list); [] where the spec does not race."""
+    raw = spec.final.get("race_evals") or 0
+    return [int(r) for r in (raw if isinstance(raw, (list, tuple)) else [raw]) if int(r) > 0]
 
 
-def race_limit_s(limit_s: float, n: int, share: float) -> float:
-    """Each candidate's time limit when `n` race for `share` of their runs within the final stage's `limit_s`: the
-    winner's whole run and the others' races fit, L + (n - 1) x share x L = limit_s (0: no limit)."""
-    return limit_s / (1.0 + share * (n - 1)) if limit_s > 0 else 0.0
+def survivors(n: int, rungs: int) -> list[int]:
+    """How many of `n` candidates race on past each of `rungs` rungs: the better half, rounded up and at least two, at
+    each but the last, and one, the winner, at the last."""
+    out = []
+    for i in range(rungs):
+        n = 1 if i == rungs - 1 else max(2, math.ceil(n / 2))
+        out.append(n)
+    return out
+
+
+def race_cost(spec, n: int) -> float:
+    """The share of one candidate's run that the race's losers train in all, when `n` race: each loser trains the share
+    of its run up to the rung that drops it (3 candidates at rungs 2 and 4 of 10: 0.2 + 0.4)."""
+    rungs, evals = race_rungs(spec), int(spec.final["evals"])
+    cost, left = 0.0, n
+    for rung, keep in zip(rungs, survivors(n, len(rungs))):
+        cost, left = cost + (left - keep) * rung / evals, keep
+    return cost
+
+
+def race_limit_s(limit_s: float, cost: float) -> float:
+    """Each candidate's time limit when the race's losers train `cost` of a run (`race_cost`) within the final
+    stage's `limit_s`: the winner's whole run and the others' races fit, L + cost x L = limit_s (0: no limit)."""
+    return limit_s / (1.0 + cost) if limit_s > 0 else 0.0
+
+
+def race_ranking(rows: pd.DataFrame) -> pd.DataFrame:
+    """Of a race round's rows, the candidates that trained normally (completed or stopped at the rung), best on
+    validation first; a tie goes to the earlier row (the chosen configuration races first)."""
+    ok = rows[rows["status"].isin(TRAINED) & rows["best_val_bpc"].map(lambda v: math.isfinite(float(v)))]
+    return ok.assign(_score=ok["best_val_bpc"].astype(float)).sort_values("_score", kind="stable").drop(
+        columns="_score")
 
 
 def race_winner(rows: pd.DataFrame) -> pd.Series | None:
-    """The race's winner: of the candidates that trained normally (completed or stopped at the race's end), the
-    best on validation; a tie goes to the earlier row (the chosen configuration races first). None when none did."""
-    ok = rows[rows["status"].isin(TRAINED) & rows["best_val_bpc"].map(lambda v: math.isfinite(float(v)))]
-    if ok.empty:
-        return None
-    return ok.loc[ok["best_val_bpc"].astype(float).idxmin()]
+    """A race round's winner (`race_ranking`'s first), or None when none trained normally."""
+    ranked = race_ranking(rows)
+    return None if ranked.empty else ranked.iloc[0]
 
 
 def time_limit_s(plan: Plan) -> float:
@@ -254,7 +283,7 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
             record["learning_rate"] = None  # the cap is the chosen trial's; the baseline trains at its own rate
             record["why"] = (f"the hyperparameters of {describe(winner)}, which beat the chosen trial's "
                              "configuration in the final race" + record["why"][len(WHY):])
-        limit_s = race_limit_s(limit_s, len(pool), race_share(plan.spec)) if plan.time_plan is None else (
+        limit_s = race_limit_s(limit_s, race_cost(plan.spec, len(pool))) if plan.time_plan is None else (
             race_wall_s + time_limit_s(plan) if limit_s else 0.0)
     data = {**base, "init_weights": weights if winner.name == CHOSEN else None, "resume_files": resume_files}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
@@ -355,78 +384,120 @@ def keep_budget(key: str, metrics: dict, limit_s: float) -> None:
 
 def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsWriter, data: dict, limit_s: float,
           cpus: float, gpus: float) -> dict:
-    """Train every candidate, one after another on the final model's resources and terms (its schedule spanning
-    `race_limit_s` of the stage's `limit_s`), for its first `final.race_evals` evaluations; returns the winner
-    (`race_winner`, None when none trained normally), its checkpoint's files to go on from (None where they cannot
-    be read: the winner then trains afresh), its wall seconds so far, and what study.json `final.race` records."""
+    """Race every candidate, one after another on the final model's resources and terms (its schedule spanning
+    `race_limit_s` of the stage's `limit_s`), in rounds: all to the first of `race_rungs`, then the better half
+    (`survivors`) on from their checkpoints to the next, and so on; returns the last round's winner (`race_winner`,
+    None when none trained normally), its checkpoint's files to go on from (None where they cannot be read: the
+    winner then trains afresh), its wall seconds so far, and what study.json `final.race` records."""
     spec = plan.spec
-    share, evals = race_share(spec), int(spec.final["race_evals"])
-    each = race_limit_s(limit_s, len(pool), share)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, cpus=cpus, gpus=gpus),
-                                    {"cpu": cpus, "gpu": gpus})
+    rungs, evals = race_rungs(spec), int(spec.final["evals"])
+    each = race_limit_s(limit_s, race_cost(spec, len(pool)))
     keys = {c.name: budget_key(plan, {**final_config(spec, c.params, 0, each, plan.seed), "candidate": c.name},
                                cpus, gpus) for c in pool}
     given = decided_once(plan, "race_given", lambda: {c.name: given_budget(plan, c.name, True, keys[c.name], each)
                                                      for c in pool})
-    points = []
+    points = {}
     for c in pool:
         chars, decided, _ = given[c.name] or (plan.final_chars, 0.0, "")
-        points.append({**final_config(spec, c.params, chars, each, plan.seed, decided_chars_per_s=decided),
-                       "candidate": c.name})
-    raced_s = each * share * len(pool)
-    writer.stage(RACE, len(pool), expect=(raced_s or None, max(limit_s - raced_s, 0.0) + expect(plan, "final")[1]),
-                 repeat_of=str(chosen["trial_id"]))
-    tuner = restored(plan, RACE_EXPERIMENT, trainable, writer, {})
-    if tuner is None:
-        writer.echo(f"final race: trial {chosen['trial_id']}'s configuration against "
-                    + ", ".join(describe(c) for c in pool[1:])
-                    + f", each on the final model's terms for its first {evals} of "
-                    f"{spec.final['evals']} evaluations" + (f" (a run of {each / 60:.1f} minutes)" if each else "")
-                    + f"; the {'better' if len(pool) == 2 else 'best'} on validation goes on"
-                    + "".join(f"; {c.name} trains the budget {given[c.name][2]} ({given[c.name][0]:,} characters)"
-                              for c in pool if given[c.name]))
-        config = run_config(plan, RACE_EXPERIMENT, writer)
-        config.stop = {"training_iteration": evals}
-        tuner = tune.Tuner(
-            trainable, param_space={},
-            tune_config=tune.TuneConfig(search_alg=PointsSearch(points), num_samples=len(points),
-                                        metric="best_val_bpc", mode="min", max_concurrent_trials=1,
-                                        trial_dirname_creator=trial_dirname),
-            run_config=config,
-        )
-    decisions = {}  # each candidate's budget as its pacer decided it (for --plan-from)
-    for result in fit(tuner, len(pool), writer.stop):
-        raw = (result.metrics or {}).get("budget_decision_json")
-        if raw and result.config:
-            name = result.config.get("candidate")
-            decisions[name] = json.loads(raw)
-            if name in keys:
-                keep_budget(keys[name], result.metrics, each)
-    trials = writer.table.trials_frame()
-    rows = trials[(trials["role"] == RACE)].sort_values("trial_index")
-    best = race_winner(rows)
-    winner = None if best is None else next(c for c in pool if c.name == best["candidate"])
-    files = None
-    if best is not None and isinstance(best.get("checkpoint"), str):
-        try:
-            files = {n: checkpoint_file(plan, best["checkpoint"], n) for n in (MODEL_FILE, STATE_FILE)}
-        except OSError as exc:
-            writer.echo(f"warning: cannot read the race winner's checkpoint ({exc}); it trains afresh")
-    record = {"evals": evals, "share": share, "limit_s": each,
+        points[c.name] = {**final_config(spec, c.params, chars, each, plan.seed, decided_chars_per_s=decided),
+                          "candidate": c.name}
+    decisions: dict = {}  # each candidate's budget as its pacer decided it (for --plan-from)
+    last: dict = {}  # each candidate's row at the last rung it raced to
+    scores: dict = {c.name: [] for c in pool}  # [rung, best validation bits/char there] for each rung it raced to
+    alive, files, spent_s, previous, best = list(pool), {}, 0.0, 0, None
+    for i, (rung, keep) in enumerate(zip(rungs, survivors(len(pool), len(rungs)))):
+        name = RACE_EXPERIMENT if i == 0 else f"{RACE_EXPERIMENT}-{i + 1}"
+        round_data = data if i == 0 else {**data, "init_weights": None,
+                                          "resume_by": {c.name: files[c.name] for c in alive}}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, data=round_data, cpus=cpus, gpus=gpus),
+                                        {"cpu": cpus, "gpu": gpus})
+        round_s = each * (rung - previous) / evals * len(alive)
+        writer.stage(RACE, len(alive), expect=(round_s or None, max(limit_s - spent_s - round_s, 0.0)
+                                               + expect(plan, "final")[1]), repeat_of=str(chosen["trial_id"]))
+        tuner = restored(plan, name, trainable, writer, {})
+        if tuner is None:
+            writer.echo(_round_words(plan, chosen, pool, alive, i, rung, previous, each, given))
+            config = run_config(plan, name, writer)
+            config.stop = {"training_iteration": rung - previous}
+            tuner = tune.Tuner(
+                trainable, param_space={},
+                tune_config=tune.TuneConfig(search_alg=PointsSearch([points[c.name] for c in alive]),
+                                            num_samples=len(alive), metric="best_val_bpc", mode="min",
+                                            max_concurrent_trials=1, trial_dirname_creator=trial_dirname),
+                run_config=config,
+            )
+        ids = set()
+        for result in fit(tuner, len(alive), writer.stop):
+            metrics = result.metrics or {}
+            ids.add(str(metrics.get("trial_id")))
+            raw = metrics.get("budget_decision_json")
+            if i == 0 and raw and result.config:
+                who = result.config.get("candidate")
+                decisions[who] = json.loads(raw)
+                if who in keys:
+                    keep_budget(keys[who], metrics, each)
+        trials = writer.table.trials_frame()
+        rows = trials[(trials["role"] == RACE) & trials["trial_id"].astype(str).isin(ids)].sort_values("trial_index")
+        for _, r in rows.iterrows():
+            last[str(r["candidate"])] = r
+            scores[str(r["candidate"])].append([rung, _num(r.get("best_val_bpc"))])
+        ranked = race_ranking(rows)
+        writer.echo(f"final race at the {_ordinal(rung)} evaluation: " + race_scores(
+            [{"candidate": str(r["candidate"]), "best_val_bpc": _num(r.get("best_val_bpc")), "status": r["status"]}
+             for _, r in rows.iterrows()]))
+        going_on = list(ranked["candidate"].astype(str).head(keep))
+        alive, files = [c for c in pool if c.name in going_on], {}
+        for c in list(alive):
+            try:
+                files[c.name] = {n: checkpoint_file(plan, last[c.name]["checkpoint"], n)
+                                 for n in (MODEL_FILE, STATE_FILE)}
+            except (OSError, TypeError) as exc:
+                writer.echo(f"warning: cannot read {c.name}'s race checkpoint ({exc}); "
+                            + ("it trains afresh" if keep == 1 else "it races no further"))
+                if keep > 1:
+                    alive.remove(c)
+        spent_s, previous = spent_s + round_s, rung
+        best = ranked.iloc[0] if keep == 1 and not ranked.empty else None
+        if len(alive) < 2 and keep > 1:  # one left (or none) before the last rung: it wins there
+            best = None if not alive else last[alive[0].name]
+            break
+    winner = None if best is None else next(c for c in pool if c.name == str(best["candidate"]))
+    won_files = files.get(winner.name) if winner is not None else None
+    record = {"evals": rungs, "cost": race_cost(spec, len(pool)), "limit_s": each,
               "winner": None if winner is None else winner.name,
-              "candidates": [{"candidate": str(r["candidate"]), "trial_id": str(r["trial_id"]),
+              "candidates": [{"candidate": c.name, "trial_id": str(r["trial_id"]),
                               "status": str(r["status"]), "best_val_bpc": _num(r.get("best_val_bpc")),
                               "chars_seen": int(r.get("chars_seen") or 0), "wall_s": _num(r.get("wall_s")),
                               "budget_chars": int(r.get("budget_chars") or 0),
-                              "decided_chars_per_s": (decisions.get(str(r["candidate"])) or {}).get("chars_per_s"),
-                              "budget_from": _source(given.get(r["candidate"]), decisions.get(r["candidate"])),
-                              "params": pool[[c.name for c in pool].index(str(r["candidate"]))].params}
-                             for _, r in rows.iterrows()]}
+                              "decided_chars_per_s": (decisions.get(c.name) or {}).get("chars_per_s"),
+                              "budget_from": _source(given.get(c.name), decisions.get(c.name)),
+                              "scores": scores[c.name], "params": c.params}
+                             for c in pool if (r := last.get(c.name)) is not None]}
     if winner is not None:
-        writer.echo(f"final race: {describe(winner)} wins, "
-                    + race_scores(record["candidates"]))
-    wall = float(best["wall_s"]) if best is not None and files is not None else 0.0
-    return {"winner": winner, "files": files, "wall_s": wall, "record": record}
+        writer.echo(f"final race: {describe(winner)} wins")
+    wall = float(best["wall_s"]) if best is not None and won_files is not None else 0.0
+    return {"winner": winner, "files": won_files, "wall_s": wall, "record": record}
+
+
+def _round_words(plan: Plan, chosen: pd.Series, pool: list[Candidate], alive: list[Candidate], i: int, rung: int,
+                 previous: int, each: float, given: dict) -> str:
+    """The console's line at the start of race round `i` (0: the first)."""
+    evals, last = int(plan.spec.final["evals"]), rung == race_rungs(plan.spec)[-1]
+    then = ("the best on validation goes on" if last or len(alive) == 2 else
+            "the better half goes on to the next rung")
+    if i == 0:
+        return (f"final race: trial {chosen['trial_id']}'s configuration against "
+                + ", ".join(describe(c) for c in pool[1:])
+                + f", each on the final model's terms for its first {rung} of {evals} evaluations"
+                + (f" (a run of {each / 60:.1f} minutes)" if each else "") + f"; {then}"
+                + "".join(f"; {c.name} trains the budget {given[c.name][2]} ({given[c.name][0]:,} characters)"
+                          for c in pool if given[c.name]))
+    return (f"final race, round {i + 1}: " + " and ".join(describe(c) for c in alive)
+            + f" go on from their {_ordinal(previous)} evaluation to their {_ordinal(rung)}; {then}")
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def _source(given: tuple | None, decision: dict | None) -> str | None:

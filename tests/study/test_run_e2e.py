@@ -157,14 +157,19 @@ def test_final_model_row_baselines_and_sampling_by_run(smoke_run):
     assert row["chars_seen"] >= 60_000 or row["stopped_early"]
     # Only the final model is scored on the test text.
     assert trials.loc[trials["role"] != "final", "test_bpc"].isna().all()
-    # The final race: the chosen configuration, then the spec's baseline, each for the first evaluation of the final
-    # model's run; the winner went on from its checkpoint (the final model's curve starts past the race's end).
+    # The final race: the chosen configuration, then the spec's baseline, each to the first evaluation of the final
+    # model's run, then both on from their checkpoints to the second (a race of two drops none before its last
+    # rung); the winner went on from its second round's checkpoint (the final model's curve starts past it).
     race = trials[trials["role"] == "race"].sort_values("trial_index")
-    assert list(race["candidate"]) == ["chosen", "baseline"] and (race["repeat_of"] == row["repeat_of"]).all()
+    assert list(race["candidate"]) == ["chosen", "baseline"] * 2 and (race["repeat_of"] == row["repeat_of"]).all()
     record = json.loads((out / "study.json").read_text())["final"]["race"]
-    won = race[race["candidate"] == record["winner"]].iloc[0]
-    assert row["candidate"] == record["winner"] and won["best_val_bpc"] == race["best_val_bpc"].min()
+    assert record["evals"] == [1, 2] and [len(c["scores"]) for c in record["candidates"]] == [2, 2]
+    second = race.iloc[2:]
+    won = second[second["candidate"] == record["winner"]].iloc[0]
+    assert row["candidate"] == record["winner"] and won["best_val_bpc"] == second["best_val_bpc"].min()
     curves = pd.read_parquet(out / "curves.parquet")
+    for first, then in zip(race.iloc[:2].itertuples(), second.itertuples()):  # round 2 goes on from round 1
+        assert curves.loc[curves["trial_id"] == then.trial_id, "chars_seen"].min() > first.chars_seen
     assert curves.loc[curves["trial_id"] == row["trial_id"], "chars_seen"].min() > won["chars_seen"]
     assert (race["param.hidden_size"].tolist()[1], race["param.cell"].tolist()[1]) == (32, "rnn_tanh")
     samples = pd.read_parquet(out / "samples.parquet")
@@ -208,7 +213,8 @@ def test_retention_keeps_the_final_model_and_no_trial_checkpoint(smoke_run):
     assert not list(out.glob("tune*/trial_*/checkpoint_*")), list(out.glob("tune*/trial_*/checkpoint_*"))
     trials = pd.read_parquet(out / "trials.parquet")
     assert trials["checkpoint"].isna().all(), trials["checkpoint"].tolist()
-    assert sorted(p.name for p in out.glob("tune*")) == ["tune", "tune-final", "tune-race", "tune-repeats"]
+    assert sorted(p.name for p in out.glob("tune*")) == ["tune", "tune-final", "tune-race", "tune-race-2",
+                                                             "tune-repeats"]
     for tuner in out.glob("tune*/tuner.pkl"):  # the results writer pickles as where its tables are
         assert tuner.stat().st_size < 200_000, (tuner, tuner.stat().st_size)
     payload = torch.load(out / "final_model.pt", weights_only=True)

@@ -110,12 +110,25 @@ def test_the_race_puts_the_spec_s_baseline_over_the_chosen_configuration():
 
 
 def test_the_winner_s_whole_run_and_the_others_races_fit_the_final_stage_s_time():
-    from study.stages.final import race_limit_s
+    from study.stages.final import race_cost, race_limit_s, survivors
 
-    for n, share in ((2, 0.2), (3, 0.1), (2, 0.25)):
-        each = race_limit_s(1000.0, n, share)
-        assert math.isclose(each + (n - 1) * share * each, 1000.0)
-    assert race_limit_s(0.0, 2, 0.2) == 0.0  # no limit stays none
+    # The better half (at least two) goes on at each rung but the last, which keeps the winner.
+    assert survivors(3, 2) == [2, 1] and survivors(2, 2) == [2, 1] and survivors(2, 1) == [1]
+    assert survivors(5, 3) == [3, 2, 1] and survivors(8, 2) == [4, 1]
+    sherlock = resolve_spec("sherlock")
+    assert sherlock.final["race_evals"] == [2, 4] and sherlock.final["evals"] == 10
+    # Of three, one drops at the 2nd of 10 evaluations and one at the 4th: 0.2 + 0.4 of a run.
+    assert math.isclose(race_cost(sherlock, 3), 0.6) and math.isclose(race_cost(sherlock, 2), 0.4)
+    one_rung = SimpleNamespace(final={**sherlock.final, "race_evals": [2]})
+    assert math.isclose(race_cost(one_rung, 3), 0.4) and math.isclose(race_cost(one_rung, 2), 0.2)
+    for spec, n in ((sherlock, 3), (sherlock, 2), (one_rung, 3)):
+        each = race_limit_s(1000.0, race_cost(spec, n))
+        # What every candidate trains, rung by rung, adds up to the stage's time: the winner's whole run included.
+        left, trained, previous = n, 0.0, 0
+        for rung, keep in zip(spec.final["race_evals"], survivors(n, len(spec.final["race_evals"]))):
+            trained, left, previous = trained + left * (rung - previous) / 10 * each, keep, rung
+        assert math.isclose(trained + (1 - previous / 10) * each, 1000.0)
+    assert race_limit_s(0.0, 0.6) == 0.0  # no limit stays none
 
 
 def test_the_race_goes_to_the_best_normal_candidate_and_a_tie_to_the_chosen_one():
@@ -128,6 +141,16 @@ def test_the_race_goes_to_the_best_normal_candidate_and_a_tie_to_the_chosen_one(
     assert race_winner(rows.assign(status=["stopped", "diverged"]))["candidate"] == "chosen"
     assert race_winner(rows.assign(best_val_bpc=[math.nan, 2.5]))["candidate"] == "baseline"
     assert race_winner(rows.assign(status=["failed", "diverged"])) is None
+
+
+def test_a_race_round_ranks_the_normal_candidates_best_first_and_ties_in_race_order():
+    from study.stages.final import race_ranking
+
+    rows = pd.DataFrame({"candidate": ["chosen", "baseline", "gru"], "status": ["stopped", "stopped", "stopped"],
+                         "best_val_bpc": [2.34, 2.04, 2.03]})
+    assert list(race_ranking(rows)["candidate"]) == ["gru", "baseline", "chosen"]
+    assert list(race_ranking(rows.assign(best_val_bpc=[2.0, 2.1, 2.0]))["candidate"]) == ["chosen", "gru", "baseline"]
+    assert list(race_ranking(rows.assign(status=["stopped", "diverged", "stopped"]))["candidate"]) == ["gru", "chosen"]
 
 
 def test_the_spec_s_alternatives_race_too_and_no_configuration_races_twice():
