@@ -7,7 +7,8 @@ second, by tqdm on a terminal or as a prefix of plain lines when the stream is n
 
 The estimate of the time left covers the whole study: for the stage running now, the time per finished trial
 so far (finished since this driver started the stage, so a resumed study does not count the trials an earlier
-driver finished) times the trials not yet finished, or, until a trial has finished (and for the final model,
+driver finished) times the trials not yet finished, less what the running ones have trained since the last
+finished, or, until a trial has finished (and for the final model,
 one trial with a time limit), what the stage was planned to take; plus what the later stages are planned to
 take (`Progress.expect`, from the study's time plan). Without a plan it says "estimating…" until a trial has
 finished.
@@ -43,14 +44,18 @@ class Tally:
     best: float = math.inf
 
 
-def remaining_s(elapsed_s: float, finished_here: int, left: int) -> float | None:
-    """Seconds until `left` more trials finish, at the pace of the `finished_here` that took `elapsed_s`;
-    None while nothing has finished (no honest pace yet)."""
+def remaining_s(elapsed_s: float, finished_here: int, left: int, since_finish_s: float = 0.0) -> float | None:
+    """Seconds until `left` more trials finish, at the pace of the `finished_here` that had finished
+    `since_finish_s` before `elapsed_s`, less what the running ones have trained since (at most one trial's pace:
+    measured up to now, the pace of a long trial run alone would grow with its own time, and the estimate twice as
+    fast); None while nothing has finished (no honest pace yet)."""
     if left <= 0:
         return 0.0
-    if finished_here <= 0 or elapsed_s <= 0:
+    since = min(max(since_finish_s, 0.0), elapsed_s)
+    if finished_here <= 0 or elapsed_s - since <= 0:
         return None
-    return elapsed_s / finished_here * left
+    pace = (elapsed_s - since) / finished_here
+    return pace * left - min(since, pace)
 
 
 def format_duration(seconds: float) -> str:
@@ -88,6 +93,7 @@ class Progress:
         self.tally: Tally | None = None
         self._started = 0.0
         self._done_at_start = 0
+        self._finished_at = 0.0  # when a trial of this stage last finished (or it started)
         self._last_line = -math.inf
         self._last_draw = -math.inf
         self._drawn: Tally | None = None
@@ -146,7 +152,8 @@ class Progress:
     def status(self) -> str:
         tally = self.tally
         elapsed = self.clock() - self._started
-        eta = remaining_s(elapsed, tally.done - self._done_at_start, tally.total - tally.done)
+        eta = remaining_s(elapsed, tally.done - self._done_at_start, tally.total - tally.done,
+                          self.clock() - self._finished_at)
         if self._stage_s is not None and (eta is None or tally.total == 1):
             eta = max(self._stage_s - elapsed, 0.0)
         if eta is not None and self._stage_s is not None:
@@ -157,6 +164,9 @@ class Progress:
         if self.tally is None or tally.stage != self.tally.stage:
             self.close()
             self._started, self._done_at_start = self.clock(), tally.done
+            self._finished_at = self._started
+        elif tally.done > self.tally.done:
+            self._finished_at = self.clock()
         self.tally = tally
 
     def _plain(self, text: str, with_status: bool = True) -> None:

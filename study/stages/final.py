@@ -404,16 +404,19 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
     decisions: dict = {}  # each candidate's budget as its pacer decided it (for --plan-from)
     last: dict = {}  # each candidate's row at the last rung it raced to
     scores: dict = {c.name: [] for c in pool}  # [rung, best validation bits/char there] for each rung it raced to
-    alive, files, spent_s, previous, best = list(pool), {}, 0.0, 0, None
-    for i, (rung, keep) in enumerate(zip(rungs, survivors(len(pool), len(rungs)))):
+    kept = survivors(len(pool), len(rungs))
+    runs = [len(pool)] + kept[:-1]  # who trains each round, as planned: the progress line's count and time
+    race_s = sum(each * (rung - previous) / evals * k for rung, previous, k in zip(rungs, [0] + rungs[:-1], runs))
+    alive, files, previous, best = list(pool), {}, 0, None
+    for i, (rung, keep) in enumerate(zip(rungs, kept)):
         name = RACE_EXPERIMENT if i == 0 else f"{RACE_EXPERIMENT}-{i + 1}"
         round_data = data if i == 0 else {**data, "init_weights": None,
                                           "resume_by": {c.name: files[c.name] for c in alive}}
         trainable = tune.with_resources(tune.with_parameters(run_trial, data=round_data, cpus=cpus, gpus=gpus),
                                         {"cpu": cpus, "gpu": gpus})
-        round_s = each * (rung - previous) / evals * len(alive)
-        writer.stage(RACE, len(alive), expect=(round_s or None, max(limit_s - spent_s - round_s, 0.0)
-                                               + expect(plan, "final")[1]), repeat_of=str(chosen["trial_id"]))
+        # One stage for all rounds: its count and planned time are the whole race's.
+        writer.stage(RACE, sum(runs), expect=(race_s or None, max(limit_s - race_s, 0.0) + expect(plan, "final")[1]),
+                     repeat_of=str(chosen["trial_id"]))
         tuner = restored(plan, name, trainable, writer, {})
         if tuner is None:
             writer.echo(_round_words(plan, chosen, pool, alive, i, rung, previous, each, given))
@@ -456,7 +459,7 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
                             + ("it trains afresh" if keep == 1 else "it races no further"))
                 if keep > 1:
                     alive.remove(c)
-        spent_s, previous = spent_s + round_s, rung
+        previous = rung
         best = ranked.iloc[0] if keep == 1 and not ranked.empty else None
         if len(alive) < 2 and keep > 1:  # one left (or none) before the last rung: it wins there
             best = None if not alive else last[alive[0].name]

@@ -28,6 +28,15 @@ def test_remaining_time_is_the_pace_so_far_times_the_trials_left(elapsed, finish
     assert remaining_s(elapsed, finished, left) == expected
 
 
+def test_a_trial_running_alone_counts_down_the_estimate_instead_of_adding_to_it():
+    # One trial finished in 180 s, two left, the next one 60 s in: 300 s, not 360.
+    assert remaining_s(240.0, 1, 2, since_finish_s=60.0) == 300.0
+    # A trial that runs longer than the pace takes at most one pace off: the estimate does not fall below the rest.
+    assert remaining_s(600.0, 1, 2, since_finish_s=420.0) == 180.0
+    estimates = [remaining_s(180.0 + t, 1, 2, since_finish_s=t) for t in (0.0, 60.0, 120.0)]
+    assert estimates == sorted(estimates, reverse=True)  # it counts down while the pace holds
+
+
 @pytest.mark.parametrize("seconds, text", [(0, "0:00"), (5.4, "0:05"), (65, "1:05"), (3723, "1:02:03")])
 def test_durations(seconds, text):
     assert format_duration(seconds) == text
