@@ -270,14 +270,14 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
               "why": WHY + (f"; it takes {step['step_chars']:,} characters a step (final.step_chars) where the search "
                             f"took {step_size(plan, params):,}: a step's time grows less than its size, and the final "
                             "model takes thousands of them" if step else "")}
-    resume_files, winner, race_wall_s, given_by = None, pool[0], 0.0, "replayed"
+    resume_files, winner, race_wall_s, given_by, race_chars = None, pool[0], 0.0, "replayed", 0
     if len(pool) > 1:
         race = _race(plan, chosen, pool, writer, {**base, "init_weights": weights}, limit_s, cpus, gpus)
         RunDir(plan.run_dir).update_study({"final": {"race": race["record"]}})
         if race["winner"] is not None:
             winner, resume_files, race_wall_s = race["winner"], race["files"], race["wall_s"]
-            given_by = next((c.get("budget_from") for c in race["record"]["candidates"]
-                             if c["candidate"] == winner.name), None) or "replayed"
+            won = next((c for c in race["record"]["candidates"] if c["candidate"] == winner.name), {})
+            given_by, race_chars = won.get("budget_from") or "replayed", int(won.get("budget_chars") or 0)
         if winner.name != CHOSEN:
             record["started_from"] = None  # the chosen trial's weights are of another model
             record["learning_rate"] = None  # the cap is the chosen trial's; the baseline trains at its own rate
@@ -302,7 +302,8 @@ def run(plan: Plan, chosen: pd.Series, writer: ResultsWriter) -> None:
                    **({"candidate": winner.name} if len(pool) > 1 else {})}
     tuner = restored(plan, EXPERIMENT, trainable, writer, param_space)
     if tuner is None:
-        budget = (f"for {chars:,} characters, the budget " + ("of the plan it replays" if given_by == "replayed" else
+        budget = (f"for the {race_chars:,} characters its race's schedule spans" if resume_files and race_chars else
+                  f"for {chars:,} characters, the budget " + ("of the plan it replays" if given_by == "replayed" else
                                                               "an earlier study decided here") if replayed else
                   f"up to {chars:,} characters" + (f" or {limit_s / 60:.1f} minutes" if limit_s else ""))
         who = f"trial {chosen['trial_id']}'s configuration" if winner.name == CHOSEN else describe(winner)
@@ -407,16 +408,19 @@ def _race(plan: Plan, chosen: pd.Series, pool: list[Candidate], writer: ResultsW
     kept = survivors(len(pool), len(rungs))
     runs = [len(pool)] + kept[:-1]  # who trains each round, as planned: the progress line's count and time
     race_s = sum(each * (rung - previous) / evals * k for rung, previous, k in zip(rungs, [0] + rungs[:-1], runs))
-    alive, files, previous, best = list(pool), {}, 0, None
+    alive, files, previous, best, spent_s = list(pool), {}, 0, None, 0.0
     for i, (rung, keep) in enumerate(zip(rungs, kept)):
         name = RACE_EXPERIMENT if i == 0 else f"{RACE_EXPERIMENT}-{i + 1}"
         round_data = data if i == 0 else {**data, "init_weights": None,
                                           "resume_by": {c.name: files[c.name] for c in alive}}
         trainable = tune.with_resources(tune.with_parameters(run_trial, data=round_data, cpus=cpus, gpus=gpus),
                                         {"cpu": cpus, "gpu": gpus})
-        # One stage for all rounds: its count and planned time are the whole race's.
-        writer.stage(RACE, sum(runs), expect=(race_s or None, max(limit_s - race_s, 0.0) + expect(plan, "final")[1]),
+        # One count for all rounds (the whole race's runs); each round's progress line starts its own clock, so its
+        # planned time is what is left of the race's.
+        writer.stage(RACE, sum(runs), expect=((race_s - spent_s) or None,
+                                              max(limit_s - race_s, 0.0) + expect(plan, "final")[1]),
                      repeat_of=str(chosen["trial_id"]))
+        spent_s += each * (rung - previous) / evals * runs[i]
         tuner = restored(plan, name, trainable, writer, {})
         if tuner is None:
             writer.echo(_round_words(plan, chosen, pool, alive, i, rung, previous, each, given))
