@@ -173,17 +173,20 @@ def race_blocks(run: RunData) -> list[Block]:
     minutes = (f" of a run of {race['limit_s'] / 60:.1f} minutes" if isinstance(race.get("limit_s"), (int, float))
                and race["limit_s"] > 0 else "")
     winner = race.get("winner")
-    lost_to = ("this study's configuration lost to the hand-picked baseline at the final model's horizon" if any(
+    rungs = race.get("evals") if isinstance(race.get("evals"), list) else [race.get("evals")]
+    last, evals = rungs[-1], (run.study.get("final") or {}).get("evals", "its")
+    lost_to = ("this study's configuration lost to the hand-picked baseline on the final model's terms" if any(
         r["candidate"] == BASELINE for r in rows) and winner != BASELINE and _beat(rows, BASELINE) else "")
     verdict = ("The study's configuration won, and went on from where its race ended." if winner == CHOSEN else
-               f"{candidate_name(winner)[0].upper()}{candidate_name(winner)[1:]} won: at the final model's horizon "
+               f"{candidate_name(winner)[0].upper()}{candidate_name(winner)[1:]} won: on the final model's terms "
                "this study's configuration lost to it, so the model handed over is "
                f"{candidate_name(winner)}'s, going on from where its race ended"
                + (f"; {lost_to} too" if lost_to else "") + "." if winner else "None trained normally.")
     return [Para(f"Before the final model trained, {len(rows)} configurations raced on its terms (the whole "
                  f"training text, its step size and schedule), one after the other, {_rounds(race, rows, minutes)}. "
                  f"{verdict} What wins a search trial's few hundred steps need not win a run a hundred times "
-                 "longer; the other configurations' races are what the check cost.")]
+                 f"longer, and what leads at the race's last rung ({_ordinal(last)} of {evals} evaluations) need "
+                 "not lead at the run's end; the other configurations' races are what the check cost.")]
 
 
 def _rounds(race: dict, rows: list[dict], minutes: str) -> str:

@@ -173,8 +173,8 @@ def test_an_alternative_that_won_the_race_is_named_and_the_baseline_s_win_over_t
     md = " ".join((build_report(run_dir, tmp_path / "r", n_bootstrap=10) / "report.md").read_text().split())
     assert "It is the hand-picked alternative gru's configuration, which beat search trial" in md
     assert "the hand-picked alternative gru (final.alternatives.gru) 1.990" in md
-    assert ("The hand-picked alternative gru won: at the final model's horizon this study's configuration lost to "
-            "it" in md and "lost to the hand-picked baseline at the final model's horizon too" in md)
+    assert ("The hand-picked alternative gru won: on the final model's terms this study's configuration lost to "
+            "it" in md and "lost to the hand-picked baseline on the final model's terms too" in md)
 
 
 def test_a_race_in_two_rounds_gives_each_rung_s_scores_and_compares_the_baseline_where_both_raced(make_run,
@@ -199,7 +199,8 @@ def test_a_race_in_two_rounds_gives_each_rung_s_scores_and_compares_the_baseline
             "hand-picked baseline 1.950, the hand-picked alternative gru 1.900. The hand-picked alternative gru won"
             in md)
     # The baseline beat the chosen configuration where both raced, at the 2nd evaluation.
-    assert "lost to the hand-picked baseline at the final model's horizon too" in md
+    assert "lost to the hand-picked baseline on the final model's terms too" in md
+    assert "what leads at the race's last rung (4th of" in md and "need not lead at the run's end" in md
     # Where the chosen configuration led the baseline at the 2nd evaluation, a later score of the baseline's alone
     # does not make it the better one.
     study["final"]["race"]["candidates"][0]["scores"] = [[2, 2.03], [4, 1.97]]

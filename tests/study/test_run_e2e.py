@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from study.inputs import SPECS_DIR
 from tests.conftest import REPO
 from tests.study._sockets import listeners
 
@@ -28,11 +29,18 @@ def smoke_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
     out, home = tmp / "run", tmp / "home"
     home.mkdir()
+    # The smoke spec with its final race in two rounds, as the default spec's (the other studies of the suite race
+    # one round, to keep its time): both candidates to the 1st evaluation, then on from their checkpoints to the 2nd.
+    spec = tmp / "smoke.toml"
+    text = (SPECS_DIR / "smoke.toml").read_text()
+    two_rounds = text.replace("\nrace_evals = 1 ", "\nrace_evals = [1, 2] ").replace("\npatience = 2", "\npatience = 3")
+    assert two_rounds.count("[1, 2]") == 1 and "patience = 3" in two_rounds  # patience above the race's 2
+    spec.write_text(two_rounds)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(home)}
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
         env.pop(name, None)
     with subprocess.Popen(
-        [sys.executable, "-m", "study.run", "--spec", "smoke", "--trials", "4", "--out", str(out),
+        [sys.executable, "-m", "study.run", "--spec", str(spec), "--trials", "4", "--out", str(out),
          "--no-report"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ) as child:
